@@ -1,0 +1,1 @@
+"""Datasets helpers: synthetic datasets in real on-disk formats."""

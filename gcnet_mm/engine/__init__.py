@@ -1,0 +1,1 @@
+"""engine components of gcnet_mm."""

@@ -1,0 +1,1 @@
+"""evaluation components of gcnet_mm."""

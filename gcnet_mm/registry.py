@@ -1,0 +1,37 @@
+"""Registries of gcnet_mm, children of mmengine's root registries.
+
+Every registry here has the scope ``gcnet_mm``, so a config of mmdet,
+mmsegmentation or mmpretrain (or any other OpenMMLab project) can name
+``type='gcnet_mm.ContextBlock'`` without ``custom_imports``: mmengine imports
+``gcnet_mm.registry`` when it meets the scope, and each registry imports its
+``locations`` the first time it is searched.
+
+Names that upstream registers too (``ContextBlock`` in mmcv, ``GCHead`` in
+mmseg) resolve to this package's classes only when written with the
+``gcnet_mm.`` prefix; the package's own configs always write it.
+"""
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import Registry
+
+__all__ = ['MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS']
+
+#: Blocks, heads and the block-placing backbone builder.
+MODELS = Registry(
+    'model', parent=MMENGINE_MODELS, scope='gcnet_mm',
+    locations=['gcnet_mm.models'])
+DATASETS = Registry(
+    'dataset', parent=MMENGINE_DATASETS, scope='gcnet_mm',
+    locations=['gcnet_mm.datasets'])
+TRANSFORMS = Registry(
+    'transform', parent=MMENGINE_TRANSFORMS, scope='gcnet_mm',
+    locations=['gcnet_mm.datasets'])
+METRICS = Registry(
+    'metric', parent=MMENGINE_METRICS, scope='gcnet_mm',
+    locations=['gcnet_mm.evaluation'])
+HOOKS = Registry(
+    'hook', parent=MMENGINE_HOOKS, scope='gcnet_mm',
+    locations=['gcnet_mm.engine'])
