@@ -13,11 +13,14 @@ mmseg) resolve to this package's classes only when written with the
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
-__all__ = ['MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS']
+__all__ = [
+    'MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'MODEL_WRAPPERS'
+]
 
 #: Blocks, heads and the block-placing backbone builder.
 MODELS = Registry(
@@ -34,4 +37,7 @@ METRICS = Registry(
     locations=['gcnet_mm.evaluation'])
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, scope='gcnet_mm',
+    locations=['gcnet_mm.engine'])
+MODEL_WRAPPERS = Registry(
+    'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='gcnet_mm',
     locations=['gcnet_mm.engine'])

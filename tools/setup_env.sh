@@ -85,7 +85,8 @@ else
 fi
 pip_ install -q --force-reinstall --no-deps "$wheel_dir"/mmcv-*.whl
 # mmcv's own dependencies (without letting pip replace the wheel).
-pip_ install -q addict packaging Pillow pyyaml yapf "opencv-python>=4.5,<5"
+pip_ install -q "$(grep '^mmengine' "$root/requirements/runtime.txt")" addict \
+  packaging Pillow pyyaml yapf "opencv-python>=4.5,<5"
 
 # -- the OpenMMLab hosts, test tools and this package ----------------------------
 log "installing mmengine, mmdet, mmsegmentation, mmpretrain and test tools"

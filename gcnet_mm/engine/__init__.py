@@ -1,1 +1,14 @@
-"""engine components of gcnet_mm."""
+"""Runtime support for the tools: safe checkpoints, CPU distributed runs,
+resumable randomness and config checks."""
+from .checkpoint import (CheckpointLoadError, install_checkpoint_safety,
+                         register_safe_globals, safe_load)
+from .config_checks import check_data_paths
+from .distributed import (CPUDistributedDataParallel, setup_cpu_distributed,
+                          sync_bn_to_bn)
+from .hooks import EpochReseedHook
+
+__all__ = [
+    'CheckpointLoadError', 'install_checkpoint_safety', 'register_safe_globals',
+    'safe_load', 'check_data_paths', 'CPUDistributedDataParallel',
+    'setup_cpu_distributed', 'sync_bn_to_bn', 'EpochReseedHook'
+]

@@ -1,0 +1,186 @@
+"""Safe checkpoint loading and atomic checkpoint saving.
+
+Loading keeps torch's weights-only unpickler on and allows exactly the extra
+types that OpenMMLab checkpoints hold (mmengine's ``HistoryBuffer`` in the
+message hub, numpy arrays, scalars and dtypes in metadata).  Anything else, such
+as a pickle that would call ``os.system``, is refused before any of it runs.
+
+Saving writes to a temporary file in the same folder and renames it over the
+target, so a run killed while saving never leaves a truncated checkpoint (or a
+``last_checkpoint`` pointer to one) behind.
+"""
+import os
+import os.path as osp
+import pickle
+import tempfile
+from typing import Any, List, Optional
+
+import numpy as np
+import torch
+
+__all__ = [
+    'CheckpointLoadError', 'safe_globals', 'register_safe_globals', 'safe_load',
+    'install_checkpoint_safety'
+]
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint could not be loaded: missing, unreadable or unsafe."""
+
+
+def _numpy_globals() -> List[Any]:
+    """The numpy callables and classes that array/scalar pickles name."""
+    try:  # numpy >= 2
+        from numpy._core import multiarray
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    found = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
+    found += [type(np.dtype(t)) for t in np.sctypeDict.values()]
+    return list(dict.fromkeys(found))
+
+
+def safe_globals() -> List[Any]:
+    """Everything beyond torch's defaults that an OpenMMLab checkpoint needs."""
+    from mmengine.logging import HistoryBuffer
+    return [HistoryBuffer] + _numpy_globals()
+
+
+def _allow_numpy1_paths() -> None:
+    """Let checkpoints pickled under numpy 1.x (``numpy.core.multiarray``) load
+    with numpy 2 installed: torch matches globals by their pickled name."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x: names already match
+        return
+    torch.serialization.add_safe_globals([
+        (multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
+        (multiarray.scalar, 'numpy.core.multiarray.scalar'),
+    ])
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as mmengine's ``HistoryBuffer.__getstate__`` pickles it
+    (``getattr(HistoryBuffer, 'mean')`` for its statistic methods), and
+    nothing else: a general ``getattr`` would reach any attribute, such as
+    ``ndarray.tofile``, of the objects a pickle can build."""
+    from mmengine.logging import HistoryBuffer
+    allowed = set(HistoryBuffer._statistics_methods) | {
+        'min', 'max', 'current', 'mean'}
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint; only '
+        f'getattr(HistoryBuffer, one of {sorted(allowed)}) is')
+
+
+def register_safe_globals() -> None:
+    """Allow OpenMMLab's checkpoint types in every weights-only ``torch.load``
+    of this process (mmengine's own loaders included)."""
+    torch.serialization.add_safe_globals(
+        safe_globals() + [(_history_buffer_getattr, 'builtins.getattr')])
+    _allow_numpy1_paths()
+
+
+def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
+    """``torch.load`` with weights-only unpickling and clear errors.
+
+    Args:
+        filename: path of a checkpoint file.
+        map_location: as for :func:`torch.load`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointLoadError: the file is empty, truncated, not a PyTorch
+            checkpoint, or would need types outside the allowlist (a pickle
+            that could run code); nothing from such a file is executed.
+    """
+    filename = osp.expanduser(str(filename))
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint file not found: {filename!r}')
+    size = osp.getsize(filename)
+    if size == 0:
+        raise CheckpointLoadError(f'checkpoint {filename!r} is empty (0 bytes)')
+    register_safe_globals()
+    try:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=True)
+    except pickle.UnpicklingError as e:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
+                filename)
+        except Exception:  # legacy (non-zip) format: torch cannot list them
+            unsafe = []
+        allowed = {f'{g.__module__}.{g.__qualname__}'
+                   for g in safe_globals() if hasattr(g, '__qualname__')}
+        unsafe = [u for u in unsafe if u not in allowed]
+        what = (f'it needs {", ".join(unsafe)}' if unsafe else
+                f'the weights-only unpickler rejected it ({e})')
+        raise CheckpointLoadError(
+            f'refused to load checkpoint {filename!r}: {what}. Only tensors, '
+            'containers and the types OpenMMLab checkpoints use (mmengine '
+            'HistoryBuffer, numpy arrays/scalars) are allowed, because other '
+            'types can run code when unpickled; nothing from the file was '
+            'run. Re-save the weights you trust with torch.save of a plain '
+            'state dict.') from None
+    except Exception as e:  # truncated zip, garbage bytes, ...
+        raise CheckpointLoadError(
+            f'cannot read checkpoint {filename!r} ({size} bytes): it is '
+            f'truncated or not a PyTorch checkpoint ({type(e).__name__}: '
+            f'{e})') from None
+
+
+def _load_from_local(filename: str, map_location: Optional[Any] = None):
+    return safe_load(filename, map_location)
+
+
+def _load_from_http(filename: str, map_location: Optional[Any] = None,
+                    model_dir: Optional[str] = None):
+    """Download (rank 0 first) with mmengine, then load weights-only."""
+    from mmengine.dist import barrier, get_dist_info
+    from torch.hub import download_url_to_file, get_dir
+    model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    cached = osp.join(model_dir, osp.basename(filename.split('?')[0]))
+    rank, world_size = get_dist_info()
+    if rank == 0 and not osp.isfile(cached):
+        download_url_to_file(filename, cached, progress=True)
+    if world_size > 1:
+        barrier()
+    return safe_load(cached, map_location)
+
+
+def _atomic_put(self, obj: bytes, filepath) -> None:
+    """Drop-in for mmengine's ``LocalBackend.put`` that never leaves a
+    partially written file under ``filepath``."""
+    filepath = str(filepath)
+    folder = osp.dirname(osp.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-',
+                               suffix=osp.basename(filepath))
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(obj)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _atomic_put_text(self, obj: str, filepath, encoding: str = 'utf-8'):
+    _atomic_put(self, obj.encode(encoding), filepath)
+
+
+def install_checkpoint_safety() -> None:
+    """Route mmengine's local and http(s) checkpoint loading through
+    :func:`safe_load`, and make its local file writes atomic.  Idempotent."""
+    from mmengine.fileio.backends import LocalBackend
+    from mmengine.runner.checkpoint import CheckpointLoader
+    register_safe_globals()
+    CheckpointLoader.register_scheme('', _load_from_local, force=True)
+    CheckpointLoader.register_scheme(('http://', 'https://'), _load_from_http,
+                                     force=True)
+    LocalBackend.put = _atomic_put
+    LocalBackend.put_text = _atomic_put_text

@@ -1,0 +1,95 @@
+"""Distributed training where mmengine assumes GPUs.
+
+mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the model
+in DDP with ``device_ids=[LOCAL_RANK]``; both fail on a CPU-only machine, and
+SyncBN needs a GPU.  On such a machine :func:`setup_cpu_distributed` starts the
+process group over gloo, turns SyncBN into plain BN (with one warning) and
+selects :class:`CPUDistributedDataParallel`.  With GPUs nothing changes: NCCL,
+SyncBN and mmengine's own wrapper.
+"""
+import os
+import warnings
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+from mmengine.model import MMDistributedDataParallel
+
+from gcnet_mm.registry import MODEL_WRAPPERS
+
+__all__ = [
+    'CPUDistributedDataParallel', 'sync_bn_to_bn', 'setup_cpu_distributed'
+]
+
+_SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'nn.SyncBatchNorm')
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for modules on the CPU (gloo backend).
+
+    The runner passes ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU
+    module; they are dropped here.
+    """
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
+        super().__init__(
+            module=module, device_ids=None if on_cpu else device_ids,
+            **kwargs)
+
+
+def sync_bn_to_bn(cfg: Any) -> List[str]:
+    """Replace every SyncBN norm config in ``cfg`` by plain BN, in place.
+
+    Returns the config keys that were changed (e.g. ``model.backbone.norm_cfg``).
+    """
+    changed = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if node.get('type') in _SYNC_BN_TYPES:
+                node['type'] = 'BN'
+                changed.append(path)
+            for k, v in node.items():
+                walk(v, f'{path}.{k}' if path else str(k))
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f'{path}[{i}]')
+
+    walk(cfg._cfg_dict if isinstance(cfg, Config) else cfg, '')
+    if cfg.get('sync_bn'):
+        cfg['sync_bn'] = None
+        changed.append('sync_bn')
+    return changed
+
+
+def setup_cpu_distributed(cfg: Any) -> bool:
+    """Prepare ``cfg`` for a ``--launcher pytorch`` run without CUDA.
+
+    Starts the default process group over gloo from torchrun's environment
+    (mmengine then skips its own CUDA-only initialisation), turns SyncBN into
+    BN and picks the CPU DDP wrapper.  Returns False, changing nothing, when
+    CUDA is available or the process was not started by torchrun.
+    """
+    if torch.cuda.is_available() or 'LOCAL_RANK' not in os.environ:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    changed = sync_bn_to_bn(cfg)
+    if changed and dist.get_rank() == 0:
+        warnings.warn(
+            'no CUDA device: running distributed on the CPU over gloo, and '
+            'SyncBN (which needs GPUs) is replaced by BN in '
+            f'{len(changed)} places ({", ".join(changed[:4])}'
+            f'{", ..." if len(changed) > 4 else ""}); each process normalises '
+            'over its own batch.', stacklevel=2)
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    if wrapper.get('type', 'MMDistributedDataParallel') in (
+            'MMDistributedDataParallel', 'gcnet_mm.CPUDistributedDataParallel'):
+        wrapper['type'] = 'gcnet_mm.CPUDistributedDataParallel'
+        cfg['model_wrapper_cfg'] = wrapper
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    return True

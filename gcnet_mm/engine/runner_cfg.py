@@ -1,0 +1,226 @@
+"""What ``tools/train.py`` and ``tools/test.py`` do to a config before mmengine's
+Runner takes over; the same for detection, segmentation and classification."""
+import glob
+import json
+import os
+import os.path as osp
+import warnings
+import zipfile
+from typing import Optional
+
+from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
+
+from .checkpoint import CheckpointLoadError, install_checkpoint_safety
+from .config_checks import check_data_paths
+from .distributed import setup_cpu_distributed
+
+__all__ = [
+    'load_config', 'prepare_train_cfg', 'prepare_test_cfg',
+    'find_resumable_checkpoint', 'load_checkpoint_strict', 'dump_metrics'
+]
+
+_HOSTS = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config file, with a clear error when it does not exist."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config!r}')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _common(cfg: Config, config: str, work_dir: Optional[str],
+            launcher: str) -> Config:
+    install_checkpoint_safety()
+    cfg.launcher = launcher
+    if launcher != 'none':
+        setup_cpu_distributed(cfg)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def _zip_ok(path: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return bool(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
+    """The newest readable checkpoint of ``work_dir``.
+
+    Follows mmengine's ``last_checkpoint`` pointer; if the file it names is
+    missing or unreadable (say it was cut short by a full disk), falls back to
+    the newest intact ``*.pth`` in the folder, with a warning.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    last = None
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            last = f.read().strip() or None
+        if last and osp.isfile(last) and _zip_ok(last):
+            return last
+    candidates = sorted(glob.glob(osp.join(work_dir, '*.pth')),
+                        key=osp.getmtime, reverse=True)
+    for ckpt in candidates:
+        if _zip_ok(ckpt):
+            if last:
+                warnings.warn(f'last checkpoint {last!r} is missing or '
+                              f'unreadable; resuming from {ckpt!r} instead')
+            return ckpt
+    return None
+
+
+def prepare_train_cfg(config: str,
+                      work_dir: Optional[str] = None,
+                      resume: Optional[str] = None,
+                      amp: bool = False,
+                      auto_scale_lr: bool = False,
+                      cfg_options: Optional[dict] = None,
+                      launcher: str = 'none') -> Config:
+    """Config for ``Runner.from_cfg`` to train.
+
+    Args:
+        config: config file path.
+        work_dir: overrides ``cfg.work_dir``; default ``./work_dirs/<name>``.
+        resume: ``None`` (start afresh), ``'auto'`` (the newest readable
+            checkpoint in the work dir, if any) or a checkpoint path/URL.
+        amp: mixed precision (float16 on GPUs, bfloat16 on the CPU).
+        auto_scale_lr: scale the lr by the actual total batch size.
+        cfg_options: ``--cfg-options`` overrides.
+        launcher: 'none', 'pytorch', 'slurm' or 'mpi'.
+    """
+    cfg = _common(load_config(config, cfg_options), config, work_dir, launcher)
+    if amp:
+        wrapper = cfg.optim_wrapper
+        if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            warnings.warn('the config already uses AmpOptimWrapper')
+        else:
+            wrapper.type = 'AmpOptimWrapper'
+            wrapper.setdefault('loss_scale', 'dynamic')
+            import torch
+            if not torch.cuda.is_available():
+                wrapper.setdefault('dtype', 'bfloat16')
+    if auto_scale_lr:
+        if not cfg.get('auto_scale_lr', {}).get('base_batch_size'):
+            raise ValueError(
+                '--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
+                f'config, but {config!r} has auto_scale_lr='
+                f'{cfg.get("auto_scale_lr")}')
+        cfg.auto_scale_lr.enable = True
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
+    elif resume is not None:
+        cfg.resume = True
+        cfg.load_from = resume
+    # Identical results after a resume (see EpochReseedHook).
+    hooks = list(cfg.get('custom_hooks', []))
+    if not any(str(h.get('type', '')).endswith('EpochReseedHook')
+               for h in hooks):
+        hooks.append(dict(type='gcnet_mm.EpochReseedHook'))
+    cfg.custom_hooks = hooks
+    check_data_paths(cfg, ('train', 'val'))
+    return cfg
+
+
+def _enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
+                          wait_time: float) -> None:
+    """Turn on the host's visualization hook the way its test.py does."""
+    hooks = cfg.get('default_hooks', {})
+    if 'visualization' not in hooks:
+        raise ValueError(
+            '--show/--show-dir need a "visualization" hook in '
+            f'default_hooks; this config has {sorted(hooks)}')
+    vis = hooks['visualization']
+    scope = cfg.get('default_scope')
+    if scope == 'mmpretrain':
+        vis['enable'] = True
+        if show_dir:
+            vis['out_dir'] = show_dir
+    else:
+        vis['draw'] = True
+        if show_dir and scope == 'mmseg':
+            cfg.visualizer['save_dir'] = show_dir
+        elif show_dir:
+            vis['test_out_dir'] = show_dir
+    if show:
+        vis['show'] = True
+        vis['wait_time'] = wait_time
+
+
+def prepare_test_cfg(config: str,
+                     checkpoint: str,
+                     work_dir: Optional[str] = None,
+                     out: Optional[str] = None,
+                     show: bool = False,
+                     show_dir: Optional[str] = None,
+                     wait_time: float = 2,
+                     cfg_options: Optional[dict] = None,
+                     launcher: str = 'none') -> Config:
+    """Config for ``Runner.from_cfg`` to evaluate ``checkpoint`` (path or URL).
+
+    The checkpoint itself is loaded afterwards by
+    :func:`load_checkpoint_strict`, so that a mismatch fails loudly.
+    """
+    if '://' not in checkpoint and not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file not found: {checkpoint!r}')
+    cfg = _common(load_config(config, cfg_options), config, work_dir, launcher)
+    cfg.load_from = None
+    cfg.resume = False
+    if cfg.get('default_scope') not in _HOSTS:
+        warnings.warn(f'default_scope {cfg.get("default_scope")!r} is none of '
+                      f'{_HOSTS}; evaluating with mmengine defaults')
+    if show or show_dir:
+        _enable_visualization(cfg, show, show_dir, wait_time)
+    if out:
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file, got {out!r}')
+        evaluator = cfg.test_evaluator
+        evaluator = list(evaluator) if isinstance(evaluator,
+                                                  (list, tuple)) else [
+                                                      evaluator]
+        evaluator.append(dict(type='DumpResults', out_file_path=out))
+        cfg.test_evaluator = evaluator
+    check_data_paths(cfg, ('test', ))
+    return cfg
+
+
+def load_checkpoint_strict(runner, checkpoint: str) -> None:
+    """Load ``checkpoint`` into the runner's model, failing with the missing
+    and unexpected keys listed if it does not match the model."""
+    try:
+        runner.load_checkpoint(checkpoint, map_location='cpu', strict=True)
+    except RuntimeError as e:
+        if isinstance(e, CheckpointLoadError) or 'state_dict' not in str(e):
+            raise
+        raise CheckpointLoadError(
+            f'checkpoint {checkpoint!r} does not match the model of this '
+            f'config; nothing was evaluated.\n{e}') from None
+
+
+def dump_metrics(metrics: dict, work_dir: str, timestamp: str,
+                 checkpoint: str, config: str) -> str:
+    """Write the evaluation metrics as JSON in the work dir; returns the path."""
+    os.makedirs(work_dir, exist_ok=True)
+    path = osp.join(work_dir, f'metrics_{timestamp}.json')
+
+    def plain(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return str(v)
+
+    with open(path, 'w') as f:
+        json.dump(dict(config=config, checkpoint=checkpoint,
+                       metrics={k: plain(v) for k, v in metrics.items()}),
+                  f, indent=2)
+    return path

@@ -1,0 +1,65 @@
+"""Evaluate a checkpoint (path or URL) with the config's test set and metric.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out RESULTS.pkl]
+        [--show] [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...]
+
+The metrics are printed and written to WORK_DIR/metrics_<timestamp>.json.
+"""
+import argparse
+import os
+import sys
+
+from mmengine.config import DictAction
+
+import gcnet_mm  # noqa: F401  (registers the gcnet_mm scope)
+from gcnet_mm.engine.runner_cfg import (dump_metrics, load_checkpoint_strict,
+                                        prepare_test_cfg)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file path or URL')
+    parser.add_argument('--work-dir', help='folder for logs and metrics')
+    parser.add_argument('--out', help='dump the raw predictions to this .pkl')
+    parser.add_argument('--show', action='store_true',
+                        help='show prediction results in a window')
+    parser.add_argument('--show-dir',
+                        help='save images with predictions drawn here')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds each image is shown with --show')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, e.g. test_dataloader.batch_size=1')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'])
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.launcher == 'none':
+        os.environ.pop('LOCAL_RANK', None)
+    cfg = prepare_test_cfg(args.config, args.checkpoint,
+                           work_dir=args.work_dir, out=args.out,
+                           show=args.show, show_dir=args.show_dir,
+                           wait_time=args.wait_time,
+                           cfg_options=args.cfg_options,
+                           launcher=args.launcher)
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+              RUNNERS.build(cfg))
+    load_checkpoint_strict(runner, args.checkpoint)
+    metrics = runner.test()
+    if runner.rank == 0:
+        path = dump_metrics(metrics, cfg.work_dir, runner.timestamp,
+                            args.checkpoint, args.config)
+        print(f'metrics written to {path}')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
