@@ -1,0 +1,14 @@
+# Table 4(b) "avg+scale": average pooling, sigmoid scaling fusion, in the GC
+# block (bottleneck with LayerNorm) in every residual block of c3-c5.
+_base_ = './resnet50-gcb-r16-c3-c5_8xb64-ft-coslr-40e_in1k.py'
+model = dict(
+    backbone=dict(plugins=[
+        dict(
+            cfg=dict(
+                type='gcnet_mm.ContextBlock',
+                ratio=1. / 16,
+                pooling_type='avg',
+                fusion_types=('channel_mul', )),
+            stages=(False, True, True, True),
+            position='after_conv3')
+    ]))

@@ -1,0 +1,3 @@
+# The baseline without GC blocks: mmdet's config as it is, under this
+# folder so the package's GC configs and ablations sit next to it.
+_base_ = 'mmdet::gcnet/cascade-mask-rcnn_x101-32x4d-syncbn-dconv-c3-c5_fpn_1x_coco.py'

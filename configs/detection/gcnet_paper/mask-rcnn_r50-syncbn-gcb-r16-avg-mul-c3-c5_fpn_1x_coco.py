@@ -1,0 +1,13 @@
+# Table 2(f) "avg+scale" (SE-like): average pooling, sigmoid scaling fusion.
+_base_ = '../gcnet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py'
+model = dict(
+    backbone=dict(plugins=[
+        dict(
+            cfg=dict(
+                type='gcnet_mm.ContextBlock',
+                ratio=1. / 16,
+                pooling_type='avg',
+                fusion_types=('channel_mul', )),
+            stages=(False, True, True, True),
+            position='after_conv3')
+    ]))

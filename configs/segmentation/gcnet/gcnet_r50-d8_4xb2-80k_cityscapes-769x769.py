@@ -1,0 +1,3 @@
+# mmseg's config with gcnet_mm's GCHead: same modules and state dict.
+_base_ = 'mmseg::gcnet/gcnet_r50-d8_4xb2-80k_cityscapes-769x769.py'
+model = dict(decode_head=dict(type='gcnet_mm.GCHead'))
