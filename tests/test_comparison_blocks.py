@@ -1,0 +1,280 @@
+"""The comparison blocks (NonLocalBlock, SEBlock, SNLBlock) and the calling
+convention all blocks share. CPU, tiny tensors."""
+import pytest
+import torch
+from mmengine.model import BaseModule
+from torch import nn
+
+from gcnet_mm.models.blocks import (ContextBlock, NonLocalBlock, SEBlock,
+                                    SNLBlock)
+from gcnet_mm.registry import MODELS
+
+MODES = ('embedded_gaussian', 'gaussian', 'dot_product', 'concatenation')
+ALL_BLOCKS = (ContextBlock, SNLBlock, NonLocalBlock, SEBlock)
+
+
+def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Random non-zero values for every parameter, zero-init ones too."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
+    return module
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def run_fwd_bwd(module, x, grad):
+    x = x.clone().requires_grad_(True)
+    module.zero_grad()
+    out = module(x)
+    out.backward(grad)
+    grads = {n: p.grad.clone() for n, p in module.named_parameters()}
+    return out.detach(), x.grad.clone(), grads
+
+
+# ------------------------------------------------------ shared convention
+@pytest.mark.parametrize('cls', ALL_BLOCKS)
+def test_common_calling_convention(cls):
+    block = cls(16)  # in_channels first, everything else has a default
+    assert isinstance(block, BaseModule)
+    assert MODELS.get(f'gcnet_mm.{cls.__name__}') is cls
+    block = randomize_(block)
+    x = torch.randn(2, 16, 4, 6, requires_grad=True)
+    out = block(x)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_abbrs():
+    assert ContextBlock._abbr_ == 'context_block'
+    assert SNLBlock._abbr_ == 'snl_block'
+    assert NonLocalBlock._abbr_ == 'nonlocal_block'
+    assert SEBlock._abbr_ == 'se_block'
+
+
+@pytest.mark.parametrize('cls', ALL_BLOCKS)
+def test_forward_shape_errors(cls):
+    block = cls(16)
+    with pytest.raises(ValueError, match=r'4-D.*5-D'):
+        block(torch.randn(1, 16, 2, 3, 3))
+    with pytest.raises(ValueError, match=r'C=16.*C=4'):
+        block(torch.randn(2, 4, 3, 3))
+
+
+@pytest.mark.parametrize('cls', ALL_BLOCKS)
+@pytest.mark.parametrize('in_channels,exc', [(0, ValueError),
+                                             (-1, ValueError),
+                                             ('8', TypeError)])
+def test_in_channels_errors(cls, in_channels, exc):
+    with pytest.raises(exc, match='in_channels') as info:
+        cls(in_channels)
+    assert repr(in_channels) in str(info.value)
+
+
+def test_param_counts_paper_r50():
+    assert count(ContextBlock(1024, 1 / 16)) == 133_313
+    assert count(SNLBlock(1024)) == 1_050_625
+    assert count(NonLocalBlock(1024)) == 2_100_736
+    assert count(SEBlock(1024, 1 / 16)) == 1024 * 64 + 64 + 64 * 1024 + 1024
+
+
+# ---------------------------------------------------------- NonLocalBlock
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('sub_sample', [False, True])
+@pytest.mark.parametrize('norm_cfg', [dict(type='BN'), None])
+def test_nonlocal_matches_mmcv(mode, sub_sample, norm_cfg):
+    from mmcv.cnn import NonLocal2d
+    torch.manual_seed(0)
+    ref = randomize_(
+        NonLocal2d(8, sub_sample=sub_sample, mode=mode, norm_cfg=norm_cfg))
+    ours = NonLocalBlock(8, mode=mode, sub_sample=sub_sample,
+                         norm_cfg=norm_cfg)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+
+    x = torch.randn(2, 8, 4, 6)
+    grad = torch.randn(2, 8, 4, 6)
+    if mode == 'concatenation':
+        # mmcv divides the ReLU output in place: its forward is fine but its
+        # backward raises; compare forward only, gradients are gradchecked.
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+        return
+    out_ref, gx_ref, gp_ref = run_fwd_bwd(ref, x, grad)
+    out, gx, gp = run_fwd_bwd(ours, x, grad)
+    assert not torch.allclose(out, x)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    assert gp.keys() == gp_ref.keys()
+    for name in gp:
+        torch.testing.assert_close(gp[name], gp_ref[name], rtol=1e-4,
+                                   atol=1e-5, msg=name)
+    for name, buf in ref.named_buffers():  # BN running stats, same update
+        torch.testing.assert_close(dict(ours.named_buffers())[name], buf)
+    ours.eval(), ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_mmcv_concatenation_backward_is_broken_ours_is_not():
+    """Documents why NonLocalBlock overrides ``concatenation``."""
+    from mmcv.cnn import NonLocal2d
+    x = torch.randn(1, 8, 3, 3, requires_grad=True)
+    ref = randomize_(NonLocal2d(8, mode='concatenation'))
+    with pytest.raises(RuntimeError, match='inplace'):
+        ref(x).sum().backward()
+    ours = randomize_(NonLocalBlock(8, mode='concatenation'))
+    ours(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('sub_sample', [False, True])
+def test_nonlocal_identity_at_init(mode, sub_sample):
+    block = NonLocalBlock(8, mode=mode, sub_sample=sub_sample)
+    assert torch.all(block.conv_out.norm.weight == 0)
+    x = torch.randn(2, 8, 4, 4)
+    assert torch.equal(block(x), x)
+    assert torch.equal(block.eval()(x), x)
+
+
+class _Parent(BaseModule):
+    """Stands in for an mmdet ResNet: Kaiming for every conv, BN to 1, then
+    the children's init_weights."""
+
+    def __init__(self, block):
+        super().__init__(init_cfg=[
+            dict(type='Kaiming', layer='Conv2d'),
+            dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
+        ])
+        self.block = block
+
+
+@pytest.mark.parametrize('cls,kwargs', [
+    (NonLocalBlock, {}),
+    (NonLocalBlock, dict(sub_sample=True)),
+    (NonLocalBlock, dict(sub_sample=True, mode='gaussian')),
+    (NonLocalBlock, dict(mode='concatenation', norm_cfg=None)),
+    (SNLBlock, {}),
+    (ContextBlock, {}),
+])
+def test_identity_survives_parent_init(cls, kwargs):
+    block = randomize_(cls(16, **kwargs))
+    x = torch.randn(2, 16, 3, 3)
+    assert not torch.equal(block(x), x)
+    _Parent(block).init_weights()
+    assert torch.equal(block(x), x)
+
+
+def test_nonlocal_init_weights_restores_mmcv_init():
+    block = randomize_(NonLocalBlock(8, std=0.01))
+    block.init_weights()
+    assert block.g.conv.weight.std() < 0.05
+    assert torch.all(block.g.conv.bias == 0)
+    assert torch.all(block.conv_out.norm.weight == 0)
+    no_zero = NonLocalBlock(8, zeros_init=False, norm_cfg=None)
+    assert no_zero.conv_out.conv.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('sub_sample', [False, True])
+def test_nonlocal_gradcheck(mode, sub_sample):
+    block = randomize_(
+        NonLocalBlock(8, mode=mode, sub_sample=sub_sample).double())
+    block.eval()  # BN with fixed (random) statistics
+    with torch.no_grad():
+        block.conv_out.norm.running_mean.normal_()
+        block.conv_out.norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x, ), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs,exc,fragments', [
+    (dict(mode='embedded'), ValueError,
+     ['mode', "'embedded'", "did you mean 'embedded_gaussian'?"]),
+    (dict(mode='softmax'), ValueError, ['mode', "'softmax'", 'gaussian']),
+    (dict(reduction=0), ValueError, ['reduction', '0']),
+    (dict(reduction=1.5), TypeError, ['reduction', '1.5']),
+    (dict(reduction=16), ValueError, ['reduction=16', 'in_channels=8']),
+    (dict(norm_cfg='BN'), TypeError, ['norm_cfg', "'BN'"]),
+])
+def test_nonlocal_errors(kwargs, exc, fragments):
+    with pytest.raises(exc) as info:
+        NonLocalBlock(8, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+@pytest.mark.parametrize('mode', ['embedded_gaussian', 'gaussian'])
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_nonlocal_autocast_large_inputs(mode, dtype):
+    block = randomize_(NonLocalBlock(8, mode=mode)).eval()
+    # gaussian logits x_i . x_j reach ~8 * 300^2 = 7e5: inf in float16
+    x = torch.randn(2, 8, 4, 4) * 300
+    try:
+        with torch.autocast('cpu', dtype=dtype):
+            out = block(x)
+    except RuntimeError as e:  # pragma: no cover
+        pytest.skip(f'CPU autocast with {dtype}: {e}')
+    assert torch.isfinite(out).all()
+
+
+def test_nonlocal_half_module_large_inputs():
+    """No autocast: a float16 module on float16 inputs stays finite."""
+    block = randomize_(NonLocalBlock(8, mode='gaussian')).eval().half()
+    x = (torch.randn(1, 8, 3, 3) * 300).half()
+    try:
+        out = block(x)
+    except RuntimeError as e:  # pragma: no cover
+        pytest.skip(f'float16 on CPU: {e}')
+    assert torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- SEBlock
+def test_se_matches_formula():
+    block = randomize_(SEBlock(8, 1 / 4))
+    x = torch.randn(2, 8, 3, 5)
+    s = x.mean(dim=(2, 3), keepdim=True)
+    s = torch.sigmoid(block.fc2(torch.relu(block.fc1(s))))
+    torch.testing.assert_close(block(x), x * s)
+    assert set(block.state_dict()) == {
+        'fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'
+    }
+
+
+def test_se_width():
+    assert SEBlock(32).planes == 2  # default 1/16
+    assert SEBlock(32, 1 / 4).planes == 8
+    assert SEBlock(32, channels=5).fc1.out_channels == 5
+
+
+def test_se_gradcheck():
+    block = randomize_(SEBlock(8, 1 / 4).double())
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x, ), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs,exc,fragments', [
+    (dict(ratio=1 / 4, channels=2), ValueError, ['ratio', 'channels=2']),
+    (dict(ratio=0.0), ValueError, ['ratio', '0.0']),
+    (dict(ratio=1 / 16), ValueError, ['ratio', '0.0625', 'in_channels=8']),
+    (dict(channels=0), ValueError, ['channels', '0']),
+    (dict(channels='4'), TypeError, ['channels', "'4'"]),
+])
+def test_se_errors(kwargs, exc, fragments):
+    with pytest.raises(exc) as info:
+        SEBlock(8, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_se_autocast_large_inputs():
+    block = randomize_(SEBlock(8, 1 / 4))
+    x = torch.randn(2, 8, 4, 4) * 300
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = block(x)
+    assert torch.isfinite(out).all()

@@ -1,0 +1,326 @@
+"""ContextBlock and SNLBlock: mmcv parity, init, gradients, design space,
+errors and mixed precision. CPU, tiny tensors."""
+import pytest
+import torch
+from mmengine.model import BaseModule
+from torch import nn
+
+from gcnet_mm.models.blocks import ContextBlock, SNLBlock
+from gcnet_mm.models.blocks import context_block as context_block_module
+from gcnet_mm.registry import MODELS
+
+POOLINGS = ('att', 'avg')
+FUSIONS = (('channel_add', ), ('channel_mul', ), ('channel_add',
+                                                  'channel_mul'))
+TRANSFORMS = ('ln_relu', 'relu', 'bottleneck', 'linear')
+
+
+def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter (zero-init ones included) random non-zero
+    values."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
+    return module
+
+
+def ratio_kwargs(transform: str) -> dict:
+    return {} if transform == 'linear' else {'ratio': 1 / 4}
+
+
+def run_fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor):
+    x = x.clone().requires_grad_(True)
+    module.zero_grad()
+    out = module(x)
+    out.backward(grad)
+    grads = {n: p.grad.clone() for n, p in module.named_parameters()}
+    return out.detach(), x.grad.clone(), grads
+
+
+# --------------------------------------------------------------- mmcv parity
+@pytest.mark.parametrize('pooling', POOLINGS)
+@pytest.mark.parametrize('fusion', FUSIONS)
+def test_matches_mmcv(pooling, fusion):
+    from mmcv.cnn import ContextBlock as MMCVContextBlock
+    torch.manual_seed(0)
+    ref = randomize_(MMCVContextBlock(8, 1 / 4, pooling, fusion))
+    ours = ContextBlock(8, 1 / 4, pooling, fusion)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert ours.planes == ref.planes == 2
+
+    x = torch.randn(2, 8, 5, 4)
+    grad = torch.randn(2, 8, 5, 4)
+    out_ref, gx_ref, gp_ref = run_fwd_bwd(ref, x, grad)
+    out, gx, gp = run_fwd_bwd(ours, x, grad)
+    assert not torch.allclose(out, x)  # the block does something
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    assert gp.keys() == gp_ref.keys()
+    for name in gp:
+        if name != 'conv_mask.bias':  # softmax is shift-invariant: grad 0
+            assert gp[name].abs().sum() > 0, name
+        torch.testing.assert_close(gp[name], gp_ref[name], rtol=1e-4,
+                                   atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize('pooling', POOLINGS)
+@pytest.mark.parametrize('fusion', FUSIONS)
+def test_init_matches_mmcv(pooling, fusion):
+    """Same zero-init layers and a zero-bias conv_mask, like mmcv."""
+    from mmcv.cnn import ContextBlock as MMCVContextBlock
+    ref = MMCVContextBlock(8, 1 / 4, pooling, fusion)
+    ours = ContextBlock(8, 1 / 4, pooling, fusion)
+    for (name, p_ref), p in zip(ref.state_dict().items(),
+                                ours.state_dict().values()):
+        assert torch.equal(p_ref == 0, p == 0), name
+    if pooling == 'att':
+        assert ours.conv_mask.weight.abs().sum() > 0
+        assert torch.all(ours.conv_mask.bias == 0)
+
+
+def test_mmcv_abbr_and_plugin_build():
+    from mmcv.cnn import build_plugin_layer
+    assert ContextBlock._abbr_ == 'context_block'
+    name, layer = build_plugin_layer(
+        dict(type='gcnet_mm.ContextBlock', ratio=1 / 4), in_channels=8)
+    assert name == 'context_block'
+    assert type(layer) is ContextBlock
+
+
+def test_registry():
+    block = MODELS.build(dict(type='ContextBlock', in_channels=8, ratio=0.5))
+    assert type(block) is ContextBlock and block.planes == 4
+    snl = MODELS.build(dict(type='gcnet_mm.SNLBlock', in_channels=8))
+    assert type(snl) is SNLBlock
+
+
+def test_forward_uses_global_context_op(monkeypatch):
+    calls = []
+    real = context_block_module.global_context
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(context_block_module, 'global_context', spy)
+    ContextBlock(8, 1 / 4)(torch.randn(1, 8, 2, 2))
+    assert len(calls) == 1
+
+
+# -------------------------------------------------------------------- init
+@pytest.mark.parametrize('transform', TRANSFORMS)
+@pytest.mark.parametrize('pooling', POOLINGS)
+def test_identity_at_init(transform, pooling):
+    block = ContextBlock(8, pooling_type=pooling, transform=transform,
+                         **ratio_kwargs(transform))
+    x = torch.randn(2, 8, 3, 5)
+    assert torch.equal(block(x), x)
+
+
+def test_snl_identity_at_init():
+    x = torch.randn(2, 8, 3, 5)
+    assert torch.equal(SNLBlock(8)(x), x)
+
+
+def test_mul_fusion_starts_at_half():
+    block = ContextBlock(8, 1 / 4, fusion_types=('channel_mul', ))
+    x = torch.randn(2, 8, 3, 3)
+    torch.testing.assert_close(block(x), 0.5 * x)
+
+
+class _Parent(BaseModule):
+    """Stands in for an mmdet ResNet: Kaiming for every conv, then the
+    children's init_weights."""
+
+    def __init__(self, block):
+        super().__init__(
+            init_cfg=[dict(type='Kaiming', layer='Conv2d'),
+                      dict(type='Constant', val=1, layer='LayerNorm')])
+        self.block = block
+
+
+@pytest.mark.parametrize('cls,kwargs', [
+    (ContextBlock, dict(ratio=1 / 4)),
+    (ContextBlock, dict(ratio=1 / 4, transform='relu', pooling_type='avg')),
+    (SNLBlock, {}),
+])
+def test_init_weights_survives_parent_init(cls, kwargs):
+    block = randomize_(cls(8, **kwargs))
+    x = torch.randn(2, 8, 3, 3)
+    assert not torch.equal(block(x), x)
+    parent = _Parent(block)
+    parent.init_weights()
+    assert torch.equal(block(x), x)
+    # the parent's Kaiming did reach the other convs
+    if block.conv_mask is not None:
+        assert block.conv_mask.weight.abs().sum() > 0
+
+
+def test_init_cfg_is_honoured():
+    block = ContextBlock(
+        8, 1 / 4, init_cfg=dict(type='Constant', val=0.25, layer='Conv2d'))
+    block.init_weights()
+    assert torch.all(block.channel_add_conv[3].weight == 0.25)
+
+
+# --------------------------------------------------------------- gradients
+@pytest.mark.parametrize('pooling', POOLINGS)
+@pytest.mark.parametrize('fusion', FUSIONS)
+@pytest.mark.parametrize('transform', TRANSFORMS)
+def test_gradcheck(pooling, fusion, transform):
+    torch.manual_seed(1)
+    block = ContextBlock(8, pooling_type=pooling, fusion_types=fusion,
+                         transform=transform, **ratio_kwargs(transform))
+    block = randomize_(block.double())
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x, ), eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_snl():
+    block = randomize_(SNLBlock(8).double())
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x, ), eps=1e-6, atol=1e-5)
+
+
+# ------------------------------------------------------------ design space
+@pytest.mark.parametrize('transform,names', [
+    ('ln_relu', ['0.weight', '0.bias', '1.weight', '1.bias', '3.weight',
+                 '3.bias']),
+    ('relu', ['0.weight', '0.bias', '2.weight', '2.bias']),
+    ('bottleneck', ['0.weight', '0.bias', '1.weight', '1.bias']),
+    ('linear', ['0.weight', '0.bias']),
+])
+@pytest.mark.parametrize('pooling', POOLINGS)
+@pytest.mark.parametrize('fusion', FUSIONS)
+def test_design_space(transform, names, pooling, fusion):
+    block = ContextBlock(16, pooling_type=pooling, fusion_types=fusion,
+                         transform=transform, **ratio_kwargs(transform))
+    randomize_(block)
+    with torch.no_grad():  # keep the ReLU of the tiny bottleneck alive
+        for f in fusion:
+            branch = getattr(block, f'{f}_conv')
+            for i, layer in enumerate(branch):
+                if isinstance(layer, nn.ReLU):
+                    branch[i - 1].bias.add_(3.0)
+    expected = set()
+    if pooling == 'att':
+        expected |= {'conv_mask.weight', 'conv_mask.bias'}
+    for f in fusion:
+        expected |= {f'{f}_conv.{n}' for n in names}
+    assert set(block.state_dict()) == expected
+    x = torch.randn(2, 16, 4, 3, requires_grad=True)
+    out = block(x)
+    assert out.shape == x.shape
+    out.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for name, p in block.named_parameters():
+        assert p.grad is not None, name
+        if name != 'conv_mask.bias':  # softmax is shift-invariant: grad 0
+            assert p.grad.abs().sum() > 0, name
+    first = getattr(block, f'{fusion[0]}_conv')[0]
+    hidden = 16 if transform == 'linear' else 4
+    assert first.out_channels == hidden == block.planes
+
+
+@pytest.mark.parametrize('transform', ['ln_relu', 'relu', 'bottleneck'])
+def test_channels_instead_of_ratio(transform):
+    a = ContextBlock(16, channels=3, transform=transform)
+    assert a.planes == 3 and a.channel_add_conv[0].out_channels == 3
+    b = ContextBlock(16, 1 / 4, transform=transform)
+    assert b.planes == 4
+    assert ContextBlock(16).planes == 1  # default ratio 1/16
+
+
+def test_param_counts_paper_r50():
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert count(ContextBlock(1024, 1 / 16)) == 133_313
+    assert count(SNLBlock(1024)) == 1_050_625
+
+
+# ------------------------------------------------------------------ errors
+@pytest.mark.parametrize('kwargs,exc,fragments', [
+    (dict(pooling_type='max'), ValueError, ['pooling_type', "'max'", 'att']),
+    (dict(fusion_types=('channels_add', )), ValueError,
+     ['fusion_types', "'channels_add'", "did you mean 'channel_add'?"]),
+    (dict(fusion_types=('channel_sum', )), ValueError,
+     ['fusion_types', "'channel_sum'", 'channel_mul']),
+    (dict(fusion_types=()), ValueError, ['fusion_types', '()']),
+    (dict(fusion_types=[]), ValueError, ['fusion_types', '[]']),
+    (dict(fusion_types='channel_add'), TypeError,
+     ['fusion_types', "'channel_add'", 'list or tuple']),
+    (dict(transform='ln'), ValueError, ['transform', "'ln'", 'ln_relu']),
+    (dict(ratio=0), ValueError, ['ratio', '0', 'positive']),
+    (dict(ratio=-0.5), ValueError, ['ratio', '-0.5']),
+    (dict(ratio=1 / 32), ValueError, ['ratio', '0.03125', 'in_channels=16']),
+    (dict(ratio='1/16'), TypeError, ['ratio', "'1/16'"]),
+    (dict(ratio=1 / 4, channels=4), ValueError,
+     ['ratio=0.25', 'channels=4', 'not both']),
+    (dict(channels=0), ValueError, ['channels', '0']),
+    (dict(channels=-3), ValueError, ['channels', '-3']),
+    (dict(channels=2.5), TypeError, ['channels', '2.5', 'int']),
+    (dict(transform='linear', ratio=1 / 4), ValueError,
+     ['transform', 'linear', 'ratio=0.25']),
+    (dict(transform='linear', channels=4), ValueError,
+     ['transform', 'linear', 'channels=4']),
+])
+def test_constructor_errors(kwargs, exc, fragments):
+    with pytest.raises(exc) as info:
+        ContextBlock(16, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+@pytest.mark.parametrize('in_channels,exc', [(0, ValueError),
+                                             (-8, ValueError),
+                                             (8.0, TypeError),
+                                             (True, TypeError)])
+def test_in_channels_errors(in_channels, exc):
+    with pytest.raises(exc, match='in_channels') as info:
+        ContextBlock(in_channels, 1 / 4)
+    assert repr(in_channels) in str(info.value)
+    with pytest.raises(exc, match='in_channels'):
+        SNLBlock(in_channels)
+
+
+@pytest.mark.parametrize('cls,kwargs', [(ContextBlock, dict(ratio=1 / 4)),
+                                        (SNLBlock, {})])
+def test_forward_shape_errors(cls, kwargs):
+    block = cls(8, **kwargs)
+    with pytest.raises(ValueError, match=r'4-D.*3-D'):
+        block(torch.randn(8, 3, 3))
+    with pytest.raises(ValueError, match=r'C=8.*C=6'):
+        block(torch.randn(2, 6, 3, 3))
+
+
+# --------------------------------------------------------- mixed precision
+def _autocast_ok(dtype):
+    try:
+        with torch.autocast('cpu', dtype=dtype):
+            torch.nn.functional.conv2d(torch.randn(1, 2, 2, 2),
+                                       torch.randn(1, 2, 1, 1))
+    except (RuntimeError, AssertionError):  # pragma: no cover
+        return False
+    return True
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('pooling', POOLINGS)
+@pytest.mark.parametrize('fusion', FUSIONS)
+def test_autocast_large_inputs(dtype, pooling, fusion):
+    if not _autocast_ok(dtype):
+        pytest.skip(f'CPU autocast with {dtype} unsupported')
+    torch.manual_seed(0)
+    block = randomize_(ContextBlock(16, 1 / 4, pooling, fusion))
+    # logits of conv_mask reach ~1e3: exp() would overflow in any dtype
+    # without the max-subtraction and float32 softmax of the op
+    x = torch.randn(2, 16, 6, 6) * 300
+    ref = block(x)
+    with torch.autocast('cpu', dtype=dtype):
+        out = block(x)
+    assert torch.isfinite(out).all()
+    scale = ref.abs().max()
+    assert (out.float() - ref).abs().max() < 0.05 * scale
