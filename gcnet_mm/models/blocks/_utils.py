@@ -139,8 +139,8 @@ def reduced_channels(in_channels: int,
     if planes < 1:
         raise ValueError(f'ratio={ratio!r} leaves no channels for '
                          f'in_channels={in_channels} (int({in_channels} * '
-                         f'{ratio!r}) = {planes}); use ratio >= '
-                         f'1/{in_channels} or give channels=')
+                         f'{ratio!r}) = {planes}); use a larger ratio '
+                         f'or give channels=')
     return planes
 
 
