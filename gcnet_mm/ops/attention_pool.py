@@ -51,15 +51,20 @@ def as_matrix(x: Tensor) -> Tuple[Optional[Tensor], bool]:
     """View (B, C, H, W) as (B, C, HW) without copying, if its layout allows.
 
     Returns ``(view, channels_last)``; ``view`` is ``None`` for layouts that
-    would need a copy.  The view has unit stride along HW (contiguous) or along
-    C (channels_last), both of which BLAS reads in place.
+    would need a copy.  Each (C, HW) matrix of the view has unit stride along
+    HW (``channels_last=False``: contiguous, or a channel slice of it) or
+    along C (``True``: channels_last), which BLAS reads in place.
     """
     b, c, h, w = x.shape
     n = h * w
-    if x.is_contiguous():
-        return x.view(b, c, n), False
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1).view(b, n, c).transpose(1, 2), True
+    try:
+        m = x.view(b, c, n)
+    except RuntimeError:
+        return None, False
+    if m.stride(2) == 1 and (c == 1 or m.stride(1) >= n):
+        return m, False
+    if m.stride(1) == 1 and (n == 1 or m.stride(2) >= c):
+        return m, True
     return None, False
 
 

@@ -1,0 +1,218 @@
+"""Time and memory of the GC block: gcnet_mm against mmcv and timm.
+
+Two parts, every ratio measured in one process on the same inputs, candidates
+interleaved within each repeat and summarised by the median:
+
+* blocks: forward + backward of one GC r16 block (float32) at the c3/c4/c5
+  shapes of an 800x1088 Mask R-CNN input, batch 2;
+* resnet: one train step (forward + backward) of mmdet's ResNet-50 (BN,
+  batch 2, 512x640) plain, with mmcv's ContextBlock and with gcnet_mm's after
+  conv3 of c3-c5: time, and bytes of activations saved for backward (unique
+  storages seen by ``saved_tensors_hooks``, parameters and buffers excluded).
+
+    python tools/benchmark/benchmark_blocks.py --repeat 9 --threads 2
+"""
+import argparse
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+from torch import Tensor, nn
+
+BLOCK_SHAPES = [(2, 512, 100, 136), (2, 1024, 50, 68), (2, 2048, 25, 34)]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--repeat', type=int, default=9,
+                        help='timed repeats per candidate (median reported)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch default)')
+    parser.add_argument('--parts', nargs='+', default=['blocks', 'resnet'],
+                        choices=['blocks', 'resnet'])
+    parser.add_argument('--resnet-repeat', type=int, default=None,
+                        help='repeats of the ResNet step (default: --repeat)')
+    parser.add_argument('--device', default='cpu')
+    return parser.parse_args()
+
+
+def progress(msg: str) -> None:
+    print(f'\r  {msg:<60}', end='', file=sys.stderr, flush=True)
+
+
+def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
+                     label: str) -> Dict[str, float]:
+    """Median seconds of each function, run in turn ``repeat`` times."""
+    sync = (torch.cuda.synchronize
+            if torch.cuda.is_available() else (lambda: None))
+    for fn in fns.values():  # warm-up
+        fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for i in range(repeat):
+        progress(f'{label}: repeat {i + 1}/{repeat}')
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    progress('')
+    print('\r', end='', file=sys.stderr)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def gcnet_block(mmcv_block: nn.Module) -> Callable[[Tensor], Tensor]:
+    """gcnet_mm's block with the weights of ``mmcv_block``."""
+    try:
+        from gcnet_mm.models.blocks import ContextBlock
+    except ImportError:  # before the module exists: the op with mmcv params
+        from gcnet_mm.ops import global_context
+        m = mmcv_block
+        return lambda x: global_context(x, m.conv_mask.weight,
+                                        m.conv_mask.bias, m.channel_add_conv)
+    block = ContextBlock(mmcv_block.in_channels, ratio=mmcv_block.ratio)
+    block.load_state_dict(mmcv_block.state_dict())
+    return block.to(next(mmcv_block.parameters()).device)
+
+
+def bench_blocks(args) -> None:
+    from mmcv.cnn import ContextBlock as MMCVContextBlock
+    from timm.layers import GlobalContext
+
+    print('## GC block forward + backward (float32, ratio 1/16)')
+    print(f"{'shape':>22} {'gcnet_mm ms':>12} {'mmcv ms':>9} {'timm ms':>9}"
+          f" {'vs mmcv':>8} {'vs timm':>8} {'max|dy|':>9} {'max|dx|':>9}")
+    for shape in BLOCK_SHAPES:
+        torch.manual_seed(0)
+        c = shape[1]
+        ref = MMCVContextBlock(c, ratio=1 / 16).to(args.device)
+        for p in ref.parameters():  # non-zero everywhere, as after training
+            nn.init.normal_(p, std=0.05)
+        ours = gcnet_block(ref)
+        tim = GlobalContext(c, use_attn=True, fuse_add=True, fuse_scale=False,
+                            init_last_zero=True).to(args.device)
+        x = torch.randn(shape, device=args.device, requires_grad=True)
+        gy = torch.randn(shape, device=args.device)
+
+        def step(block):
+            def run():
+                x.grad = None
+                block(x).backward(gy)
+            return run
+
+        y_ref, (dx_ref, ) = ref(x), torch.autograd.grad(ref(x), [x], gy)
+        y_new, (dx_new, ) = ours(x), torch.autograd.grad(ours(x), [x], gy)
+        dy = (y_ref - y_new).abs().max().item()
+        ddx = (dx_ref - dx_new).abs().max().item()
+        t = time_interleaved(
+            {'gcnet_mm': step(ours), 'mmcv': step(ref), 'timm': step(tim)},
+            args.repeat, f'block {shape}')
+        print(f"{str(shape):>22} {t['gcnet_mm'] * 1e3:12.1f} "
+              f"{t['mmcv'] * 1e3:9.1f} {t['timm'] * 1e3:9.1f} "
+              f"{t['gcnet_mm'] / t['mmcv']:8.3f} "
+              f"{t['gcnet_mm'] / t['timm']:8.3f} {dy:9.1e} {ddx:9.1e}",
+              flush=True)
+
+
+def saved_activation_bytes(model: nn.Module, fn: Callable[[], None]) -> int:
+    """Bytes of unique storages saved for backward while ``fn`` runs."""
+    exclude = {t.untyped_storage().data_ptr()
+               for t in list(model.parameters()) + list(model.buffers())}
+    storages: Dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in exclude:
+            storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def bench_resnet(args) -> None:
+    from mmdet.models.backbones import ResNet
+
+    def resnet(plugin_type=None) -> nn.Module:
+        plugins = None
+        if plugin_type is not None:
+            plugins = [dict(cfg=dict(type=plugin_type, ratio=1 / 16),
+                            stages=(False, True, True, True),
+                            position='after_conv3')]
+        torch.manual_seed(0)
+        model = ResNet(depth=50, norm_cfg=dict(type='BN', requires_grad=True),
+                       plugins=plugins).to(args.device)
+        model.train()  # mmdet's ResNet.train returns None
+        return model
+
+    models = {
+        'plain': resnet(),
+        'mmcv GC': resnet('ContextBlock'),
+        'gcnet_mm GC': resnet('gcnet_mm.ContextBlock'),
+    }
+    # Same weights everywhere (the GC ones random, not the zero init).
+    for p in models['mmcv GC'].parameters():
+        if p.dim() > 0:
+            nn.init.normal_(p, std=0.02)
+    state = models['mmcv GC'].state_dict()
+    models['gcnet_mm GC'].load_state_dict(state)
+    models['plain'].load_state_dict(state, strict=False)
+
+    torch.manual_seed(1)
+    img = torch.randn(2, 3, 512, 640, device=args.device)
+    with torch.no_grad():
+        grads = [torch.randn_like(o) for o in models['plain'](img)]
+
+    def step(model):
+        def run():
+            model.zero_grad(set_to_none=True)
+            torch.autograd.backward(list(model(img)), grads)
+        return run
+
+    outs = {k: [o.detach() for o in m(img)] for k, m in models.items()}
+    diff = max((a - b).abs().max().item()
+               for a, b in zip(outs['mmcv GC'], outs['gcnet_mm GC']))
+    mem = {k: saved_activation_bytes(m, step(m)) for k, m in models.items()}
+    t = time_interleaved({k: step(m) for k, m in models.items()},
+                         args.resnet_repeat or args.repeat, 'resnet step')
+    print('\n## mmdet ResNet-50 train step (BN, norm_eval=True, batch 2, '
+          '512x640), GC r16 after conv3 in c3-c5')
+    print(f"{'model':>12} {'step s':>8} {'time x':>7} {'saved MiB':>10} "
+          f"{'memory x':>9}")
+    for k in models:
+        print(f"{k:>12} {t[k]:8.3f} {t[k] / t['plain']:7.3f} "
+              f"{mem[k] / 2**20:10.1f} {mem[k] / mem['plain']:9.3f}")
+    print(f'max |output difference| gcnet_mm vs mmcv: {diff:.1e}')
+
+
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import gcnet_mm  # noqa: F401  (registers gcnet_mm.ContextBlock)
+    print(f'# {cpu_name()}, '
+          f'{torch.get_num_threads()} threads, torch {torch.__version__}, '
+          f'device {args.device}, median of {args.repeat}')
+    if 'blocks' in args.parts:
+        bench_blocks(args)
+    if 'resnet' in args.parts:
+        bench_resnet(args)
+
+
+if __name__ == '__main__':
+    main()
