@@ -11,8 +11,11 @@ from gcnet_mm.registry import MODELS
 
 mmseg_heads = pytest.importorskip('mmseg.models.decode_heads')
 
-HEAD = dict(in_channels=8, channels=16, num_classes=3,
-            norm_cfg=dict(type='BN'), dropout_ratio=0.0)
+HEAD = dict(in_channels=8,
+            channels=16,
+            num_classes=3,
+            norm_cfg=dict(type='BN'),
+            dropout_ratio=0.0)
 
 
 def randomize_(model, seed=0):
@@ -53,9 +56,11 @@ def assert_match(ours, theirs, train):
     # rounding noise is compared there
     scale = max(g.abs().max().item() for g in grads.values())
     for name, p in ours.named_parameters():
-        torch.testing.assert_close(
-            p.grad, grads[name], rtol=1e-4, atol=1e-5 * scale,
-            msg=lambda m, n=name: f'{n}: {m}')
+        torch.testing.assert_close(p.grad,
+                                   grads[name],
+                                   rtol=1e-4,
+                                   atol=1e-5 * scale,
+                                   msg=lambda m, n=name: f'{n}: {m}')
 
 
 @pytest.mark.parametrize('train', [False, True])
@@ -72,8 +77,8 @@ def test_gc_head_matches_mmseg(kwargs, train):
     assert 'gc_block.channel_add_conv.1.weight' in ours.state_dict()
 
 
-@pytest.mark.parametrize('kwargs', [dict(), dict(reduction=4,
-                                                 use_scale=False)])
+@pytest.mark.parametrize('kwargs',
+                         [dict(), dict(reduction=4, use_scale=False)])
 def test_nonlocal_head_matches_mmseg(kwargs):
     ours = NonLocalHead(**HEAD, **kwargs)
     theirs = mmseg_heads.NLHead(**HEAD, **kwargs)
@@ -86,13 +91,14 @@ def test_snl_head():
     head = SNLHead(**HEAD)
     assert type(head.snl_block) is SNLBlock
     keys = [k for k in head.state_dict() if 'snl_block' in k]
-    assert keys == ['snl_block.conv_mask.weight', 'snl_block.conv_mask.bias',
-                    'snl_block.channel_add_conv.0.weight',
-                    'snl_block.channel_add_conv.0.bias']
+    assert keys == [
+        'snl_block.conv_mask.weight', 'snl_block.conv_mask.bias',
+        'snl_block.channel_add_conv.0.weight',
+        'snl_block.channel_add_conv.0.bias'
+    ]
     # same layout as the FCN baseline plus the block
     fcn = mmseg_heads.FCNHead(num_convs=2, **HEAD)
-    assert set(head.state_dict()) - set(fcn.state_dict()) == set(
-        keys)
+    assert set(head.state_dict()) - set(fcn.state_dict()) == set(keys)
     assert head(inputs()).shape == (2, 3, 6, 7)
 
 
@@ -108,7 +114,8 @@ def test_registered_and_block_identity_after_init(name):
 
 
 def test_generic_head_and_errors():
-    head = BlockFCNHead(block_cfg=dict(type='SEBlock'), block_name='se',
+    head = BlockFCNHead(block_cfg=dict(type='SEBlock'),
+                        block_name='se',
                         **HEAD)
     assert type(head.se).__name__ == 'SEBlock'
     assert head(inputs()).shape == (2, 3, 6, 7)
@@ -117,7 +124,8 @@ def test_generic_head_and_errors():
     with pytest.raises(TypeError, match=r"block_cfg must be a config dict"):
         BlockFCNHead(block_cfg='ContextBlock', **HEAD)
     with pytest.raises(ValueError, match=r"block_name.*'convs'"):
-        BlockFCNHead(block_cfg=dict(type='ContextBlock'), block_name='convs',
+        BlockFCNHead(block_cfg=dict(type='ContextBlock'),
+                     block_name='convs',
                      **HEAD)
     with pytest.raises(ValueError, match=r'in_channels=8.*channels=16'):
         BlockFCNHead(block_cfg=dict(type='ContextBlock', in_channels=8),

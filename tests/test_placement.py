@@ -28,14 +28,16 @@ C3_C5 = (False, True, True, True)
 HOSTS = {
     'mmdet.ResNet-50':
     lambda: mmdet_resnet.ResNet(depth=50, stem_channels=8, base_channels=8),
-    'mmdet.ResNeXt-50': lambda: __import__(
-        'mmdet.models.backbones.resnext', fromlist=['ResNeXt']).ResNeXt(
-            depth=50, groups=2, base_width=4, stem_channels=8,
-            base_channels=8),
+    'mmdet.ResNeXt-50':
+    lambda: __import__('mmdet.models.backbones.resnext', fromlist=['ResNeXt']).
+    ResNeXt(depth=50, groups=2, base_width=4, stem_channels=8, base_channels=8
+            ),
     'mmseg.ResNetV1c-50':
-    lambda: mmseg_resnet.ResNetV1c(
-        depth=50, stem_channels=8, base_channels=8, strides=(1, 2, 1, 1),
-        dilations=(1, 1, 2, 4)),
+    lambda: mmseg_resnet.ResNetV1c(depth=50,
+                                   stem_channels=8,
+                                   base_channels=8,
+                                   strides=(1, 2, 1, 1),
+                                   dilations=(1, 1, 2, 4)),
     'mmpretrain.ResNet-50':
     lambda: mmpretrain_resnet.ResNet(
         depth=50, stem_channels=8, base_channels=8, out_indices=(0, 1, 2, 3)),
@@ -63,7 +65,10 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def image(seed: int = 1, size: int = 32) -> torch.Tensor:
-    return torch.randn(2, 3, size, size,
+    return torch.randn(2,
+                       3,
+                       size,
+                       size,
                        generator=torch.Generator().manual_seed(seed))
 
 
@@ -75,10 +80,12 @@ def assert_same_outputs(a, b, **tol):
 
 def inserted(model: nn.Module, cls=nn.Module):
     """Names of the inserted blocks of type ``cls``."""
-    return [n for n, m in model.named_modules()
-            if n.rsplit('.', 1)[-1] in ('context_block', 'nonlocal_block',
-                                        'snl_block', 'se_block')
-            and isinstance(m, cls)]
+    return [
+        n for n, m in model.named_modules()
+        if n.rsplit('.', 1)[-1] in ('context_block', 'nonlocal_block',
+                                    'snl_block',
+                                    'se_block') and isinstance(m, cls)
+    ]
 
 
 # -- equality with mmdet's native plugins ----------------------------------
@@ -87,15 +94,14 @@ NATIVE_CASES = {
     'gc_after_conv1': [dict(cfg=GC, stages=C3_C5, position='after_conv1')],
     'gc_after_conv2': [dict(cfg=GC, stages=C3_C5, position='after_conv2')],
     'gc_after_conv3': [dict(cfg=GC, stages=C3_C5, position='after_conv3')],
-    'nl_after_conv2': [
-        dict(cfg=NL, stages=(False, False, True, False),
-             position='after_conv2')],
+    'nl_after_conv2':
+    [dict(cfg=NL, stages=(False, False, True, False), position='after_conv2')],
     'all_positions_postfix': [
-        dict(cfg=GC, stages=(True, False, True, True),
-             position='after_conv1'),
+        dict(cfg=GC, stages=(True, False, True, True), position='after_conv1'),
         dict(cfg=SNL, stages=C3_C5, position='after_conv2'),
         dict(cfg=dict(GC, postfix=1), stages=C3_C5, position='after_conv3'),
-        dict(cfg=dict(GC, ratio=1 / 8, postfix=2), stages=C3_C5,
+        dict(cfg=dict(GC, ratio=1 / 8, postfix=2),
+             stages=C3_C5,
              position='after_conv3'),
     ],
 }
@@ -104,9 +110,10 @@ NATIVE_CASES = {
 @pytest.mark.parametrize('case', list(NATIVE_CASES))
 def test_equals_mmdet_native_plugins(case):
     plugins = NATIVE_CASES[case]
-    native = mmdet_resnet.ResNet(
-        depth=50, stem_channels=8, base_channels=8,
-        plugins=copy.deepcopy(plugins))
+    native = mmdet_resnet.ResNet(depth=50,
+                                 stem_channels=8,
+                                 base_channels=8,
+                                 plugins=copy.deepcopy(plugins))
     ours = insert_blocks(
         mmdet_resnet.ResNet(depth=50, stem_channels=8, base_channels=8),
         copy.deepcopy(plugins))
@@ -126,6 +133,31 @@ def test_equals_mmdet_native_plugins(case):
         torch.testing.assert_close(p.grad, ng[name].grad)
 
 
+def test_equals_mmdet_native_plugins_with_checkpointing():
+    """with_cp re-runs the block forward (and its hooks) in backward."""
+    plugins = NATIVE_CASES['all_positions_postfix']
+    kwargs = dict(depth=50,
+                  stem_channels=8,
+                  base_channels=8,
+                  with_cp=True,
+                  norm_eval=True)
+    native = randomize_(
+        mmdet_resnet.ResNet(plugins=copy.deepcopy(plugins), **kwargs))
+    ours = insert_blocks(mmdet_resnet.ResNet(**kwargs), plugins)
+    ours.load_state_dict(native.state_dict(), strict=True)
+    native.train()
+    ours.train()  # norm_eval keeps BN statistics fixed
+    x = image().requires_grad_()
+    sum(o.sum() for o in native(x)).backward()
+    grad = x.grad.clone()
+    x.grad = None
+    sum(o.sum() for o in ours(x)).backward()
+    torch.testing.assert_close(x.grad, grad)
+    ng = dict(native.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, ng[name].grad)
+
+
 def test_plain_mmdet_plugin_line_builds_gcnet_mm_blocks():
     """mmdet's own plugins= with type='gcnet_mm.ContextBlock' keeps working
     and builds this package's class, not mmcv's."""
@@ -133,12 +165,19 @@ def test_plain_mmdet_plugin_line_builds_gcnet_mm_blocks():
     from mmdet.registry import MODELS as MMDET_MODELS
     with DefaultScope.overwrite_default_scope('mmdet'):
         backbone = MMDET_MODELS.build(
-            dict(type='ResNet', depth=50, stem_channels=8, base_channels=8,
-                 plugins=[dict(cfg=dict(type='gcnet_mm.ContextBlock',
-                                        ratio=1 / 16),
-                               stages=C3_C5, position='after_conv3')]))
-    blocks = [m for m in backbone.modules()
-              if isinstance(m, (ContextBlock, MMCVContextBlock))]
+            dict(type='ResNet',
+                 depth=50,
+                 stem_channels=8,
+                 base_channels=8,
+                 plugins=[
+                     dict(cfg=dict(type='gcnet_mm.ContextBlock', ratio=1 / 16),
+                          stages=C3_C5,
+                          position='after_conv3')
+                 ]))
+    blocks = [
+        m for m in backbone.modules()
+        if isinstance(m, (ContextBlock, MMCVContextBlock))
+    ]
     assert len(blocks) == 4 + 6 + 3
     assert all(type(m) is ContextBlock for m in blocks)
     assert 'layer2.0.context_block.conv_mask.weight' in backbone.state_dict()
@@ -170,12 +209,25 @@ def reference(plain: nn.Module, ours: nn.Module, layer: str, index: int,
 
 PLACEMENTS = [
     # (position, blocks, block cfg, abbr)
-    ('after_add', {'layer3': [-2]}, GC, 'context_block'),
-    ('after_add', {'layer3': [-2]}, NL, 'nonlocal_block'),
-    ('after_add', {'layer2': [0], 'layer4': [-1]}, SNL, 'snl_block'),
-    ('after_conv1', {'layer3': [1]}, GC, 'context_block'),
-    ('after_conv2', {'layer3': [-2]}, GC, 'context_block'),
-    ('after_conv3', {'layer3': [-2]}, GC, 'context_block'),
+    ('after_add', {
+        'layer3': [-2]
+    }, GC, 'context_block'),
+    ('after_add', {
+        'layer3': [-2]
+    }, NL, 'nonlocal_block'),
+    ('after_add', {
+        'layer2': [0],
+        'layer4': [-1]
+    }, SNL, 'snl_block'),
+    ('after_conv1', {
+        'layer3': [1]
+    }, GC, 'context_block'),
+    ('after_conv2', {
+        'layer3': [-2]
+    }, GC, 'context_block'),
+    ('after_conv3', {
+        'layer3': [-2]
+    }, GC, 'context_block'),
 ]
 
 
@@ -189,12 +241,18 @@ def test_chosen_blocks_match_reference(host, position, blocks, cfg, abbr):
     ours = insert_blocks(copy.deepcopy(plain),
                          [dict(cfg=cfg, position=position, blocks=blocks)])
     names = inserted(ours)
-    want = [f'{layer}.{i % len(getattr(plain, layer))}.{abbr}'
-            for layer, idx in blocks.items() for i in idx]
+    want = [
+        f'{layer}.{i % len(getattr(plain, layer))}.{abbr}'
+        for layer, idx in blocks.items() for i in idx
+    ]
     assert names == want
     randomize_(ours, seed=3)  # non-zero block weights (plain part unchanged
     ours.load_state_dict(  # ... reset to plain's below)
-        {**ours.state_dict(), **plain.state_dict()}, strict=True)
+        {
+            **ours.state_dict(),
+            **plain.state_dict()
+        },
+        strict=True)
     ref = plain
     for layer, idx in blocks.items():
         for i in idx:
@@ -212,7 +270,8 @@ def test_basic_block_whole_stages(host):
     plain = randomize_(HOSTS[host]())
     ours = insert_blocks(copy.deepcopy(plain), [
         dict(cfg=GC, stages=C3_C5, position='after_conv2'),
-        dict(cfg=SNL, stages=(True, False, False, False),
+        dict(cfg=SNL,
+             stages=(True, False, False, False),
              position='after_conv1'),
     ])
     assert inserted(ours) == [
@@ -240,10 +299,14 @@ def test_channels_filled_in():
         dict(cfg=GC, blocks={'layer3': [0]}, position='after_conv1'),
         dict(cfg=GC, blocks={'layer3': [0]}, position='after_conv2',
              postfix=2),
-        dict(cfg=dict(GC, postfix='_c3'), blocks={'layer3': [0]},
+        dict(cfg=dict(GC, postfix='_c3'),
+             blocks={'layer3': [0]},
              position='after_conv3'),
-        dict(cfg=GC, blocks={'layer3': [0]}, position='after_add',
-             postfix='_add')])
+        dict(cfg=GC,
+             blocks={'layer3': [0]},
+             position='after_add',
+             postfix='_add')
+    ])
     blk = ours.layer3[0]
     assert blk.context_block.in_channels == 32  # after_conv1
     assert blk.context_block2.in_channels == 32
@@ -264,17 +327,18 @@ ERRORS = [
      r"layer 'layer5'.*allowed: \['layer1', 'layer2', 'layer3', 'layer4'\]"),
     (dict(cfg=GC, blocks={'layer3': [6]}, position='after_add'), ValueError,
      r'block index 6 is outside layer3.*6 residual blocks.*-6 to 5'),
-    (dict(cfg=GC, blocks={'layer3': [-7]}, position='after_add'),
-     ValueError, r'block index -7'),
-    (dict(cfg=GC, blocks={'layer3': ['1']}, position='after_add'),
-     TypeError, r"blocks\['layer3'\] must be a list of int"),
+    (dict(cfg=GC, blocks={'layer3': [-7]},
+          position='after_add'), ValueError, r'block index -7'),
+    (dict(cfg=GC, blocks={'layer3': ['1']}, position='after_add'), TypeError,
+     r"blocks\['layer3'\] must be a list of int"),
     (dict(cfg=GC, stages=C3_C5, position='after_relu'), ValueError,
      r"unknown position 'after_relu'.*'after_conv1'.*'after_add'"),
-    (dict(cfg=GC, stages=C3_C5, position='after_conv3', stage=C3_C5),
-     ValueError, r"unknown keys \['stage'\]"),
-    (dict(cfg='ContextBlock', stages=C3_C5, position='after_conv3'),
-     TypeError, r'cfg must be a block config dict'),
-    (dict(cfg=dict(GC, in_channels=3), blocks={'layer1': [0]},
+    (dict(cfg=GC, stages=C3_C5, position='after_conv3',
+          stage=C3_C5), ValueError, r"unknown keys \['stage'\]"),
+    (dict(cfg='ContextBlock', stages=C3_C5, position='after_conv3'), TypeError,
+     r'cfg must be a block config dict'),
+    (dict(cfg=dict(GC, in_channels=3),
+          blocks={'layer1': [0]},
           position='after_add'), ValueError, r'in_channels=3.*32 channels'),
 ]
 
@@ -290,7 +354,8 @@ def test_errors(plugin, exc, match):
 
 def test_error_after_conv3_in_basic_block():
     backbone = HOSTS['mmpretrain.ResNet-18']()
-    with pytest.raises(ValueError, match=r"'after_conv3' does not exist in "
+    with pytest.raises(ValueError,
+                       match=r"'after_conv3' does not exist in "
                        r'layer2\.0, a BasicBlock'):
         insert_blocks(backbone,
                       [dict(cfg=GC, stages=C3_C5, position='after_conv3')])
@@ -299,7 +364,8 @@ def test_error_after_conv3_in_basic_block():
 def test_error_duplicate_name():
     backbone = HOSTS['mmdet.ResNet-50']()
     plugin = dict(cfg=GC, blocks={'layer3': [1]}, position='after_conv3')
-    with pytest.raises(ValueError, match=r"layer3\.1 already has .* named "
+    with pytest.raises(ValueError,
+                       match=r"layer3\.1 already has .* named "
                        r"'context_block'.*postfix"):
         insert_blocks(backbone, [plugin, dict(plugin, position='after_add')])
     insert_blocks(backbone, [plugin])
@@ -331,18 +397,17 @@ def test_builder_errors(backbone_type, exc, match):
 
 
 def build_with_blocks(backbone_type='mmdet.ResNet', **kwargs):
-    cfg = dict(
-        type='gcnet_mm.BackboneWithBlocks',
-        backbone_type=backbone_type,
-        depth=50,
-        stem_channels=8,
-        base_channels=8,
-        plugins=[
-            dict(cfg=GC, stages=C3_C5, position='after_conv3'),
-            dict(cfg=NL, blocks={'layer3': [-2]}, position='after_add'),
-            dict(cfg=SNL, blocks={'layer4': [0]}, position='after_add'),
-        ],
-        **kwargs)
+    cfg = dict(type='gcnet_mm.BackboneWithBlocks',
+               backbone_type=backbone_type,
+               depth=50,
+               stem_channels=8,
+               base_channels=8,
+               plugins=[
+                   dict(cfg=GC, stages=C3_C5, position='after_conv3'),
+                   dict(cfg=NL, blocks={'layer3': [-2]}, position='after_add'),
+                   dict(cfg=SNL, blocks={'layer4': [0]}, position='after_add'),
+               ],
+               **kwargs)
     return MODELS.build(cfg)
 
 
@@ -351,8 +416,7 @@ def build_with_blocks(backbone_type='mmdet.ResNet', **kwargs):
     ('mmseg.ResNetV1c', mmseg_resnet.ResNetV1c),
     ('mmpretrain.ResNetV1d', mmpretrain_resnet.ResNetV1d),
 ])
-def test_builder_returns_host_and_blocks_start_as_identity(
-        backbone_type, cls):
+def test_builder_returns_host_and_blocks_start_as_identity(backbone_type, cls):
     backbone = build_with_blocks(backbone_type)
     assert type(backbone) is cls
     keys = list(backbone.state_dict())
@@ -376,24 +440,36 @@ def test_builder_inside_mmdet_and_mmseg_models():
     with DefaultScope.overwrite_default_scope('mmdet'):
         backbone = MMDET_MODELS.build(
             dict(type='gcnet_mm.BackboneWithBlocks',
-                 backbone_type='mmdet.ResNet', depth=18, stem_channels=8,
+                 backbone_type='mmdet.ResNet',
+                 depth=18,
+                 stem_channels=8,
                  base_channels=8,
-                 plugins=[dict(cfg=dict(type='ContextBlock', ratio=1 / 4),
-                               stages=C3_C5, position='after_conv2')]))
+                 plugins=[
+                     dict(cfg=dict(type='ContextBlock', ratio=1 / 4),
+                          stages=C3_C5,
+                          position='after_conv2')
+                 ]))
     # an unscoped type inside the plugins resolves to gcnet_mm's block
     assert type(backbone.layer2[0].context_block) is ContextBlock
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MMSEG_MODELS.build(
             dict(type='EncoderDecoder',
-                 backbone=dict(
-                     type='gcnet_mm.BackboneWithBlocks',
-                     backbone_type='mmseg.ResNetV1c', depth=18,
-                     stem_channels=8, base_channels=8, strides=(1, 2, 1, 1),
-                     dilations=(1, 1, 2, 4),
-                     plugins=[dict(cfg=GC, blocks={'layer3': [-1]},
-                                   position='after_add')]),
-                 decode_head=dict(type='gcnet_mm.GCHead', in_channels=64,
-                                  channels=16, num_classes=3)))
+                 backbone=dict(type='gcnet_mm.BackboneWithBlocks',
+                               backbone_type='mmseg.ResNetV1c',
+                               depth=18,
+                               stem_channels=8,
+                               base_channels=8,
+                               strides=(1, 2, 1, 1),
+                               dilations=(1, 1, 2, 4),
+                               plugins=[
+                                   dict(cfg=GC,
+                                        blocks={'layer3': [-1]},
+                                        position='after_add')
+                               ]),
+                 decode_head=dict(type='gcnet_mm.GCHead',
+                                  in_channels=64,
+                                  channels=16,
+                                  num_classes=3)))
     assert 'backbone.layer3.1.context_block.conv_mask.weight' in \
         model.state_dict()
     model.init_weights()
@@ -468,11 +544,14 @@ def test_hooks_survive_norm_layer_swaps(wired):
 
 
 def test_frozen_stages_and_train_mode():
-    backbone = mmdet_resnet.ResNet(depth=50, stem_channels=8, base_channels=8,
+    backbone = mmdet_resnet.ResNet(depth=50,
+                                   stem_channels=8,
+                                   base_channels=8,
                                    frozen_stages=2)
     backbone.eval()
-    insert_blocks(backbone, [dict(cfg=GC, stages=(False, True, True, False),
-                                  position='after_conv3')])
+    insert_blocks(backbone, [
+        dict(cfg=GC, stages=(False, True, True, False), position='after_conv3')
+    ])
     assert not backbone.layer2[0].context_block.training
     assert not any(p.requires_grad
                    for p in backbone.layer2[0].context_block.parameters())

@@ -100,7 +100,8 @@ class _RunBlock:
         module = self.target_module()
         if self.attached is module:
             return
-        hooks = module._forward_pre_hooks if self.pre else module._forward_hooks
+        hooks = (module._forward_pre_hooks
+                 if self.pre else module._forward_hooks)
         if not any(h is self for h in hooks.values()):
             if self.pre:
                 module.register_forward_pre_hook(self)
@@ -210,11 +211,12 @@ def _select_blocks(backbone: nn.Module, layers: List[str], plugin: dict,
     blocks = plugin.get('blocks')
     what = f'plugins[{index}]'
     if (stages is None) == (blocks is None):
+        example = {layers[-2 if len(layers) > 1 else 0]: [-2]}
         raise ValueError(
             f'{what} must give exactly one of stages (whole stages, e.g. '
             f'{tuple(i > 0 for i in range(len(layers)))}) and blocks (layer '
-            f"name -> block indices, e.g. {{'{layers[-2 if len(layers) > 1 else 0]}': [-2]}}), "
-            f'got stages={stages!r}, blocks={blocks!r}')
+            f'name -> block indices, e.g. {example}), got stages={stages!r}, '
+            f'blocks={blocks!r}')
     chosen = []
     if stages is not None:
         if not isinstance(stages, (list, tuple)) or not all(
@@ -227,8 +229,8 @@ def _select_blocks(backbone: nn.Module, layers: List[str], plugin: dict,
                 f'the backbone has {len(layers)} stages {layers}')
         for name, on in zip(layers, stages):
             if on:
-                chosen += [(name, i) for i in range(len(getattr(backbone,
-                                                                name)))]
+                chosen += [(name, i)
+                           for i in range(len(getattr(backbone, name)))]
         return chosen
     if not isinstance(blocks, dict):
         raise TypeError(f'{what}: blocks must be a dict of layer name -> '
@@ -303,8 +305,12 @@ def insert_blocks(backbone: nn.Module, plugins: Sequence[dict]) -> nn.Module:
     position of one residual block run in the order given (after any native
     mmdet plugins at ``'after_conv1'``/``'after_conv2'``, before those at
     ``'after_conv3'``). Inserted blocks follow the backbone's train/eval mode
-    and its ``frozen_stages``. All plugins are checked and built before the
-    backbone is changed, so an error leaves it untouched.
+    and its ``frozen_stages``. The host's ``init_weights`` calls the inserted
+    blocks' own ``init_weights`` after its ``init_cfg`` (a stage container
+    without one, like mmpretrain's plain ``nn.Sequential`` ``ResLayer``, gets
+    an instance attribute ``init_weights`` that does only that), so
+    gcnet_mm's blocks start as identity. All plugins are checked and built
+    before the backbone is changed, so an error leaves it untouched.
 
     Args:
         backbone: the built backbone; changed in place and returned.

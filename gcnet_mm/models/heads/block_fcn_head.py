@@ -50,7 +50,10 @@ class BlockFCNHead(FCNHead):
             ``block_cfg`` sets a different ``in_channels``.
     """
 
-    def __init__(self, *, block_cfg: dict, block_name: str = 'block',
+    def __init__(self,
+                 *,
+                 block_cfg: dict,
+                 block_name: str = 'block',
                  **kwargs: Any) -> None:
         if 'num_convs' in kwargs:
             raise TypeError(
@@ -110,14 +113,12 @@ class GCHead(BlockFCNHead):
                  pooling_type: str = 'att',
                  fusion_types: Sequence[str] = ('channel_add', ),
                  **kwargs: Any) -> None:
-        super().__init__(
-            block_cfg=dict(
-                type='gcnet_mm.ContextBlock',
-                ratio=ratio,
-                pooling_type=pooling_type,
-                fusion_types=tuple(fusion_types)),
-            block_name='gc_block',
-            **kwargs)
+        super().__init__(block_cfg=dict(type='gcnet_mm.ContextBlock',
+                                        ratio=ratio,
+                                        pooling_type=pooling_type,
+                                        fusion_types=tuple(fusion_types)),
+                         block_name='gc_block',
+                         **kwargs)
         self.ratio = ratio
         self.pooling_type = pooling_type
         self.fusion_types = tuple(fusion_types)
@@ -145,16 +146,14 @@ class NonLocalHead(BlockFCNHead):
                  use_scale: bool = True,
                  mode: str = 'embedded_gaussian',
                  **kwargs: Any) -> None:
-        super().__init__(
-            block_cfg=dict(
-                type='gcnet_mm.NonLocalBlock',
-                reduction=reduction,
-                use_scale=use_scale,
-                conv_cfg=kwargs.get('conv_cfg'),
-                norm_cfg=kwargs.get('norm_cfg'),
-                mode=mode),
-            block_name='nl_block',
-            **kwargs)
+        super().__init__(block_cfg=dict(type='gcnet_mm.NonLocalBlock',
+                                        reduction=reduction,
+                                        use_scale=use_scale,
+                                        conv_cfg=kwargs.get('conv_cfg'),
+                                        norm_cfg=kwargs.get('norm_cfg'),
+                                        mode=mode),
+                         block_name='nl_block',
+                         **kwargs)
         self.reduction = reduction
         self.use_scale = use_scale
         self.mode = mode
@@ -169,7 +168,6 @@ class SNLHead(BlockFCNHead):
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(
-            block_cfg=dict(type='gcnet_mm.SNLBlock'),
-            block_name='snl_block',
-            **kwargs)
+        super().__init__(block_cfg=dict(type='gcnet_mm.SNLBlock'),
+                         block_name='snl_block',
+                         **kwargs)
