@@ -1,6 +1,4 @@
 """GCHead / NonLocalHead / SNLHead against mmseg's GCHead and NLHead."""
-import copy
-
 import pytest
 import torch
 

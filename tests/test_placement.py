@@ -4,6 +4,7 @@ placement against a structural reference, errors, init, copy, trace, compile.
 """
 import copy
 import pickle
+from functools import partial
 
 import pytest
 import torch
@@ -18,6 +19,9 @@ from gcnet_mm.registry import MODELS
 mmdet_resnet = pytest.importorskip('mmdet.models.backbones.resnet')
 mmseg_resnet = pytest.importorskip('mmseg.models.backbones.resnet')
 mmpretrain_resnet = pytest.importorskip('mmpretrain.models.backbones.resnet')
+mmdet_resnext = pytest.importorskip('mmdet.models.backbones.resnext')
+mmseg_resnext = pytest.importorskip('mmseg.models.backbones.resnext')
+mmpretrain_resnext = pytest.importorskip('mmpretrain.models.backbones.resnext')
 
 GC = dict(type='gcnet_mm.ContextBlock', ratio=1 / 4)
 NL = dict(type='gcnet_mm.NonLocalBlock')
@@ -25,27 +29,34 @@ SNL = dict(type='gcnet_mm.SNLBlock')
 C3_C5 = (False, True, True, True)
 
 # Tiny hosts: ResNet-50/18 layouts with few channels.
+TINY = dict(stem_channels=8, base_channels=8)
+ALL_OUTS = dict(out_indices=(0, 1, 2, 3))  # mmpretrain's default is (3, )
 HOSTS = {
     'mmdet.ResNet-50':
-    lambda: mmdet_resnet.ResNet(depth=50, stem_channels=8, base_channels=8),
+    partial(mmdet_resnet.ResNet, depth=50, **TINY),
     'mmdet.ResNeXt-50':
-    lambda: __import__('mmdet.models.backbones.resnext', fromlist=['ResNeXt']).
-    ResNeXt(depth=50, groups=2, base_width=4, stem_channels=8, base_channels=8
-            ),
+    partial(mmdet_resnext.ResNeXt, depth=50, groups=2, base_width=4, **TINY),
     'mmseg.ResNetV1c-50':
-    lambda: mmseg_resnet.ResNetV1c(depth=50,
-                                   stem_channels=8,
-                                   base_channels=8,
-                                   strides=(1, 2, 1, 1),
-                                   dilations=(1, 1, 2, 4)),
+    partial(mmseg_resnet.ResNetV1c,
+            depth=50,
+            strides=(1, 2, 1, 1),
+            dilations=(1, 1, 2, 4),
+            **TINY),
+    'mmseg.ResNeXt-50':
+    partial(mmseg_resnext.ResNeXt, depth=50, groups=2, base_width=4, **TINY),
     'mmpretrain.ResNet-50':
-    lambda: mmpretrain_resnet.ResNet(
-        depth=50, stem_channels=8, base_channels=8, out_indices=(0, 1, 2, 3)),
+    partial(mmpretrain_resnet.ResNet, depth=50, **TINY, **ALL_OUTS),
+    'mmpretrain.ResNeXt-50':
+    partial(mmpretrain_resnext.ResNeXt,
+            depth=50,
+            groups=2,
+            width_per_group=4,
+            **TINY,
+            **ALL_OUTS),
     'mmpretrain.ResNet-18':
-    lambda: mmpretrain_resnet.ResNet(
-        depth=18, stem_channels=8, base_channels=8, out_indices=(0, 1, 2, 3)),
+    partial(mmpretrain_resnet.ResNet, depth=18, **TINY, **ALL_OUTS),
     'mmdet.ResNet-18':
-    lambda: mmdet_resnet.ResNet(depth=18, stem_channels=8, base_channels=8),
+    partial(mmdet_resnet.ResNet, depth=18, **TINY),
 }
 
 
@@ -131,6 +142,27 @@ def test_equals_mmdet_native_plugins(case):
     ng = dict(native.named_parameters())
     for name, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, ng[name].grad)
+
+
+def test_equals_mmdet_native_plugins_with_dcn():
+    plugins = NATIVE_CASES['all_positions_postfix']
+    kwargs = dict(depth=50,
+                  stem_channels=8,
+                  base_channels=8,
+                  stage_with_dcn=(False, True, True, True))
+    dcn = dict(type='DCNv2', deform_groups=1, fallback_on_stride=False)
+    native = randomize_(
+        mmdet_resnet.ResNet(plugins=copy.deepcopy(plugins),
+                            dcn=copy.deepcopy(dcn),
+                            **kwargs))
+    ours = insert_blocks(mmdet_resnet.ResNet(dcn=copy.deepcopy(dcn), **kwargs),
+                         plugins)
+    assert type(ours.layer2[0].conv2).__name__ == 'ModulatedDeformConv2dPack'
+    assert list(ours.state_dict()) == list(native.state_dict())
+    ours.load_state_dict(native.state_dict(), strict=True)
+    ours.eval()
+    x = image()
+    assert_same_outputs(ours(x), native(x))
 
 
 def test_equals_mmdet_native_plugins_with_checkpointing():
@@ -423,11 +455,12 @@ def test_builder_returns_host_and_blocks_start_as_identity(backbone_type, cls):
     assert 'layer3.4.nonlocal_block.conv_out.bn.weight' in keys
     assert 'layer2.0.context_block.channel_add_conv.3.weight' in keys
     assert 'layer4.0.snl_block.channel_add_conv.0.weight' in keys
+    assert type(backbone.layer3[4].nonlocal_block) is NonLocalBlock
+    assert type(backbone.layer4[0].snl_block) is SNLBlock
     randomize_(backbone)
     backbone.init_weights()  # host's init_cfg (Kaiming on every conv) first
     names = inserted(backbone)
     assert len(names) == 13 + 2
-    x = torch.randn(2, 32, 4, 4)
     for name in names:
         blk = backbone.get_submodule(name).eval()
         x = torch.randn(2, blk.in_channels, 4, 4)
