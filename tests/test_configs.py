@@ -405,3 +405,24 @@ def test_classification_forward():
     assert calls == [1]
     assert logits.shape == (1, 1000)
     assert torch.isfinite(logits).all()
+
+
+# --- model index ------------------------------------------------------------
+
+
+def test_model_index_lists_every_config():
+    yaml = pytest.importorskip('yaml')
+    index = yaml.safe_load((CONFIGS / 'model-index.yml').read_text())
+    listed = []
+    for rel in index['Import']:
+        metafile = yaml.safe_load((CONFIGS / rel).read_text())
+        for model in metafile['Models']:
+            config = model['Config']
+            assert config.startswith('configs/'), config
+            assert (CONFIGS / config[len('configs/'):]).is_file(), config
+            assert model['Name'] == osp.basename(config)[:-3]
+            assert model['Metadata']['Parameters'] == summary(
+                config[len('configs/'):]).params, config
+            listed.append(config[len('configs/'):])
+    assert sorted(listed) == sorted(set(listed))  # no duplicates
+    assert sorted(listed) == sorted(ALL_CONFIGS)
