@@ -8,10 +8,15 @@ The metrics are printed and written to WORK_DIR/metrics_<timestamp>.json.
 import argparse
 import os
 import sys
+import warnings
 
-from mmengine.config import DictAction
+# mmengine 0.10 imports pkg_resources; its deprecation note is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-import gcnet_mm  # noqa: F401  (registers the gcnet_mm scope)
+from mmengine.config import DictAction  # noqa: E402
+
+import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
+from gcnet_mm.engine import USER_ERRORS
 from gcnet_mm.engine.runner_cfg import (dump_metrics, load_checkpoint_strict,
                                         prepare_test_cfg)
 
@@ -62,4 +67,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except USER_ERRORS as e:  # a clear message, no traceback
+        sys.exit(f'error: {e}')

@@ -7,7 +7,11 @@ from .distributed import (CPUDistributedDataParallel, setup_cpu_distributed,
                           sync_bn_to_bn)
 from .hooks import EpochReseedHook
 
+#: Errors the tools report as a message rather than a traceback.
+USER_ERRORS = (CheckpointLoadError, FileNotFoundError)
+
 __all__ = [
+    'USER_ERRORS',
     'CheckpointLoadError', 'install_checkpoint_safety', 'register_safe_globals',
     'safe_load', 'check_data_paths', 'CPUDistributedDataParallel',
     'setup_cpu_distributed', 'sync_bn_to_bn', 'EpochReseedHook'

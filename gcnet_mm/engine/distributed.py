@@ -82,7 +82,7 @@ def setup_cpu_distributed(cfg: Any) -> bool:
         warnings.warn(
             'no CUDA device: running distributed on the CPU over gloo, and '
             'SyncBN (which needs GPUs) is replaced by BN in '
-            f'{len(changed)} places ({", ".join(changed[:4])}'
+            f'{len(changed)} place(s) ({", ".join(changed[:4])}'
             f'{", ..." if len(changed) > 4 else ""}); each process normalises '
             'over its own batch.', stacklevel=2)
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})

@@ -194,17 +194,58 @@ def prepare_test_cfg(config: str,
     return cfg
 
 
-def load_checkpoint_strict(runner, checkpoint: str) -> None:
-    """Load ``checkpoint`` into the runner's model, failing with the missing
-    and unexpected keys listed if it does not match the model."""
-    try:
-        runner.load_checkpoint(checkpoint, map_location='cpu', strict=True)
-    except RuntimeError as e:
-        if isinstance(e, CheckpointLoadError) or 'state_dict' not in str(e):
-            raise
+def _key_summary(keys, limit: int = 12) -> str:
+    keys = sorted(keys)
+    shown = ', '.join(keys[:limit])
+    return shown + (f', ... and {len(keys) - limit} more'
+                    if len(keys) > limit else '')
+
+
+def load_checkpoint_strict(runner, checkpoint: str) -> dict:
+    """Load ``checkpoint`` (path or URL) into the runner's model, or fail with
+    the missing, unexpected and mis-shaped keys listed when it does not match
+    the model of the config; nothing is evaluated with a half-loaded model."""
+    from mmengine.model import is_model_wrapper
+    from mmengine.runner.checkpoint import (_load_checkpoint,
+                                            _load_checkpoint_to_model)
+    ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    # Hooks such as EMAHook swap weights in here, as in Runner.load_checkpoint.
+    runner.call_hook('after_load_checkpoint', checkpoint=ckpt)
+    model = runner.model.module if is_model_wrapper(
+        runner.model) else runner.model
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
         raise CheckpointLoadError(
-            f'checkpoint {checkpoint!r} does not match the model of this '
-            f'config; nothing was evaluated.\n{e}') from None
+            f'checkpoint {checkpoint!r} holds {type(ckpt).__name__}, not a '
+            'state dict or a dict with a "state_dict" entry')
+    state = {k[len('module.'):] if k.startswith('module.') else k: v
+             for k, v in state.items()}
+    expected = model.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model '
+              f'{tuple(expected[k].shape)}' for k in set(state) & set(expected)
+              if hasattr(state[k], 'shape')
+              and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f'{len(missing)} missing (in the model, not in the '
+                         f'checkpoint): {_key_summary(missing)}')
+        if unexpected:
+            parts.append(f'{len(unexpected)} unexpected (in the checkpoint, '
+                         f'not in the model): {_key_summary(unexpected)}')
+        if shapes:
+            parts.append(f'{len(shapes)} of another shape: '
+                         f'{_key_summary(shapes, 6)}')
+        raise CheckpointLoadError(
+            f'checkpoint {checkpoint!r} does not match the model built from '
+            'the config, so nothing was evaluated.\n  ' + '\n  '.join(parts) +
+            '\nCheck that the config is the one the checkpoint was trained '
+            'with.')
+    _load_checkpoint_to_model(model, ckpt, strict=True)
+    runner._has_loaded = True
+    return ckpt
 
 
 def dump_metrics(metrics: dict, work_dir: str, timestamp: str,

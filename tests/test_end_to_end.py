@@ -1,0 +1,157 @@
+"""The user's loop through the real tools, one process each as a user runs
+them: tools/train.py -> tools/test.py -> tools/train.py --resume, for
+detection, segmentation and classification configs of the package, on tiny
+generated datasets in the real on-disk formats; and two-process training on
+the CPU with tools/dist_train.sh."""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gcnet_mm.datasets.synthetic import make_cityscapes, make_coco, make_imagenet
+from gcnet_mm.engine import safe_load
+from gcnet_mm.engine.runner_cfg import find_resumable_checkpoint
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOY = osp.join(REPO, 'configs', '_toy_')
+DET = osp.join(TOY, 'mask-rcnn_r50-gcb-r16-c3-c5_fpn_toy-coco.py')
+SEG = osp.join(TOY, 'gcnet_r50-d8_toy-cityscapes.py')
+CLS = osp.join(TOY, 'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    """A folder with data/ laid out as the toy configs expect."""
+    root = tmp_path_factory.mktemp('e2e')
+    make_coco(str(root / 'data' / 'toy_coco'), num_train=4, num_val=2)
+    make_cityscapes(str(root / 'data' / 'toy_cityscapes'))
+    make_imagenet(str(root / 'data' / 'toy_imagenet'))
+    return root
+
+
+def run_tool(cwd, *args, check=True, nproc=None):
+    env = dict(os.environ, OMP_NUM_THREADS='2')
+    if nproc:
+        cmd = ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), *args]
+    else:
+        cmd = [sys.executable, osp.join(REPO, 'tools', args[0]), *args[1:]]
+    proc = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True,
+                          text=True)
+    out = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        pytest.fail(f'{" ".join(cmd)} exited {proc.returncode}:\n{out[-6000:]}')
+    return proc.returncode, out
+
+
+def metrics_of(work_dir):
+    files = sorted(glob.glob(osp.join(work_dir, 'metrics_*.json')))
+    assert files, f'no metrics JSON in {work_dir}'
+    with open(files[-1]) as f:
+        return json.load(f)['metrics']
+
+
+def test_detection_train_test(workspace):
+    wd = str(workspace / 'det')
+    run_tool(workspace, 'train.py', DET, '--work-dir', wd, '--cfg-options',
+             'train_cfg.max_epochs=1', 'train_cfg.val_interval=5')
+    ckpt = osp.join(wd, 'epoch_1.pth')
+    assert osp.isfile(ckpt)
+    _, out = run_tool(workspace, 'test.py', DET, ckpt, '--work-dir', wd)
+    metrics = metrics_of(wd)
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'):
+        assert key in metrics and -1 <= metrics[key] <= 1, metrics
+    assert 'Average Precision' in out  # the COCO table is printed
+    # The GC blocks in the checkpoint are the package's (names as the zoo's).
+    keys = safe_load(ckpt)['state_dict']
+    assert 'backbone.layer3.5.context_block.channel_add_conv.3.weight' in keys
+
+
+def test_segmentation_train_test(workspace):
+    wd = str(workspace / 'seg')
+    run_tool(workspace, 'train.py', SEG, '--work-dir', wd)
+    ckpt = osp.join(wd, 'iter_4.pth')
+    assert osp.isfile(ckpt)
+    run_tool(workspace, 'test.py', SEG, ckpt, '--work-dir', wd,
+             '--show-dir', str(workspace / 'seg_vis'))
+    metrics = metrics_of(wd)
+    assert 0 <= metrics['mIoU'] <= 100, metrics
+    assert glob.glob(str(workspace / 'seg' / '**' / 'seg_vis' / '**' /
+                         '*.png'), recursive=True) or glob.glob(
+                             str(workspace / 'seg_vis' / '**' / '*.png'),
+                             recursive=True)
+    keys = safe_load(ckpt)['state_dict']
+    assert 'decode_head.gc_block.conv_mask.weight' in keys
+
+
+def test_classification_resume_is_exact(workspace):
+    """2 epochs straight == 1 epoch, then --resume for the 2nd, bit for bit;
+    then tools/test.py on the result."""
+    straight, split = str(workspace / 'straight'), str(workspace / 'split')
+    run_tool(workspace, 'train.py', CLS, '--work-dir', straight)
+    run_tool(workspace, 'train.py', CLS, '--work-dir', split,
+             '--cfg-options', 'train_cfg.max_epochs=1')
+    assert not osp.exists(osp.join(split, 'epoch_2.pth'))
+    _, out = run_tool(workspace, 'train.py', CLS, '--work-dir', split,
+                      '--resume')
+    assert 'resumed epoch: 1' in out
+    assert 'Epoch(train)   [1]' not in out and 'Epoch(train) [1]' not in out
+    a = safe_load(osp.join(straight, 'epoch_2.pth'))['state_dict']
+    b = safe_load(osp.join(split, 'epoch_2.pth'))['state_dict']
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
+
+    run_tool(workspace, 'test.py', CLS, osp.join(split, 'epoch_2.pth'),
+             '--work-dir', split)
+    assert 0 <= metrics_of(split)['accuracy/top1'] <= 100
+
+
+def test_test_refuses_checkpoint_of_another_model(workspace):
+    wd = str(workspace / 'straight')
+    ckpt = osp.join(wd, 'epoch_1.pth')
+    if not osp.isfile(ckpt):
+        pytest.skip('needs the classification run above')
+    rc, out = run_tool(workspace, 'test.py', CLS, ckpt, '--work-dir',
+                       str(workspace / 'mismatch'), '--cfg-options',
+                       'model.backbone.plugins=[]', check=False)
+    assert rc != 0
+    assert 'does not match' in out and 'unexpected' in out
+    assert 'context_block' in out and 'Traceback' not in out
+    assert not glob.glob(str(workspace / 'mismatch' / 'metrics_*.json'))
+
+
+def test_missing_dataset_path_fails_at_once(workspace, tmp_path):
+    rc, out = run_tool(tmp_path, 'train.py', CLS, '--work-dir',
+                       str(tmp_path / 'wd'), check=False)
+    assert rc != 0
+    assert 'data/toy_imagenet' in out and 'do not exist' in out
+    assert 'Traceback' not in out
+
+
+def test_dist_train_on_cpu_two_processes(workspace):
+    wd = str(workspace / 'dist')
+    _, out = run_tool(workspace, CLS, '2', '--work-dir', wd, '--cfg-options',
+                      'train_cfg.max_epochs=1',
+                      'model.backbone.norm_cfg.type=SyncBN', nproc=2)
+    assert osp.isfile(osp.join(wd, 'epoch_1.pth'))
+    assert out.count('SyncBN (which needs GPUs) is replaced by BN') == 1
+    assert 'Distributed training: True' in out
+
+
+def test_resume_skips_a_cut_short_checkpoint(tmp_path):
+    good = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}}, str(good))
+    bad = tmp_path / 'epoch_2.pth'
+    data = good.read_bytes()
+    bad.write_bytes(data[:len(data) // 2])
+    os.utime(str(good), (1, 1))
+    (tmp_path / 'last_checkpoint').write_text(str(bad))
+    with pytest.warns(UserWarning, match='unreadable'):
+        assert find_resumable_checkpoint(str(tmp_path)) == str(good)
