@@ -142,6 +142,8 @@ def _enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
             f'default_hooks; this config has {sorted(hooks)}')
     vis = hooks['visualization']
     scope = cfg.get('default_scope')
+    if scope in ('mmseg', 'mmpretrain'):
+        vis['interval'] = 1  # every test image, not every 50th
     if scope == 'mmpretrain':
         vis['enable'] = True
         if show_dir:
