@@ -8,7 +8,8 @@ from gcnet_mm.ops import global_context
 from gcnet_mm.ops.affine_source import batch_norm_source
 from gcnet_mm.ops.global_context import plain_global_context
 
-FUSIONS = [('channel_add', ), ('channel_mul', ), ('channel_add', 'channel_mul')]
+FUSIONS = [('channel_add', ), ('channel_mul', ),
+           ('channel_add', 'channel_mul')]
 
 
 def mmcv_block(c=16, pooling='att', fusions=('channel_add', ), ratio=0.25,

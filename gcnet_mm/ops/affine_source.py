@@ -28,7 +28,7 @@ _BN_NODE = 'NativeBatchNormBackward0'
 
 
 class AffineSource(NamedTuple):
-    """``x[:, c] == input[:, c] * alpha[c] + beta[c]`` with ``alpha`` from these.
+    """``x[:, c] == input[:, c] * alpha[c] + beta[c]``, ``alpha`` from these.
 
     ``alpha = weight * invstd`` in training mode, ``weight / sqrt(var + eps)``
     in eval mode (``invstd`` is ``None`` then); ``weight`` is ``None`` for a
@@ -53,7 +53,7 @@ class AffineSource(NamedTuple):
 
 
 def _saved_tensor_hooks_from_torch() -> bool:
-    """Whether torch's own saved-tensor hooks (checkpointing, offloading) are on.
+    """Whether torch's own saved-tensor hooks (checkpoint, offload) are on.
 
     Reading a node's saved tensor calls the unpack hook; under those hooks that
     would recompute or copy the tensor, defeating the point, so the caller

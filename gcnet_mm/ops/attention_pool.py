@@ -40,7 +40,7 @@ __all__ = ['GradLink', 'attention_pool', 'fuse_add', 'as_matrix']
 
 
 class GradLink:
-    """Carries dL/dy from ``_FuseAdd.backward`` to ``_AttentionPool.backward``."""
+    """Carries dL/dy from ``_FuseAdd``'s backward to ``_AttentionPool``'s."""
     __slots__ = ('grad', )
 
     def __init__(self) -> None:
@@ -69,8 +69,8 @@ def as_matrix(x: Tensor) -> Tuple[Optional[Tensor], bool]:
 
 
 def _no_autocast(device_type: str):
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
-            device_type):
+    if (torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type)):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 

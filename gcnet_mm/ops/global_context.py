@@ -38,8 +38,8 @@ def global_context(x: Tensor,
 
     Args:
         x: features, (B, C, H, W), any memory layout.
-        mask_weight: weight of the 1x1 conv giving attention logits, (1, C, 1, 1);
-            ``None`` for average pooling.
+        mask_weight: weight of the 1x1 conv giving attention logits,
+            (1, C, 1, 1); ``None`` for average pooling.
         mask_bias: its bias, (1,), or ``None``.
         add_transform / mul_transform: maps the context (B, C, 1, 1) to a
             (B, C, 1, 1) term; ``None`` skips that fusion.
@@ -59,7 +59,7 @@ def plain_global_context(x: Tensor,
                          add_transform: Optional[Transform] = None,
                          mul_transform: Optional[Transform] = None,
                          ) -> Tensor:
-    """Reference version of :func:`global_context`, plain differentiable ops."""
+    """Reference :func:`global_context` in plain differentiable ops."""
     b, c, h, w = x.shape
     if mask_weight is None:
         context = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
@@ -82,7 +82,8 @@ def plain_global_context(x: Tensor,
 
 def _lean_path_applies(x: Tensor, mask_weight: Optional[Tensor],
                        add_transform, mul_transform) -> bool:
-    if mask_weight is None or add_transform is None or mul_transform is not None:
+    if (mask_weight is None or add_transform is None
+            or mul_transform is not None):
         return False
     if not torch.is_grad_enabled() or not (x.requires_grad
                                            or mask_weight.requires_grad):

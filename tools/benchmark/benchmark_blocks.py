@@ -36,6 +36,9 @@ def parse_args():
     parser.add_argument('--resnet-repeat', type=int, default=None,
                         help='repeats of the ResNet step (default: --repeat)')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--clock', default='wall', choices=['wall', 'cpu'],
+                        help="'cpu': process CPU time, steadier than wall "
+                        'time on a machine shared with other jobs')
     return parser.parse_args()
 
 
@@ -44,8 +47,9 @@ def progress(msg: str) -> None:
 
 
 def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
-                     label: str) -> Dict[str, float]:
+                     label: str, clock: str = 'wall') -> Dict[str, float]:
     """Median seconds of each function, run in turn ``repeat`` times."""
+    now = time.process_time if clock == 'cpu' else time.perf_counter
     sync = (torch.cuda.synchronize
             if torch.cuda.is_available() else (lambda: None))
     for fn in fns.values():  # warm-up
@@ -55,10 +59,10 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
         progress(f'{label}: repeat {i + 1}/{repeat}')
         for name, fn in fns.items():
             sync()
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
             sync()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(now() - t0)
     progress('')
     print('\r', end='', file=sys.stderr)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -109,7 +113,7 @@ def bench_blocks(args) -> None:
         ddx = (dx_ref - dx_new).abs().max().item()
         t = time_interleaved(
             {'gcnet_mm': step(ours), 'mmcv': step(ref), 'timm': step(tim)},
-            args.repeat, f'block {shape}')
+            args.repeat, f'block {shape}', args.clock)
         print(f"{str(shape):>22} {t['gcnet_mm'] * 1e3:12.1f} "
               f"{t['mmcv'] * 1e3:9.1f} {t['timm'] * 1e3:9.1f} "
               f"{t['gcnet_mm'] / t['mmcv']:8.3f} "
@@ -178,7 +182,8 @@ def bench_resnet(args) -> None:
                for a, b in zip(outs['mmcv GC'], outs['gcnet_mm GC']))
     mem = {k: saved_activation_bytes(m, step(m)) for k, m in models.items()}
     t = time_interleaved({k: step(m) for k, m in models.items()},
-                         args.resnet_repeat or args.repeat, 'resnet step')
+                         args.resnet_repeat or args.repeat, 'resnet step',
+                         args.clock)
     print('\n## mmdet ResNet-50 train step (BN, norm_eval=True, batch 2, '
           '512x640), GC r16 after conv3 in c3-c5')
     print(f"{'model':>12} {'step s':>8} {'time x':>7} {'saved MiB':>10} "
@@ -207,7 +212,8 @@ def main():
     import gcnet_mm  # noqa: F401  (registers gcnet_mm.ContextBlock)
     print(f'# {cpu_name()}, '
           f'{torch.get_num_threads()} threads, torch {torch.__version__}, '
-          f'device {args.device}, median of {args.repeat}')
+          f'device {args.device}, {args.clock} clock, median of '
+          f'{args.repeat}')
     if 'blocks' in args.parts:
         bench_blocks(args)
     if 'resnet' in args.parts:
