@@ -31,7 +31,8 @@ setup(
     # The configs ship inside the package (gcnet_mm/.mim/configs) so a user's
     # config can inherit from them with `_base_ = 'gcnet_mm::...'`.
     include_package_data=True,
-    package_data={'gcnet_mm': ['.mim/configs/**/*.py', '.mim/configs/**/*.yml']},
+    package_data={'gcnet_mm': ['.mim/model-index.yml', '.mim/configs/**/*.py',
+                              '.mim/configs/**/*.yml', '.mim/configs/**/*.md']},
     install_requires=[
         'torch>=1.13',
         'mmengine>=0.10.0,<1.0.0',

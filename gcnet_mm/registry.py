@@ -16,11 +16,17 @@ from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import Registry
 
 __all__ = [
     'MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'MODEL_WRAPPERS'
 ]
+
+# Let configs inherit from the package's with ``_base_ = 'gcnet_mm::...'``
+# (mmengine only resolves packages it knows); effective once gcnet_mm is
+# imported, as tools/train.py and tools/test.py do before reading a config.
+MODULE2PACKAGE.setdefault('gcnet_mm', 'gcnet_mm')
 
 #: Blocks, heads and the block-placing backbone builder.
 MODELS = Registry(

@@ -137,3 +137,31 @@ def test_getattr_only_for_history_buffer(tmp_path):
     torch.save({'f': _GetattrOnArray()}, path)
     with pytest.raises(CheckpointLoadError, match='getattr'):
         safe_load(path)
+
+
+def test_checkpoint_from_url(tmp_path, monkeypatch):
+    """tools/test.py takes a URL: it is downloaded, then loaded weights-only
+    (served here from 127.0.0.1)."""
+    import functools
+    import http.server
+    import threading
+    served = tmp_path / 'served'
+    served.mkdir()
+    torch.save(_mm_like_checkpoint(), str(served / 'good.pth'))
+    torch.save({'payload': _RunsCode()}, str(served / 'evil.pth'))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    try:
+        url = f'http://127.0.0.1:{server.server_address[1]}'
+        loaded = _load_checkpoint(f'{url}/good.pth', map_location='cpu')
+        assert loaded['meta']['epoch'] == 1
+        with pytest.raises(CheckpointLoadError, match='refused'):
+            _load_checkpoint(f'{url}/evil.pth', map_location='cpu')
+        assert not osp.exists('/tmp/gcnet_mm_pwned')
+    finally:
+        server.shutdown()

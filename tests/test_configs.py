@@ -412,10 +412,10 @@ def test_classification_forward():
 
 def test_model_index_lists_every_config():
     yaml = pytest.importorskip('yaml')
-    index = yaml.safe_load((CONFIGS / 'model-index.yml').read_text())
+    index = yaml.safe_load((CONFIGS.parent / 'model-index.yml').read_text())
     listed = []
     for rel in index['Import']:
-        metafile = yaml.safe_load((CONFIGS / rel).read_text())
+        metafile = yaml.safe_load((CONFIGS.parent / rel).read_text())
         for model in metafile['Models']:
             config = model['Config']
             assert config.startswith('configs/'), config

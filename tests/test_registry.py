@@ -1,0 +1,104 @@
+"""The gcnet_mm scope in OpenMMLab's registry tree: a host's config names
+``gcnet_mm.X`` with no import, or imports the package with custom_imports;
+unprefixed names that upstream also registers stay upstream's."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def run_fresh(code: str) -> str:
+    """Run ``code`` in a new interpreter, where gcnet_mm is not imported."""
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_mmdet_plugin_line_resolves_without_import():
+    out = run_fresh("""
+        import sys
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        register_all_modules()
+        assert 'gcnet_mm' not in sys.modules
+        m = MODELS.build(dict(type='ResNet', depth=50, plugins=[dict(
+            cfg=dict(type='gcnet_mm.ContextBlock', ratio=1. / 16),
+            stages=(False, True, True, True), position='after_conv3')]))
+        print(type(m.layer3[5].context_block).__module__)
+    """)
+    assert out.startswith('gcnet_mm.'), out
+
+
+def test_mmseg_head_and_mmpretrain_backbone_resolve_without_import():
+    out = run_fresh("""
+        from mmseg.registry import MODELS as SEG
+        from mmseg.utils import register_all_modules
+        register_all_modules()
+        head = SEG.build(dict(type='gcnet_mm.GCHead', in_channels=16,
+                              channels=8, num_classes=3))
+        from mmpretrain.registry import MODELS as CLS
+        net = CLS.build(dict(
+            type='gcnet_mm.BackboneWithBlocks',
+            backbone_type='mmpretrain.ResNet', depth=18,
+            plugins=[dict(cfg=dict(type='gcnet_mm.SNLBlock'),
+                          position='after_add', blocks={'layer3': [-1]})]))
+        print(type(head).__module__, type(net).__module__,
+              type(net.layer3[1].snl_block).__module__)
+    """)
+    head_mod, net_mod, block_mod = out.split()
+    assert head_mod.startswith('gcnet_mm.')
+    assert net_mod.startswith('mmpretrain.')  # the host's own class
+    assert block_mod.startswith('gcnet_mm.')
+
+
+def test_custom_imports_and_unprefixed_names(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(textwrap.dedent("""
+        custom_imports = dict(imports=['gcnet_mm'], allow_failed_imports=False)
+        default_scope = 'mmdet'
+        block = dict(type='gcnet_mm.ContextBlock', in_channels=32, ratio=1/4)
+        upstream = dict(type='ContextBlock', in_channels=32, ratio=1/4)
+    """))
+    out = run_fresh(f"""
+        import sys
+        from mmengine.config import Config
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        register_all_modules()
+        cfg = Config.fromfile({str(cfg)!r})
+        assert 'gcnet_mm' in sys.modules  # imported by custom_imports
+        ours = MODELS.build(cfg.block)
+        theirs = MODELS.build(cfg.upstream)
+        print(type(ours).__module__, type(theirs).__module__)
+    """)
+    ours, theirs = out.split()
+    assert ours.startswith('gcnet_mm.')
+    # Without the prefix mmdet's scope finds mmcv's block: the reason the
+    # package's configs always write 'gcnet_mm.'.
+    assert theirs.startswith('mmcv.')
+
+
+def test_package_base_config_resolves(tmp_path):
+    """A user's config inherits from the package's with 'gcnet_mm::'."""
+    from mmengine.config import Config
+
+    import gcnet_mm  # noqa: F401  (tools/train.py imports it first too)
+    cfg = tmp_path / 'mine.py'
+    cfg.write_text("_base_ = 'gcnet_mm::detection/gcnet/"
+                   "mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'\n"
+                   "train_cfg = dict(max_epochs=1)\n")
+    loaded = Config.fromfile(str(cfg))
+    plugin = loaded.model.backbone.plugins[0]
+    assert plugin.cfg.type == 'gcnet_mm.ContextBlock'
+    assert loaded.train_cfg.max_epochs == 1
+
+
+@pytest.mark.parametrize('name', ['ContextBlock', 'SNLBlock', 'NonLocalBlock',
+                                  'SEBlock', 'GCHead', 'NonLocalHead',
+                                  'SNLHead', 'BackboneWithBlocks'])
+def test_everything_is_registered_in_scope(name):
+    from gcnet_mm.registry import MODELS
+    assert MODELS.get(name) is not None
+    assert MODELS.scope == 'gcnet_mm'
