@@ -1,6 +1,9 @@
 """Dataset paths are checked before anything is built, and SyncBN is turned
 into BN for CPU-only distributed runs."""
+import os.path as osp
+
 import pytest
+import torch
 from mmengine.config import Config
 
 from gcnet_mm.engine import check_data_paths, sync_bn_to_bn
@@ -56,3 +59,13 @@ def test_sync_bn_to_bn_everywhere():
     assert cfg.model.backbone.norm_cfg.type == 'BN'
     assert cfg.model.decode_head[1].norm_cfg.type == 'GN'
     assert cfg.sync_bn is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+def test_amp_without_gpu_is_a_clear_error():
+    from gcnet_mm.engine import UsageError
+    from gcnet_mm.engine.runner_cfg import prepare_train_cfg
+    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs', '_toy_', 'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
+    with pytest.raises(UsageError, match='--amp needs a GPU'):
+        prepare_train_cfg(config, amp=True)

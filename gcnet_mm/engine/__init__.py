@@ -6,12 +6,13 @@ from .config_checks import check_data_paths
 from .distributed import (CPUDistributedDataParallel, setup_cpu_distributed,
                           sync_bn_to_bn)
 from .hooks import EpochReseedHook
+from .runner_cfg import UsageError
 
 #: Errors the tools report as a message rather than a traceback.
-USER_ERRORS = (CheckpointLoadError, FileNotFoundError)
+USER_ERRORS = (CheckpointLoadError, FileNotFoundError, UsageError)
 
 __all__ = [
-    'USER_ERRORS',
+    'USER_ERRORS', 'UsageError',
     'CheckpointLoadError', 'install_checkpoint_safety', 'register_safe_globals',
     'safe_load', 'check_data_paths', 'CPUDistributedDataParallel',
     'setup_cpu_distributed', 'sync_bn_to_bn', 'EpochReseedHook'

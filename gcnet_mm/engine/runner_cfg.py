@@ -15,11 +15,15 @@ from .config_checks import check_data_paths
 from .distributed import setup_cpu_distributed
 
 __all__ = [
-    'load_config', 'prepare_train_cfg', 'prepare_test_cfg',
+    'UsageError', 'load_config', 'prepare_train_cfg', 'prepare_test_cfg',
     'find_resumable_checkpoint', 'load_checkpoint_strict', 'dump_metrics'
 ]
 
 _HOSTS = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+class UsageError(ValueError):
+    """A command-line option that cannot work as given."""
 
 
 def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
@@ -93,22 +97,25 @@ def prepare_train_cfg(config: str,
         work_dir: overrides ``cfg.work_dir``; default ``./work_dirs/<name>``.
         resume: ``None`` (start afresh), ``'auto'`` (the newest readable
             checkpoint in the work dir, if any) or a checkpoint path/URL.
-        amp: mixed precision (float16 on GPUs, bfloat16 on the CPU).
+        amp: mixed precision with mmengine's AmpOptimWrapper (needs a GPU).
         auto_scale_lr: scale the lr by the actual total batch size.
         cfg_options: ``--cfg-options`` overrides.
         launcher: 'none', 'pytorch', 'slurm' or 'mpi'.
     """
     cfg = _common(load_config(config, cfg_options), config, work_dir, launcher)
     if amp:
+        from mmengine.device import get_device
+        if get_device() == 'cpu':
+            raise UsageError(
+                '--amp needs a GPU (or NPU/MLU/MUSA): mmengine\'s '
+                'AmpOptimWrapper does not train on the CPU, and this machine '
+                'has no such device. Drop --amp to train in float32.')
         wrapper = cfg.optim_wrapper
         if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
             warnings.warn('the config already uses AmpOptimWrapper')
         else:
             wrapper.type = 'AmpOptimWrapper'
             wrapper.setdefault('loss_scale', 'dynamic')
-            import torch
-            if not torch.cuda.is_available():
-                wrapper.setdefault('dtype', 'bfloat16')
     if auto_scale_lr:
         if not cfg.get('auto_scale_lr', {}).get('base_batch_size'):
             raise ValueError(
