@@ -6,18 +6,16 @@
 The metrics are printed and written to WORK_DIR/metrics_<timestamp>.json.
 """
 import argparse
-import os
-import sys
 import warnings
 
 # mmengine 0.10 imports pkg_resources; its deprecation note is noise here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.config import DictAction  # noqa: E402
-
 import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
-from gcnet_mm.engine import USER_ERRORS
-from gcnet_mm.engine.runner_cfg import (dump_metrics, load_checkpoint_strict,
+from gcnet_mm.engine.cli import (add_launch_args, build_runner,  # noqa: E402
+                                 parse_launch_args, run_cli)
+from gcnet_mm.engine.runner_cfg import (dump_metrics,  # noqa: E402
+                                        load_checkpoint_strict,
                                         prepare_test_cfg)
 
 
@@ -33,31 +31,19 @@ def parse_args(argv=None):
                         help='save images with predictions drawn here')
     parser.add_argument('--wait-time', type=float, default=2,
                         help='seconds each image is shown with --show')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. test_dataloader.batch_size=1')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'])
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launch_args(parser, 'test_dataloader.batch_size=1')
+    return parse_launch_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.launcher == 'none':
-        os.environ.pop('LOCAL_RANK', None)
     cfg = prepare_test_cfg(args.config, args.checkpoint,
                            work_dir=args.work_dir, out=args.out,
                            show=args.show, show_dir=args.show_dir,
                            wait_time=args.wait_time,
                            cfg_options=args.cfg_options,
                            launcher=args.launcher)
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
-              RUNNERS.build(cfg))
+    runner = build_runner(cfg)
     load_checkpoint_strict(runner, args.checkpoint)
     metrics = runner.test()
     if runner.rank == 0:
@@ -67,7 +53,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except USER_ERRORS as e:  # a clear message, no traceback
-        sys.exit(f'error: {e}')
+    run_cli(main)

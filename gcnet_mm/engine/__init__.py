@@ -7,9 +7,7 @@ from .distributed import (CPUDistributedDataParallel, setup_cpu_distributed,
                           sync_bn_to_bn)
 from .hooks import EpochReseedHook
 from .runner_cfg import UsageError
-
-#: Errors the tools report as a message rather than a traceback.
-USER_ERRORS = (CheckpointLoadError, FileNotFoundError, UsageError)
+from .cli import USER_ERRORS
 
 __all__ = [
     'USER_ERRORS', 'UsageError',
