@@ -13,6 +13,7 @@ import os
 import os.path as osp
 import pickle
 import tempfile
+import warnings
 from typing import Any, List, Optional
 
 import numpy as np
@@ -73,9 +74,16 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
         f'getattr(HistoryBuffer, one of {sorted(allowed)}) is')
 
 
+def _has_allowlist() -> bool:
+    """torch >= 2.4 can allowlist types for its weights-only unpickler."""
+    return hasattr(torch.serialization, 'add_safe_globals')
+
+
 def register_safe_globals() -> None:
     """Allow OpenMMLab's checkpoint types in every weights-only ``torch.load``
     of this process (mmengine's own loaders included)."""
+    if not _has_allowlist():
+        return
     torch.serialization.add_safe_globals(
         safe_globals() + [(_history_buffer_getattr, 'builtins.getattr')])
     _allow_numpy1_paths()
@@ -108,7 +116,7 @@ def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
                 filename)
-        except Exception:  # legacy (non-zip) format: torch cannot list them
+        except Exception:  # legacy format, or torch < 2.5: cannot list them
             unsafe = []
         allowed = {f'{g.__module__}.{g.__qualname__}'
                    for g in safe_globals() if hasattr(g, '__qualname__')}
@@ -178,9 +186,16 @@ def install_checkpoint_safety() -> None:
     :func:`safe_load`, and make its local file writes atomic.  Idempotent."""
     from mmengine.fileio.backends import LocalBackend
     from mmengine.runner.checkpoint import CheckpointLoader
+    LocalBackend.put = _atomic_put
+    LocalBackend.put_text = _atomic_put_text
+    if not _has_allowlist():
+        warnings.warn(
+            f'torch {torch.__version__} cannot allowlist the types OpenMMLab '
+            'checkpoints hold for its weights-only loader (torch >= 2.4 can), '
+            'so checkpoints load with mmengine\'s default full unpickling: '
+            'load only checkpoints you trust, or upgrade torch.')
+        return
     register_safe_globals()
     CheckpointLoader.register_scheme('', _load_from_local, force=True)
     CheckpointLoader.register_scheme(('http://', 'https://'), _load_from_http,
                                      force=True)
-    LocalBackend.put = _atomic_put
-    LocalBackend.put_text = _atomic_put_text
