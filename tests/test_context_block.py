@@ -90,7 +90,12 @@ def test_mmcv_abbr_and_plugin_build():
 
 
 def test_registry():
-    block = MODELS.build(dict(type='ContextBlock', in_channels=8, ratio=0.5))
+    # Unprefixed names follow mmengine's default scope (mmcv's ContextBlock
+    # under mmdet's), so look up in the package's registry and build with the
+    # prefix, as the configs do.
+    assert MODELS.get('ContextBlock') is ContextBlock
+    block = MODELS.build(dict(type='gcnet_mm.ContextBlock', in_channels=8,
+                              ratio=0.5))
     assert type(block) is ContextBlock and block.planes == 4
     snl = MODELS.build(dict(type='gcnet_mm.SNLBlock', in_channels=8))
     assert type(snl) is SNLBlock

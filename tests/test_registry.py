@@ -102,3 +102,35 @@ def test_everything_is_registered_in_scope(name):
     from gcnet_mm.registry import MODELS
     assert MODELS.get(name) is not None
     assert MODELS.scope == 'gcnet_mm'
+
+
+def test_readme_mmdet_snippet_builds_in_a_plain_mmdet_config(tmp_path):
+    """As a user would: paste the README's snippet under an mmdet base."""
+    import os.path as osp
+    import re
+    readme = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'README.md')
+    blocks = re.findall(r'```python\n(.*?)```', open(readme).read(), re.S)
+    snippet = next(b for b in blocks if "plugins=[" in b
+                   and "gcnet_mm.ContextBlock" in b and 'BackboneWith' not in b)
+    cfg = tmp_path / 'mask-rcnn_r50-gc_fpn_1x_coco.py'
+    cfg.write_text("_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'\n"
+                   + snippet)
+    out = run_fresh(f"""
+        from mmengine.config import Config
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        register_all_modules()
+        cfg = Config.fromfile({str(cfg)!r})
+        cfg.model.backbone.init_cfg = None
+        model = MODELS.build(cfg.model)
+        names = [n for n, m in model.named_modules()
+                 if type(m).__name__ == 'ContextBlock']
+        mods = {{type(m).__module__ for m in model.modules()
+                if type(m).__name__ == 'ContextBlock'}}
+        print(len(names), names[0], *mods)
+    """)
+    count, first, *mods = out.split()
+    assert int(count) == 4 + 6 + 3  # every block of c3-c5 in R-50
+    assert first == 'backbone.layer2.0.context_block'
+    assert len(mods) == 1 and mods[0].startswith('gcnet_mm.')
