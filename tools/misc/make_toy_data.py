@@ -1,0 +1,56 @@
+"""Write tiny synthetic datasets in the real COCO / Cityscapes / ADE20K /
+VOC12+aug / ImageNet layouts (see ``gcnet_mm.datasets.synthetic``).
+
+    python tools/misc/make_toy_data.py coco data/toy_coco
+    python tools/misc/make_toy_data.py all data/toy --num-train 8 --num-val 4
+
+``all`` writes ``OUT_DIR/{coco,cityscapes,ade/ADEChallengeData2016,
+VOCdevkit/VOC2012,imagenet}``, the layout of upstream's ``data/`` folder.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
+
+from gcnet_mm.datasets.synthetic import TOY_DATASETS, make_all  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Write a tiny synthetic dataset in a real on-disk format')
+    parser.add_argument(
+        'dataset', choices=sorted(TOY_DATASETS) + ['all'],
+        help='which format to write')
+    parser.add_argument('out_dir', help='output directory')
+    parser.add_argument(
+        '--num-train', type=int, default=None,
+        help='training images (per class for imagenet); '
+        "default: the generator's")
+    parser.add_argument(
+        '--num-val', type=int, default=None,
+        help="validation images (per class for imagenet); default: the "
+        "generator's")
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    kwargs = dict(seed=args.seed, progress=True)
+    if args.num_train is not None:
+        kwargs['num_train'] = args.num_train
+    if args.num_val is not None:
+        kwargs['num_val'] = args.num_val
+    if args.dataset == 'all':
+        result = make_all(args.out_dir, **kwargs)
+    else:
+        result = {args.dataset: TOY_DATASETS[args.dataset][0](args.out_dir,
+                                                              **kwargs)}
+    print()
+    for name, paths in result.items():
+        print(f'{name}: ' + ', '.join(f'{k}={v}' for k, v in paths.items()))
+
+
+if __name__ == '__main__':
+    main()
