@@ -329,3 +329,37 @@ def test_autocast_large_inputs(dtype, pooling, fusion):
     assert torch.isfinite(out).all()
     scale = ref.abs().max()
     assert (out.float() - ref).abs().max() < 0.05 * scale
+
+
+# ------------------------------------------------- transform on (B, C) views
+@pytest.mark.parametrize('transform', TRANSFORMS)
+@pytest.mark.parametrize('fusion', FUSIONS)
+def test_flat_transform_matches_modules(transform, fusion):
+    """The transform run as linear / layer_norm on (B, C) equals the
+    Sequential of 1x1 convs on (B, C, 1, 1), values and gradients."""
+    block = randomize_(ContextBlock(8, fusion_types=fusion,
+                                    transform=transform,
+                                    **ratio_kwargs(transform))).double()
+    ctx = torch.randn(3, 8, 1, 1, dtype=torch.float64, requires_grad=True)
+    for attr in ('channel_add_conv', 'channel_mul_conv'):
+        branch = getattr(block, attr)
+        if branch is None:
+            continue
+        flat = context_block_module._flat_transform(branch)
+        assert flat is not branch
+        gy = torch.randn(3, 8, 1, 1, dtype=torch.float64)
+        ref = torch.autograd.grad(branch(ctx), [ctx, *branch.parameters()],
+                                  gy)
+        out = torch.autograd.grad(flat(ctx), [ctx, *branch.parameters()], gy)
+        torch.testing.assert_close(flat(ctx), branch(ctx))
+        for a, b in zip(out, ref):
+            torch.testing.assert_close(a, b)
+
+
+def test_hooks_keep_the_module_path():
+    block = randomize_(ContextBlock(8, 1 / 4))
+    calls = []
+    block.channel_add_conv[0].register_forward_hook(
+        lambda *args: calls.append(1))
+    block(torch.randn(2, 8, 3, 3))
+    assert calls == [1]

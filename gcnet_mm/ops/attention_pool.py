@@ -4,7 +4,7 @@ GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond,
 https://arxiv.org/abs/1904.11492.  Same arithmetic as mmcv's ContextBlock
 (``mmcv/cnn/bricks/context_block.py``) with ``pooling_type='att'`` and
 ``fusion_types=('channel_add',)``; written as two Functions so that forward +
-backward touch the feature map in 7 streams instead of mmcv's ~15::
+backward touch the feature map in 10 streams instead of mmcv's ~15::
 
     forward   logits = w . x          (read x)            (B, HW)
               a      = softmax(logits) in float32           (B, HW)
@@ -14,7 +14,13 @@ backward touch the feature map in 7 streams instead of mmcv's ~15::
               da     = dctx . x       (read x)            (B, HW)
               dl     = a * (da - <a, da>)                   (B, HW)
               dw     = x @ dl         (read x)            (C,)
-              dx     = g + dctx a^T + w dl^T  (one baddbmm: read g, write dx)
+              dx     = g + dctx a^T + w dl^T  (addcmul: read g, write dx;
+                                               addcmul_: read, write dx)
+
+The passes over x go one sample at a time (logits then context; d(logits)
+then dw), so a sample's second read can come from the cache, and never build
+a full-size temporary: besides ``y`` and ``dx`` nothing of the size of x is
+allocated (on the CPU each new page of a fresh allocation costs a fault).
 
 ``_FuseAdd`` (``y = x + t``) returns no gradient for ``x``: it hands ``g`` to
 ``_AttentionPool`` through a shared ``GradLink``, whose backward always runs
@@ -84,12 +90,15 @@ class _AttentionPool(torch.autograd.Function):
         with _no_autocast(x.device.type):
             b, c = x.shape[:2]
             x3, channels_last = as_matrix(x)  # (B, C, HW)
-            w = weight.reshape(c).to(x.dtype)
             # The bias shifts every logit of a row alike: softmax ignores it.
-            logits = _vec_mat(w, x3)  # (B, HW)
+            w = weight.reshape(1, c).to(x.dtype).expand(b, c)
             acc = torch.promote_types(x.dtype, torch.float32)
-            attn = torch.softmax(logits.to(acc), dim=1).to(x.dtype)
-            context = _mat_vec(x3, attn)  # (B, C)
+            attn = x.new_empty(b, x3.shape[2])  # (B, HW)
+            context = x.new_empty(b, c)  # (B, C)
+            for s in _sample_groups(b):  # 2nd read of x[s] hits the cache
+                logits = _vec_mat(w[s], x3[s])  # (k, HW)
+                attn[s] = torch.softmax(logits, dim=1, dtype=acc)
+                context[s] = _mat_vec(x3[s], attn[s])
         fctx.channels_last = channels_last
         fctx.x_shape = x.shape
         fctx.link = link
@@ -112,94 +121,83 @@ class _AttentionPool(torch.autograd.Function):
         link = fctx.link
         g, link.grad = link.grad, None
         need_x, need_w, need_b = fctx.needs_input_grad[:3]
+        channels_last = fctx.channels_last
         with _no_autocast(src.device.type):
-            b, c = fctx.x_shape[:2]
+            b, c, h, w_ = fctx.x_shape
+            n = h * w_
             dtype = src.dtype
+            acc = torch.promote_types(dtype, torch.float32)
             s3, _ = as_matrix(src)
             if s3 is None:
-                s3 = src.reshape(b, c, -1)
-            dctx = dcontext.to(dtype)
+                s3 = src.reshape(b, c, n)
+            dctx = dcontext.to(dtype)  # (B, C)
             if fctx.eps is None:
                 alpha = None
                 dctx_src = dctx
             else:  # x = src * alpha + beta; beta drops out (see affine_source)
                 alpha = AffineSource(src, *saved[3:], fctx.eps).alpha()
                 dctx_src = (dctx * alpha).to(dtype)
-            # d(logits) through the softmax, in float32 (or float64).
-            acc = torch.promote_types(dtype, torch.float32)
-            da = _vec_mat(dctx_src, s3).to(acc)  # (B, HW)
-            a32 = attn.to(acc)
-            dlogits = a32 * (da - (a32 * da).sum(1, keepdim=True))  # (B, HW)
-            dl = dlogits.to(dtype)
-
-            dx = dw = db = None
+            dl = attn.new_empty(attn.shape, dtype=dtype)  # (B, HW)
+            dw = None
+            for s in _sample_groups(b):  # 2nd read of x[s] may hit the cache
+                # d(logits) through the softmax, in float32 (or float64).
+                da = _vec_mat(dctx_src[s], s3[s]).to(acc)  # (k, HW)
+                a32 = attn[s].to(acc)
+                dl[s] = a32 * (da - (a32 * da).sum(1, keepdim=True))
+                if need_w:
+                    part = _mat_vec(s3[s], dl[s]).sum(0)  # (C,)
+                    dw = part if dw is None else dw + part
+            dx = db = None
             if need_w:
-                dw = _mat_vec(s3, dl, reduce_batch=True)  # (C,)
                 if alpha is not None:
                     dw = dw * alpha
                 dw = dw.to(weight.dtype).view_as(weight)
             if need_b and fctx.bias_meta is not None:
                 db = attn.new_zeros(fctx.bias_meta[0], dtype=fctx.bias_meta[1])
             if need_x:
-                w = weight.reshape(1, c).to(dtype).expand(b, c)
-                u = torch.stack((dctx, w), dim=2)  # (B, C, 2)
-                v = torch.stack((attn, dl), dim=1)  # (B, 2, HW)
-                dx = _rank2_update(g, u, v, fctx.x_shape, fctx.channels_last,
-                                   dtype)
+                # dx = g + dctx attn^T + w dl^T: two elementwise passes, in
+                # the layout of x (a gemm with K = 2 is slower on the CPU).
+                layout = (torch.channels_last
+                          if channels_last else torch.contiguous_format)
+                dx = torch.empty(fctx.x_shape, dtype=dtype,
+                                 device=src.device, memory_format=layout)
+                a4 = attn.view(b, 1, h, w_)
+                if g is None:
+                    torch.mul(dctx.view(b, c, 1, 1), a4, out=dx)
+                else:
+                    torch.addcmul(g.to(dtype), dctx.view(b, c, 1, 1), a4,
+                                  out=dx)
+                dx.addcmul_(weight.reshape(1, c, 1, 1).to(dtype),
+                            dl.view(b, 1, h, w_))
         return dx, dw, db, None, None
 
 
-# Up to this batch size the matrix-vector products loop over the batch with
+# Up to this batch size the passes over x go one sample at a time, with
 # ``torch.mv`` (BLAS gemv, about 3x faster than ``bmm`` with one column on the
-# CPU); beyond it one ``bmm`` call beats the Python loop.
+# CPU); a sample's second read may then come from the cache.  Beyond it one
+# ``bmm`` call per pass beats the Python loop.
 _MV_MAX_BATCH = 8
 
 
+def _sample_groups(b: int):
+    """Batch slices processed together: one sample each, or all of them."""
+    if b > _MV_MAX_BATCH:
+        return [slice(0, b)]
+    return [slice(i, i + 1) for i in range(b)]
+
+
 def _vec_mat(v: Tensor, m: Tensor) -> Tensor:
-    """``out[b, p] = sum_c v[(b,) c] m[b, c, p]``; ``v`` is (C,) or (B, C)."""
-    b = m.shape[0]
-    if b > _MV_MAX_BATCH:
-        v = v.expand(b, m.shape[1]) if v.dim() == 1 else v
-        return torch.bmm(v.unsqueeze(1), m).squeeze(1)
-    out = m.new_empty(b, m.shape[2])
-    for i in range(b):
-        torch.mv(m[i].t(), v if v.dim() == 1 else v[i], out=out[i])
-    return out
+    """``out[k, p] = sum_c v[k, c] m[k, c, p]``."""
+    if m.shape[0] == 1:
+        return torch.mv(m[0].t(), v[0]).unsqueeze(0)
+    return torch.bmm(v.unsqueeze(1), m).squeeze(1)
 
 
-def _mat_vec(m: Tensor, v: Tensor, reduce_batch: bool = False) -> Tensor:
-    """``out[b, c] = sum_p m[b, c, p] v[b, p]``, summed over b if asked."""
-    b = m.shape[0]
-    if b > _MV_MAX_BATCH:
-        out = torch.bmm(m, v.unsqueeze(2)).squeeze(2)
-        return out.sum(0) if reduce_batch else out
-    if reduce_batch:
-        out = torch.mv(m[0], v[0])
-        for i in range(1, b):
-            out = torch.addmv(out, m[i], v[i])
-        return out
-    out = m.new_empty(b, m.shape[1])
-    for i in range(b):
-        torch.mv(m[i], v[i], out=out[i])
-    return out
-
-
-def _rank2_update(g: Optional[Tensor], u: Tensor, v: Tensor, shape,
-                  channels_last: bool, dtype) -> Tensor:
-    """``g + u @ v`` as (B, C, H, W), laid out like the block's input."""
-    b, c, h, w = shape
-    if channels_last:  # compute (B, HW, C) row-major = channels_last
-        if g is None:
-            out = torch.bmm(v.transpose(1, 2), u.transpose(1, 2))
-        else:
-            gt = g.to(dtype).permute(0, 2, 3, 1).reshape(b, h * w, c)
-            out = torch.baddbmm(gt, v.transpose(1, 2), u.transpose(1, 2))
-        return out.view(b, h, w, c).permute(0, 3, 1, 2)
-    if g is None:
-        out = torch.bmm(u, v)
-    else:
-        out = torch.baddbmm(g.to(dtype).reshape(b, c, h * w), u, v)
-    return out.view(b, c, h, w)
+def _mat_vec(m: Tensor, v: Tensor) -> Tensor:
+    """``out[k, c] = sum_p m[k, c, p] v[k, p]``."""
+    if m.shape[0] == 1:
+        return torch.mv(m[0], v[0]).unsqueeze(0)
+    return torch.bmm(m, v.unsqueeze(2)).squeeze(2)
 
 
 class _FuseAdd(torch.autograd.Function):

@@ -5,14 +5,20 @@ interleaved within each repeat and summarised by the median:
 
 * blocks: forward + backward of one GC r16 block (float32) at the c3/c4/c5
   shapes of an 800x1088 Mask R-CNN input, batch 2;
-* resnet: one train step (forward + backward) of mmdet's ResNet-50 (BN,
-  batch 2, 512x640) plain, with mmcv's ContextBlock and with gcnet_mm's after
-  conv3 of c3-c5: time, and bytes of activations saved for backward (unique
-  storages seen by ``saved_tensors_hooks``, parameters and buffers excluded).
+* resnet: one train step (forward + backward, batch 2, 512x640) of the
+  Mask R-CNN ResNet-50 backbone: plain (mmdet's
+  ``mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``), with mmcv's ContextBlock
+  (mmdet's ``gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py``) and with
+  gcnet_mm's (this package's config of that name); ``model.backbone`` of
+  each, ``init_cfg=None``.  Time, and bytes of activations saved for backward
+  (unique storages seen by ``saved_tensors_hooks``, parameters and buffers
+  excluded).
 
     python tools/benchmark/benchmark_blocks.py --repeat 9 --threads 2
 """
 import argparse
+import os
+import os.path as osp
 import platform
 import statistics
 import sys
@@ -42,8 +48,20 @@ def parse_args():
     return parser.parse_args()
 
 
+RESNET_CONFIGS = {
+    'plain': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+    'mmcv GC': 'mmdet::gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py',
+    'gcnet_mm GC': osp.join(
+        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+        'configs/detection/gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'),
+}
+
+
 def progress(msg: str) -> None:
-    print(f'\r  {msg:<60}', end='', file=sys.stderr, flush=True)
+    """One status line on a terminal's stderr, overwritten in place; the
+    caller clears it (``progress('')``) before printing a table row."""
+    if sys.stderr.isatty():
+        print(f'\r  {msg:<60}\r', end='', file=sys.stderr, flush=True)
 
 
 def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
@@ -64,7 +82,6 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
             sync()
             times[name].append(now() - t0)
     progress('')
-    print('\r', end='', file=sys.stderr)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -138,26 +155,29 @@ def saved_activation_bytes(model: nn.Module, fn: Callable[[], None]) -> int:
     return sum(storages.values())
 
 
+def backbone(config: str, device: str) -> nn.Module:
+    """``model.backbone`` of a detection config, randomly initialised."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+    cfg = (get_config(config) if config.startswith('mmdet::') else
+           Config.fromfile(config))
+    cfg = cfg.model.backbone
+    cfg.init_cfg = None
+    torch.manual_seed(0)
+    model = MODELS.build(cfg).to(device)
+    model.train()  # frozen_stages and norm_eval apply here
+    return model
+
+
 def bench_resnet(args) -> None:
-    from mmdet.models.backbones import ResNet
-
-    def resnet(plugin_type=None) -> nn.Module:
-        plugins = None
-        if plugin_type is not None:
-            plugins = [dict(cfg=dict(type=plugin_type, ratio=1 / 16),
-                            stages=(False, True, True, True),
-                            position='after_conv3')]
-        torch.manual_seed(0)
-        model = ResNet(depth=50, norm_cfg=dict(type='BN', requires_grad=True),
-                       plugins=plugins).to(args.device)
-        model.train()  # mmdet's ResNet.train returns None
-        return model
-
-    models = {
-        'plain': resnet(),
-        'mmcv GC': resnet('ContextBlock'),
-        'gcnet_mm GC': resnet('gcnet_mm.ContextBlock'),
-    }
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    models = {k: backbone(c, args.device) for k, c in RESNET_CONFIGS.items()}
+    gc_types = {k: sorted({f'{type(m).__module__}.{type(m).__name__}'
+                           for n, m in model.named_modules()
+                           if n.endswith('context_block')})
+                for k, model in models.items()}
     # Same weights everywhere (the GC ones random, not the zero init).
     for p in models['mmcv GC'].parameters():
         if p.dim() > 0:
@@ -174,7 +194,10 @@ def bench_resnet(args) -> None:
     def step(model):
         def run():
             model.zero_grad(set_to_none=True)
-            torch.autograd.backward(list(model(img)), grads)
+            # frozen_stages=1: c2's output (layer1) has no gradient.
+            outs, gs = zip(*[(o, g) for o, g in zip(model(img), grads)
+                             if o.requires_grad])
+            torch.autograd.backward(outs, gs)
         return run
 
     outs = {k: [o.detach() for o in m(img)] for k, m in models.items()}
@@ -184,14 +207,24 @@ def bench_resnet(args) -> None:
     t = time_interleaved({k: step(m) for k, m in models.items()},
                          args.resnet_repeat or args.repeat, 'resnet step',
                          args.clock)
-    print('\n## mmdet ResNet-50 train step (BN, norm_eval=True, batch 2, '
-          '512x640), GC r16 after conv3 in c3-c5')
+    print('\n## Mask R-CNN ResNet-50 backbone train step (frozen_stages=1, '
+          'norm_eval=True, batch 2, 512x640), GC r16 after conv3 in c3-c5')
     print(f"{'model':>12} {'step s':>8} {'time x':>7} {'saved MiB':>10} "
           f"{'memory x':>9}")
     for k in models:
         print(f"{k:>12} {t[k]:8.3f} {t[k] / t['plain']:7.3f} "
               f"{mem[k] / 2**20:10.1f} {mem[k] / mem['plain']:9.3f}")
     print(f'max |output difference| gcnet_mm vs mmcv: {diff:.1e}')
+    for k, types in gc_types.items():
+        print(f"{k}: {RESNET_CONFIGS[k].replace(os.getcwd() + os.sep, '')}"
+              f"{' (' + ', '.join(types) + ')' if types else ''}")
+
+
+def load_average() -> str:
+    try:
+        return ' '.join(f'{v:.2f}' for v in os.getloadavg())
+    except OSError:
+        return 'n/a'
 
 
 def cpu_name() -> str:
@@ -213,11 +246,13 @@ def main():
     print(f'# {cpu_name()}, '
           f'{torch.get_num_threads()} threads, torch {torch.__version__}, '
           f'device {args.device}, {args.clock} clock, median of '
-          f'{args.repeat}')
+          f'{args.repeat} (ResNet {args.resnet_repeat or args.repeat}), '
+          f'load average {load_average()}')
     if 'blocks' in args.parts:
         bench_blocks(args)
     if 'resnet' in args.parts:
         bench_resnet(args)
+    print(f'# load average at the end: {load_average()}')
 
 
 if __name__ == '__main__':
