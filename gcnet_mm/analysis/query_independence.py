@@ -1,0 +1,699 @@
+"""Is the global context a non-local block learns query-independent?
+
+Paper: "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
+Cao et al., 2019, https://arxiv.org/abs/1904.11492, Sec. 3.2, Table 1 and
+Figure 1: in trained NL networks the attention maps of different query
+positions are nearly the same (COCO: cosine distance 0.020 between the maps
+vs 0.401 between the inputs), so the context can be one global vector.
+
+For every ``mmcv.cnn.NonLocal2d`` in a model (``gcnet_mm.NonLocalBlock``,
+mmdet NL plugins, the ``nl_block`` of mmseg's ``NLHead`` or of
+``gcnet_mm.NonLocalHead``) a forward hook captures the block's input ``x``.
+NonLocal2d computes its attention inside ``forward`` and keeps no copy, so
+:func:`nonlocal_attention` recomputes it from the block's own
+``theta``/``phi`` convs and pairwise function (``sub_sample`` and
+``use_scale`` included) and :func:`nonlocal_branch` rebuilds
+``z = conv_out(attention @ g(x))``; the hook checks that ``x + z`` equals
+what the block returned. Per block it then averages, over sampled pairs of
+query positions ``(i, j)`` (see :func:`sample_query_pairs`):
+
+* ``input``: cosine distance between ``x[:, i]`` and ``x[:, j]``;
+* ``attention_cos`` / ``attention_js``: cosine distance and Jensen-Shannon
+  divergence (natural log, in ``[0, ln 2]``) between attention rows i and j;
+* ``output``: cosine distance between ``z[:, i]`` and ``z[:, j]``, the
+  block's output before the residual addition (what the paper's "output"
+  column measures); ``block_output`` the same for ``x + z``.
+
+Cosine distance is ``1 - cos``. A pair in which either vector is zero has no
+cosine distance and is left out; a block whose branch output is identically
+zero (an untrained block with its zero-initialised last layer) reports NaN.
+"""
+import csv
+import json
+import logging
+import math
+import os
+import os.path as osp
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import NonLocal2d
+from torch import Tensor, nn
+
+__all__ = [
+    'find_nonlocal_blocks', 'nonlocal_attention', 'nonlocal_branch',
+    'sample_query_pairs', 'pair_distances', 'query_points',
+    'QueryIndependenceRecorder', 'analyze_query_independence',
+    'format_table', 'save_results', 'plot_attention_maps', 'IMAGE_EXTS'
+]
+
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+#: Columns of the paper's Table 1, as (key, heading).
+TABLE_COLUMNS = (('input', 'input'), ('attention_cos', 'attention map (cos)'),
+                 ('attention_js', 'attention map (JS)'), ('output', 'output'))
+
+
+def find_nonlocal_blocks(model: nn.Module) -> List[Tuple[str, NonLocal2d]]:
+    """Every ``mmcv.cnn.NonLocal2d`` (subclasses included) in ``model``, as
+    ``(qualified name, module)`` in registration order."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, NonLocal2d)]
+
+
+def _theta_phi(block: NonLocal2d, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """The two operands of the block's pairwise function, as its forward
+    builds them (``mmcv.cnn.bricks.non_local._NonLocalNd.forward``)."""
+    n = x.size(0)
+    if block.mode == 'gaussian':
+        theta_x = x.view(n, block.in_channels, -1).permute(0, 2, 1)
+        phi_x = (block.phi(x) if block.sub_sample else x).view(
+            n, block.in_channels, -1)
+    elif block.mode == 'concatenation':
+        theta_x = block.theta(x).view(n, block.inter_channels, -1, 1)
+        phi_x = block.phi(x).view(n, block.inter_channels, 1, -1)
+    else:
+        theta_x = block.theta(x).view(n, block.inter_channels, -1)
+        theta_x = theta_x.permute(0, 2, 1)
+        phi_x = block.phi(x).view(n, block.inter_channels, -1)
+    return theta_x, phi_x
+
+
+def nonlocal_attention(block: NonLocal2d, x: Tensor) -> Tensor:
+    """The attention (pairwise weight) ``block`` uses on input ``x``.
+
+    Args:
+        block: an ``mmcv.cnn.NonLocal2d`` in any mode.
+        x: its input, (B, C, H, W).
+
+    Returns:
+        (B, H*W, H'*W'): row ``i`` weighs the key positions for query ``i``;
+        ``H' x W'`` is ``H x W`` max-pooled by 2 with ``sub_sample``. Rows sum
+        to one for the (embedded) Gaussian modes.
+    """
+    theta_x, phi_x = _theta_phi(block, x)
+    return getattr(block, block.mode)(theta_x, phi_x)
+
+
+def nonlocal_branch(block: NonLocal2d, x: Tensor, attention: Tensor) -> Tensor:
+    """``z = conv_out(attention @ g(x))``, the block's output before the
+    residual addition (the block returns ``x + z``).
+
+    Args:
+        block: the block.
+        x: its input, (B, C, H, W).
+        attention: (B, H*W, H'*W'), e.g. from :func:`nonlocal_attention`.
+
+    Returns:
+        (B, C, H, W).
+    """
+    n = x.size(0)
+    g_x = block.g(x).view(n, block.inter_channels, -1).permute(0, 2, 1)
+    y = torch.matmul(attention, g_x)  # (B, HW, C')
+    y = y.permute(0, 2, 1).reshape(n, block.inter_channels, *x.shape[2:])
+    return block.conv_out(y)
+
+
+def sample_query_pairs(num_positions: int, num_pairs: int,
+                       generator: Optional[torch.Generator] = None) -> Tensor:
+    """Pairs of distinct query positions, (P, 2) int64.
+
+    If ``num_pairs`` is at least the number of unordered pairs
+    ``N (N - 1) / 2``, every unordered pair once; otherwise ``num_pairs``
+    ordered pairs drawn uniformly and independently (with replacement) from
+    the ``N (N - 1)`` pairs with ``i != j``. Empty for ``N < 2``.
+    """
+    n = int(num_positions)
+    if n < 2:
+        return torch.zeros((0, 2), dtype=torch.long)
+    if num_pairs >= n * (n - 1) // 2:
+        return torch.triu_indices(n, n, offset=1).t().contiguous()
+    i = torch.randint(n, (num_pairs, ), generator=generator)
+    j = torch.randint(n - 1, (num_pairs, ), generator=generator)
+    j = j + (j >= i).long()  # skip i: uniform over j != i
+    return torch.stack([i, j], dim=1)
+
+
+def _cosine_distance(a: Tensor, b: Tensor) -> Tensor:
+    """1 - cos of the rows of ``a`` and ``b`` (P, D); NaN where either row is
+    zero."""
+    a, b = a.double(), b.double()
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    cos = (a * b).sum(dim=1) / (na * nb).clamp_min(1e-300)
+    dist = (1 - cos).clamp_min(0)
+    dist[(na <= 1e-12 * (1 + nb)) | (nb <= 1e-12 * (1 + na))] = math.nan
+    return dist
+
+
+def _to_distribution(p: Tensor) -> Tensor:
+    """Rows as probability distributions: clamp at 0 and renormalise (a no-op
+    for softmax rows; needed for 'dot_product'/'concatenation'). An all-zero
+    row becomes uniform."""
+    p = p.double().clamp_min(0)
+    total = p.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(p, 1.0 / p.size(1))
+    return torch.where(total > 0, p / total.clamp_min(1e-300), uniform)
+
+
+def _js_divergence(p: Tensor, q: Tensor) -> Tensor:
+    """Jensen-Shannon divergence (nats) between the rows of ``p`` and ``q``."""
+    p, q = _to_distribution(p), _to_distribution(q)
+    m = 0.5 * (p + q)
+
+    def kl(a: Tensor) -> Tensor:
+        return torch.where(a > 0, a * (a.clamp_min(1e-300).log() -
+                                       m.clamp_min(1e-300).log()),
+                           torch.zeros_like(a)).sum(dim=1)
+
+    return (0.5 * kl(p) + 0.5 * kl(q)).clamp_min(0)
+
+
+def pair_distances(x: Tensor, attention: Tensor, z: Tensor, pairs: Tensor
+                   ) -> Dict[str, Tensor]:
+    """Distances of one image between the query positions in ``pairs``.
+
+    Args:
+        x: the block's input, (C, H, W).
+        attention: its attention, (H*W, H'*W').
+        z: its output before the residual addition, (C, H, W).
+        pairs: (P, 2) query indices into H*W.
+
+    Returns:
+        ``input``, ``attention_cos``, ``attention_js``, ``output`` and
+        ``block_output`` (of ``x + z``), each (P, ) float64 (NaN where
+        undefined).
+    """
+    i, j = pairs[:, 0], pairs[:, 1]
+    xs = x.flatten(1).t()  # (HW, C)
+    zs = z.flatten(1).t()
+    return dict(
+        input=_cosine_distance(xs[i], xs[j]),
+        attention_cos=_cosine_distance(attention[i], attention[j]),
+        attention_js=_js_divergence(attention[i], attention[j]),
+        output=_cosine_distance(zs[i], zs[j]),
+        block_output=_cosine_distance(xs[i] + zs[i], xs[j] + zs[j]))
+
+
+def query_points(num: int, height: int, width: int) -> List[Tuple[int, int]]:
+    """``num`` well-spread (row, col) positions of an ``height x width``
+    grid: the R2 low-discrepancy sequence, deterministic."""
+    a1, a2 = 0.7548776662466927, 0.5698402909980532  # 1/phi_2, 1/phi_2^2
+    points = []
+    for k in range(num):
+        u, v = (0.5 + a1 * k) % 1.0, (0.5 + a2 * k) % 1.0
+        points.append((min(int(v * height), height - 1),
+                       min(int(u * width), width - 1)))
+    return points
+
+
+class QueryIndependenceRecorder:
+    """Forward hooks on NL blocks that accumulate Table 1's distances.
+
+    Use as a context manager around forward passes; call
+    :meth:`next_image` before each image. Each forward call of a block (one
+    per image, or one per window under sliding-window inference) adds its
+    sampled pairs; for the first ``num_vis`` images it also keeps the
+    attention rows of ``num_queries`` query points and the image the
+    model's ``backbone`` saw (see :func:`plot_attention_maps`).
+
+    Args:
+        blocks: ``(name, block)`` pairs, e.g. from :func:`find_nonlocal_blocks`.
+        num_pairs: query pairs sampled per forward call (see
+            :func:`sample_query_pairs`).
+        seed: seed of the pair sampling.
+        num_queries: query points per image in the figure.
+        num_vis: images kept for the figure.
+        image_source: module whose input (B, 3, h, w) is the image the blocks
+            see (the model's backbone); ``None`` to keep no images.
+        tolerance: relative tolerance of the check that ``x + z``
+            reproduces the block's output.
+    """
+
+    def __init__(self,
+                 blocks: Sequence[Tuple[str, NonLocal2d]],
+                 *,
+                 num_pairs: int = 1000,
+                 seed: int = 0,
+                 num_queries: int = 3,
+                 num_vis: int = 3,
+                 image_source: Optional[nn.Module] = None,
+                 tolerance: float = 1e-3) -> None:
+        self.blocks = list(blocks)
+        self.num_pairs = int(num_pairs)
+        self.num_queries = int(num_queries)
+        self.num_vis = int(num_vis)
+        self.image_source = image_source
+        self.tolerance = float(tolerance)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.image_index = -1
+        self.sums = {name: {} for name, _ in self.blocks}
+        self.counts = {name: {} for name, _ in self.blocks}
+        self.calls = {name: 0 for name, _ in self.blocks}
+        self.shapes: Dict[str, Dict[str, Any]] = {}
+        self.max_error = {name: 0.0 for name, _ in self.blocks}
+        self.vis: List[Dict[str, Any]] = []  # one per (image, block)
+        self._current_image: Optional[Tensor] = None
+        self._handles: list = []
+
+    def __enter__(self) -> 'QueryIndependenceRecorder':
+        for name, block in self.blocks:
+            self._handles.append(
+                block.register_forward_hook(self._make_hook(name)))
+        if self.image_source is not None:
+            self._handles.append(
+                self.image_source.register_forward_pre_hook(self._see_image))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def next_image(self) -> None:
+        """Mark the start of the next image."""
+        self.image_index += 1
+        self._current_image = None
+
+    def _see_image(self, module: nn.Module, args: tuple) -> None:
+        if args and isinstance(args[0], Tensor) and args[0].dim() == 4:
+            self._current_image = args[0].detach()
+
+    def _make_hook(self, name: str):
+
+        def hook(block: NonLocal2d, args: tuple, output: Tensor) -> None:
+            with torch.no_grad():
+                self._record(name, block, args[0].detach(), output.detach())
+
+        return hook
+
+    def _record(self, name: str, block: NonLocal2d, x: Tensor,
+                output: Tensor) -> None:
+        attention = nonlocal_attention(block, x)  # (B, HW, H'W')
+        z = nonlocal_branch(block, x, attention)  # (B, C, H, W)
+        error = (x + z - output).abs().max().item()
+        scale = max(1.0, output.abs().max().item())
+        self.max_error[name] = max(self.max_error[name], error / scale)
+        if error > self.tolerance * scale:
+            warnings.warn(
+                f'{name}: the recomputed attention reproduces the block\'s '
+                f'output only to {error:.3g} (max abs); the block\'s forward '
+                f'differs from mmcv NonLocal2d\'s, so its statistics may not '
+                f'describe the attention it used')
+        first = self.calls[name] == 0
+        self.calls[name] += 1
+        hw = x.shape[2] * x.shape[3]
+        key_hw = attention.shape[-1]
+        key_size = ((x.shape[2] // 2, x.shape[3] // 2)
+                    if block.sub_sample else tuple(x.shape[2:]))
+        if key_size[0] * key_size[1] != key_hw:  # not a grid we know
+            key_size = (1, key_hw)
+        if first:
+            self.shapes[name] = dict(mode=block.mode,
+                                     sub_sample=bool(block.sub_sample),
+                                     feature_size=list(x.shape[2:]),
+                                     key_size=list(key_size))
+        for b in range(x.size(0)):
+            pairs = sample_query_pairs(hw, self.num_pairs, self.generator)
+            if len(pairs) == 0:
+                continue
+            dists = pair_distances(x[b].cpu(), attention[b].cpu(),
+                                   z[b].cpu(), pairs)
+            for key, d in dists.items():
+                valid = ~torch.isnan(d)
+                self.sums[name][key] = self.sums[name].get(
+                    key, 0.0) + d[valid].sum().item()
+                self.counts[name][key] = self.counts[name].get(
+                    key, 0) + int(valid.sum())
+        if self.image_index < self.num_vis and not any(
+                v['image_index'] == self.image_index and v['block'] == name
+                for v in self.vis):
+            h, w = x.shape[2:]
+            points = query_points(self.num_queries, h, w)
+            rows = torch.stack([attention[0, r * w + c] for r, c in points])
+            image = self._current_image
+            self.vis.append(
+                dict(image_index=self.image_index, block=name,
+                     feature_size=(h, w), key_size=key_size, points=points,
+                     maps=rows.float().cpu().view(len(points), *key_size),
+                     image=None if image is None else image[0].float().cpu()))
+
+    def results(self) -> List[Dict[str, Any]]:
+        """One dict per block: the averages and how they were obtained."""
+        rows = []
+        for name, _ in self.blocks:
+            row = dict(block=name)
+            for key in ('input', 'attention_cos', 'attention_js', 'output',
+                        'block_output'):
+                n = self.counts[name].get(key, 0)
+                row[key] = self.sums[name][key] / n if n else math.nan
+            row['num_pairs'] = self.counts[name].get('attention_cos', 0)
+            row['num_calls'] = self.calls[name]
+            row['max_reproduction_error'] = self.max_error[name]
+            row.update(self.shapes.get(name, {}))
+            rows.append(row)
+        return rows
+
+
+def _fmt(v: float) -> str:
+    return 'nan' if v is None or math.isnan(v) else f'{v:.3f}'
+
+
+def format_table(results: Sequence[Dict[str, Any]]) -> str:
+    """The results as a Markdown table like the paper's Table 1."""
+    head = ['block'] + [h for _, h in TABLE_COLUMNS]
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|' + '|'.join(['---'] + ['---:'] * len(TABLE_COLUMNS)) + '|']
+    for r in results:
+        lines.append('| ' + ' | '.join(
+            [r['block']] + [_fmt(r[k]) for k, _ in TABLE_COLUMNS]) + ' |')
+    return '\n'.join(lines)
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+def save_results(results: Sequence[Dict[str, Any]], meta: Dict[str, Any],
+                 out_dir: str) -> Tuple[str, str]:
+    """Write ``out_dir/query_independence.{csv,json}``; NaN is an empty CSV
+    cell and JSON ``null``. Returns the two paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = osp.join(out_dir, 'query_independence.csv')
+    json_path = osp.join(out_dir, 'query_independence.json')
+    fields = ['block', 'input', 'attention_cos', 'attention_js', 'output',
+              'block_output', 'num_pairs', 'num_calls', 'mode',
+              'feature_size', 'key_size', 'max_reproduction_error']
+    with open(csv_path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        for r in results:
+            cells = []
+            for k in fields:
+                v = r.get(k)
+                if isinstance(v, float):
+                    v = '' if math.isnan(v) else f'{v:.6g}'
+                elif isinstance(v, (list, tuple)):
+                    v = 'x'.join(str(s) for s in v)
+                cells.append(v)
+            writer.writerow(cells)
+    with open(json_path, 'w') as f:
+        json.dump(_json_safe(dict(meta=meta, blocks=list(results))), f,
+                  indent=2)
+    return csv_path, json_path
+
+
+def _display_image(image: Tensor, preprocessor: Optional[nn.Module]
+                   ) -> np.ndarray:
+    """(3, h, w) network input -> (h, w, 3) float RGB in [0, 1]."""
+    img = image.clone()
+    if preprocessor is not None and getattr(preprocessor, '_enable_normalize',
+                                            False):
+        mean = getattr(preprocessor, 'mean', None)
+        std = getattr(preprocessor, 'std', None)
+        if mean is not None and std is not None and mean.numel() == 3:
+            img = img * std.view(3, 1, 1).cpu() + mean.view(3, 1, 1).cpu()
+    rgb = bool(getattr(preprocessor, '_channel_conversion',
+                       getattr(preprocessor, 'to_rgb', False)))
+    if not rgb:  # BGR as loaded by mmcv
+        img = img.flip(0)
+    lo, hi = img.min(), img.max()
+    img = (img - lo) / (hi - lo) if hi > lo else img * 0
+    return img.permute(1, 2, 0).numpy()
+
+
+def plot_attention_maps(vis: Sequence[Dict[str, Any]], path: str,
+                        preprocessor: Optional[nn.Module] = None) -> str:
+    """Draw Figure 1: a row per (image, block), the image with the query
+    points marked, then each query's attention map, upsampled to the image
+    and overlaid. Writes a PNG (matplotlib Agg) and returns its path."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    if not vis:
+        raise ValueError('no attention maps were captured to draw')
+    cols = 1 + max(len(v['points']) for v in vis)
+    colours = plt.get_cmap('tab10')
+    fig, axes = plt.subplots(len(vis), cols, squeeze=False,
+                             figsize=(2.4 * cols, 2.4 * len(vis)))
+    for row, v in zip(axes, vis):
+        h, w = v['feature_size']
+        if v['image'] is not None:
+            image = _display_image(v['image'], preprocessor)
+        else:
+            image = np.full((h, w, 3), 0.5)
+        ih, iw = image.shape[:2]
+        row[0].imshow(image)
+        row[0].set_title(f'image {v["image_index"]}\n{v["block"]}',
+                         fontsize=7)
+        for k, (r, c) in enumerate(v['points']):
+            xy = ((c + 0.5) * iw / w, (r + 0.5) * ih / h)
+            row[0].plot(*xy, 'o', ms=6, mec='white', mew=1.2,
+                        color=colours(k % 10))
+            amap = F.interpolate(v['maps'][k][None, None], size=(ih, iw),
+                                 mode='bilinear', align_corners=False)[0, 0]
+            ax = row[k + 1]
+            ax.imshow(image)
+            ax.imshow(amap.numpy(), cmap='jet', alpha=0.5)
+            ax.plot(*xy, 'o', ms=6, mec='white', mew=1.2,
+                    color=colours(k % 10))
+            ax.set_title(f'query ({r}, {c})', fontsize=7)
+        for ax in row:
+            ax.axis('off')
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------
+# Running a config
+
+
+def _list_images(folder: str) -> List[str]:
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'image folder not found: {folder!r}')
+    files = sorted(
+        osp.join(folder, f) for f in os.listdir(folder)
+        if f.lower().endswith(IMAGE_EXTS)
+        and osp.isfile(osp.join(folder, f)))
+    if not files:
+        raise ValueError(f'image folder {folder!r} holds no images (looked '
+                         f'for {", ".join(IMAGE_EXTS)})')
+    return files
+
+
+def _test_pipeline_cfg(cfg, split: str) -> list:
+    loader = cfg.get(f'{split}_dataloader')
+    pipeline = None
+    if loader and loader.get('dataset'):
+        dataset = loader['dataset']
+        while 'pipeline' not in dataset and 'dataset' in dataset:
+            dataset = dataset['dataset']  # wrappers
+        pipeline = dataset.get('pipeline')
+    if pipeline is None:
+        pipeline = cfg.get('test_pipeline')
+    if not pipeline:
+        raise ValueError(f'the config has no {split}_dataloader.dataset.'
+                         'pipeline nor test_pipeline to read images with')
+    # No annotations for a folder of images (as mmdet/mmseg inference do).
+    return [t for t in pipeline if not str(t.get('type', '')).endswith(
+        ('LoadAnnotations', 'LoadPanopticAnnotations'))]
+
+
+def _build_model(cfg, checkpoint: Optional[str], device: str) -> nn.Module:
+    from mmengine.logging import MMLogger
+    from mmengine.registry import MODELS
+    from mmengine.runner import load_checkpoint
+
+    from gcnet_mm.engine import install_checkpoint_safety
+    model = MODELS.build(cfg.model)
+    if checkpoint is None:
+        if hasattr(model, 'init_weights'):
+            logger = MMLogger.get_current_instance()
+            level = logger.level
+            logger.setLevel(logging.WARNING)  # not the per-parameter init log
+            try:
+                model.init_weights()
+            finally:
+                logger.setLevel(level)
+        warnings.warn(
+            '\n' + '!' * 72 + '\nNO CHECKPOINT: analysing RANDOMLY INITIALISED '
+            'weights. The numbers say nothing about what a trained NL block '
+            'learns; pass the checkpoint of a trained model.\n' + '!' * 72)
+    else:
+        if '://' not in checkpoint and not osp.isfile(checkpoint):
+            raise FileNotFoundError(
+                f'checkpoint file not found: {checkpoint!r}')
+        install_checkpoint_safety()
+        expected = set(model.state_dict())
+        ckpt = load_checkpoint(model, checkpoint, map_location='cpu',
+                               strict=False,
+                               revise_keys=[(r'^module\.', '')])
+        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+        loaded = {k[len('module.'):] if k.startswith('module.') else k
+                  for k in state}
+        missing = sorted(expected - loaded)
+        nl_names = [name + '.' for name, _ in find_nonlocal_blocks(model)]
+        nl_missing = [k for k in missing if k.startswith(tuple(nl_names))]
+        if nl_missing:
+            raise ValueError(
+                f'checkpoint {checkpoint!r} has no weights for '
+                f'{len(nl_missing)} NL-block parameters of the model, e.g. '
+                f'{nl_missing[:4]}; it was not trained with this config\'s '
+                'NL blocks')
+        if missing:
+            warnings.warn(f'checkpoint {checkpoint!r} misses {len(missing)} '
+                          f'model keys (e.g. {missing[:4]}); they keep their '
+                          'initialisation')
+    return model.to(device).eval()
+
+
+def analyze_query_independence(config: str,
+                               checkpoint: Optional[str] = None,
+                               *,
+                               images: Optional[str] = None,
+                               split: str = 'test',
+                               num_images: int = 10,
+                               num_pairs: int = 1000,
+                               num_queries: int = 3,
+                               num_vis: int = 3,
+                               seed: int = 0,
+                               out_dir: Optional[str] = None,
+                               cfg_options: Optional[dict] = None,
+                               device: Optional[str] = None,
+                               progress: bool = True) -> Dict[str, Any]:
+    """Table 1 and Figure 1 of the GCNet paper for a model with NL blocks.
+
+    The model is built from ``config`` (SyncBN turned into BN), loaded from
+    ``checkpoint`` (or left randomly initialised, with a loud warning) and
+    run in test mode on ``num_images`` images: the first ones of the
+    config's ``{split}_dataloader`` dataset, or of the sorted image files of
+    the folder ``images`` read with that dataloader's pipeline (annotation
+    loading dropped). Each image goes alone through the model's
+    ``data_preprocessor`` and then, when every NL block lies in the
+    ``backbone`` or ``neck``, through ``model.extract_feat`` only; otherwise
+    (e.g. mmseg's ``NLHead``) through ``model.test_step`` as a whole.
+
+    Args:
+        config: config file path.
+        checkpoint: checkpoint path or URL; ``None`` for random weights.
+        images: a folder of images instead of the dataset split.
+        split: ``'test'`` or ``'val'``, whose dataloader to use.
+        num_images: images to analyse (fewer if the split/folder has fewer).
+        num_pairs: query pairs sampled per image and block.
+        num_queries: query points per image in the figure.
+        num_vis: images in the figure.
+        seed: seed of the pair sampling.
+        out_dir: if given, write ``query_independence.{csv,json}`` and
+            ``attention_maps.png`` there.
+        cfg_options: ``--cfg-options`` overrides.
+        device: ``'cpu'``, ``'cuda'``...; default CUDA when available.
+        progress: show a progress bar.
+
+    Returns:
+        ``dict(results=[one dict per block], meta=..., table=str,
+        files=dict(csv=..., json=..., png=...))``.
+
+    Raises:
+        FileNotFoundError: config, checkpoint, image folder or dataset path
+            missing.
+        ValueError: no NL block in the model, an empty image folder, a bad
+            ``split`` or count.
+    """
+    from mmengine.dataset import Compose, pseudo_collate
+    from mmengine.registry import DATASETS, init_default_scope
+    from mmengine.utils import ProgressBar
+
+    from gcnet_mm.engine import check_data_paths, sync_bn_to_bn
+    from gcnet_mm.engine.runner_cfg import load_config
+
+    if split not in ('test', 'val'):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    for key, value in (('num_images', num_images), ('num_pairs', num_pairs),
+                       ('num_queries', num_queries)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f'{key} must be a positive int, got {value!r}')
+    if not isinstance(num_vis, int) or num_vis < 0:
+        raise ValueError(f'num_vis must be an int >= 0, got {num_vis!r}')
+    cfg = load_config(config, cfg_options)
+    sync_bn_to_bn(cfg)
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+    if images is not None:
+        files = _list_images(images)[:num_images]
+        pipeline = Compose(_test_pipeline_cfg(cfg, split))
+
+        def load(k: int) -> dict:
+            return pipeline(dict(img_path=files[k], img_id=k))
+
+        count, source = len(files), f'folder {images}'
+    else:
+        if not cfg.get(f'{split}_dataloader'):
+            raise ValueError(f'the config has no {split}_dataloader; pass '
+                             'images=DIR or another split')
+        check_data_paths(cfg, (split, ))
+        dataset = DATASETS.build(cfg[f'{split}_dataloader']['dataset'])
+        count = min(num_images, len(dataset))
+        if count == 0:
+            raise ValueError(f'the {split} dataset of {config!r} is empty')
+        load, source = dataset.__getitem__, f'{split} split'
+
+    model = _build_model(cfg, checkpoint, device)
+    blocks = find_nonlocal_blocks(model)
+    if not blocks:
+        raise ValueError(
+            f'config {config!r} builds a model with no non-local block (no '
+            'mmcv.cnn.NonLocal2d, e.g. gcnet_mm.NonLocalBlock, an mmdet NL '
+            'plugin or an NLHead nl_block); nothing to analyse')
+    feat_only = hasattr(model, 'extract_feat') and all(
+        name.startswith(('backbone.', 'neck.')) for name, _ in blocks)
+    recorder = QueryIndependenceRecorder(
+        blocks, num_pairs=num_pairs, seed=seed, num_queries=num_queries,
+        num_vis=num_vis, image_source=getattr(model, 'backbone', None))
+    bar = ProgressBar(count) if progress else None
+    with recorder, torch.no_grad():
+        for k in range(count):
+            recorder.next_image()
+            data = pseudo_collate([load(k)])
+            if feat_only:
+                data = model.data_preprocessor(data, False)
+                model.extract_feat(data['inputs'])
+            else:
+                model.test_step(data)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        print()
+    results = recorder.results()
+    for r in results:
+        if r['num_calls'] == 0:
+            warnings.warn(f'{r["block"]} never ran on the way through '
+                          f'{"extract_feat" if feat_only else "test_step"}')
+    meta = dict(config=config, checkpoint=checkpoint,
+                random_init=checkpoint is None, source=source,
+                num_images=count, pairs_per_image=num_pairs, seed=seed,
+                route='extract_feat' if feat_only else 'test_step',
+                js_log_base='e')
+    out = dict(results=results, meta=meta, table=format_table(results),
+               files={})
+    if out_dir is not None:
+        csv_path, json_path = save_results(results, meta, out_dir)
+        out['files'] = dict(csv=csv_path, json=json_path)
+        if recorder.vis:
+            out['files']['png'] = plot_attention_maps(
+                recorder.vis, osp.join(out_dir, 'attention_maps.png'),
+                getattr(model, 'data_preprocessor', None))
+    out['vis'] = recorder.vis
+    return out
