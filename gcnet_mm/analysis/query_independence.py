@@ -511,22 +511,30 @@ def _test_pipeline_cfg(cfg, split: str) -> list:
         ('LoadAnnotations', 'LoadPanopticAnnotations'))]
 
 
-def _build_model(cfg, checkpoint: Optional[str], device: str) -> nn.Module:
+def _random_init(model: nn.Module) -> None:
     from mmengine.logging import MMLogger
+    if hasattr(model, 'init_weights'):
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # not the per-parameter init log
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
+
+
+def _build_model(cfg, checkpoint: Optional[str], device: str,
+                 seed: int = 0) -> nn.Module:
     from mmengine.registry import MODELS
     from mmengine.runner import load_checkpoint
 
     from gcnet_mm.engine import install_checkpoint_safety
-    model = MODELS.build(cfg.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # a reproducible random init
+        model = MODELS.build(cfg.model)
+        if checkpoint is None:
+            _random_init(model)
     if checkpoint is None:
-        if hasattr(model, 'init_weights'):
-            logger = MMLogger.get_current_instance()
-            level = logger.level
-            logger.setLevel(logging.WARNING)  # not the per-parameter init log
-            try:
-                model.init_weights()
-            finally:
-                logger.setLevel(level)
         warnings.warn(
             '\n' + '!' * 72 + '\nNO CHECKPOINT: analysing RANDOMLY INITIALISED '
             'weights. The numbers say nothing about what a trained NL block '
@@ -650,7 +658,7 @@ def analyze_query_independence(config: str,
             raise ValueError(f'the {split} dataset of {config!r} is empty')
         load, source = dataset.__getitem__, f'{split} split'
 
-    model = _build_model(cfg, checkpoint, device)
+    model = _build_model(cfg, checkpoint, device, seed)
     blocks = find_nonlocal_blocks(model)
     if not blocks:
         raise ValueError(

@@ -1,0 +1,219 @@
+"""Query-independence analysis (paper Table 1, Figure 1): the recomputed
+attention, the distances, and the tool end to end on a tiny classifier."""
+import json
+import math
+import os.path as osp
+
+import pytest
+import torch
+from mmcv.cnn import NonLocal2d
+from PIL import Image
+
+import gcnet_mm  # noqa: F401
+from gcnet_mm.analysis.query_independence import (
+    QueryIndependenceRecorder, analyze_query_independence,
+    find_nonlocal_blocks, nonlocal_attention, nonlocal_branch,
+    sample_query_pairs)
+from gcnet_mm.models.blocks.nonlocal_block import NonLocalBlock
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+NL_CLS_CONFIG = osp.join(
+    ROOT, 'configs/classification/gcnet/'
+    'resnet50-nl-c4-1blk_8xb64-ft-coslr-40e_in1k.py')
+
+
+def _randomise(block: NonLocal2d) -> NonLocal2d:
+    """Random (never zero) weights everywhere, eval mode."""
+    torch.manual_seed(0)
+    for p in block.parameters():
+        p.data.normal_(0, 0.5)
+    for m in block.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return block.eval()
+
+
+BLOCKS = [
+    lambda: NonLocalBlock(8),
+    lambda: NonLocalBlock(8, sub_sample=True),
+    lambda: NonLocalBlock(8, use_scale=False, reduction=4),
+    lambda: NonLocalBlock(8, mode='gaussian', sub_sample=True),
+    lambda: NonLocalBlock(8, mode='dot_product'),
+    lambda: NonLocalBlock(8, mode='concatenation', norm_cfg=None),
+    lambda: NonLocal2d(8, sub_sample=True, norm_cfg=dict(type='BN')),
+    lambda: NonLocal2d(8, mode='gaussian'),
+]
+
+
+@pytest.mark.parametrize('make', BLOCKS)
+def test_recomputed_attention_reproduces_the_block(make):
+    block = _randomise(make())
+    x = torch.randn(2, 8, 6, 5)
+    with torch.no_grad():
+        attention = nonlocal_attention(block, x)
+        key_hw = 3 * 2 if block.sub_sample else 30
+        assert attention.shape == (2, 30, key_hw)
+        if block.mode in ('embedded_gaussian', 'gaussian'):
+            torch.testing.assert_close(attention.sum(-1),
+                                       torch.ones(2, 30))
+        out = x + nonlocal_branch(block, x, attention)
+        torch.testing.assert_close(out, block(x), rtol=1e-5, atol=1e-5)
+
+
+def _run(block, x, num_pairs=200):
+    rec = QueryIndependenceRecorder([('nl', block)], num_pairs=num_pairs,
+                                    num_vis=0)
+    with rec, torch.no_grad():
+        rec.next_image()
+        block(x)
+    return rec.results()[0]
+
+
+@pytest.mark.parametrize('sub_sample', [False, True])
+def test_query_independent_attention_has_zero_distance(sub_sample):
+    block = _randomise(NonLocalBlock(8, sub_sample=sub_sample))
+    block.theta.conv.weight.data.zero_()
+    block.theta.conv.bias.data.zero_()  # logits no longer depend on query
+    r = _run(block, torch.randn(1, 8, 6, 6))
+    assert r['attention_cos'] < 1e-6 and r['attention_js'] < 1e-6
+    assert r['output'] < 1e-6  # same context added at every position
+    assert r['input'] > 0.1
+    assert r['max_reproduction_error'] < 1e-5
+
+
+def test_query_dependent_attention_has_clear_distance():
+    r = _run(_randomise(NonLocalBlock(8)), torch.randn(1, 8, 6, 6))
+    assert r['attention_cos'] > 1e-2 and r['attention_js'] > 1e-2
+    assert r['attention_js'] <= math.log(2)
+    assert r['num_pairs'] == 200 and r['num_calls'] == 1
+
+
+def test_untrained_block_output_is_nan_not_zero():
+    block = NonLocalBlock(8).eval()  # zero-initialised last layer: z == 0
+    r = _run(block, torch.randn(1, 8, 4, 4))
+    assert math.isnan(r['output'])
+    assert r['block_output'] == pytest.approx(r['input'])
+
+
+def test_sample_query_pairs():
+    g = torch.Generator().manual_seed(0)
+    pairs = sample_query_pairs(50, 1000, g)
+    assert pairs.shape == (1000, 2) and (pairs[:, 0] != pairs[:, 1]).all()
+    assert pairs.min() >= 0 and pairs.max() < 50
+    assert len(sample_query_pairs(5, 100)) == 10  # every unordered pair
+    assert len(sample_query_pairs(1, 10)) == 0
+    again = sample_query_pairs(50, 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(pairs, again)
+
+
+def _tiny_config(tmp_path, data_root):
+    """R-18 with one NL block in layer3 (the NL classification config),
+    64 x 64 inputs, NL weights not zero-initialised."""
+    cfg = tmp_path / 'tiny_nl.py'
+    cfg.write_text(f"""
+_base_ = {NL_CLS_CONFIG!r}
+load_from = None
+model = dict(
+    backbone=dict(depth=18, plugins=[dict(
+        cfg=dict(type='gcnet_mm.NonLocalBlock', zeros_init=False, std=0.1),
+        blocks={{'layer3': [-1]}}, position='after_add')]),
+    head=dict(in_channels=512))
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=64, edge='short'),
+    dict(type='CenterCrop', crop_size=64),
+    dict(type='PackInputs'),
+]
+test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root={str(data_root)!r}, pipeline=test_pipeline))
+val_dataloader = test_dataloader
+""")
+    return str(cfg)
+
+
+@pytest.fixture(scope='module')
+def toy_imagenet(tmp_path_factory):
+    from gcnet_mm.datasets.synthetic import make_imagenet
+    root = tmp_path_factory.mktemp('toy_imagenet')
+    make_imagenet(str(root), num_train=1, num_val=1, num_classes=2)
+    return root
+
+
+def test_tool_end_to_end(tmp_path, toy_imagenet, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'qi_tool', osp.join(ROOT, 'tools/analysis/query_independence.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out_dir = tmp_path / 'out'
+    with pytest.warns(UserWarning, match='RANDOMLY INITIALISED'):
+        tool.main([_tiny_config(tmp_path, toy_imagenet), '--num-images',
+                   '2', '--num-pairs', '50', '--queries', '2',
+                   '--out-dir', str(out_dir), '--device', 'cpu'])
+    printed = capsys.readouterr().out
+    assert 'attention map (JS)' in printed
+    assert 'backbone.layer3.1.nonlocal_block' in printed
+    data = json.loads((out_dir / 'query_independence.json').read_text())
+    assert data['meta']['num_images'] == 2 and data['meta']['random_init']
+    (row, ) = data['blocks']
+    assert row['num_pairs'] == 100 and row['num_calls'] == 2
+    for key in ('input', 'attention_cos', 'attention_js', 'output'):
+        assert row[key] is not None and 0 <= row[key] <= 2
+    assert row['max_reproduction_error'] < 1e-4
+    header = (out_dir / 'query_independence.csv').read_text().splitlines()[0]
+    assert header.startswith('block,input,attention_cos,attention_js,output')
+    with Image.open(out_dir / 'attention_maps.png') as png:
+        assert png.width >= 400 and png.height >= 150  # 2 rows x 3 panels
+        assert png.width > png.height
+
+
+def test_image_folder(tmp_path, toy_imagenet):
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    for k, src in enumerate(sorted((toy_imagenet / 'val').iterdir())[:2]):
+        Image.open(src).convert('RGB').save(folder / f'{k}.png')
+    (folder / 'notes.txt').write_text('not an image')
+    with pytest.warns(UserWarning, match='RANDOMLY'):
+        out = analyze_query_independence(
+            _tiny_config(tmp_path, toy_imagenet), images=str(folder),
+            num_images=5, num_pairs=20, num_vis=1, device='cpu',
+            progress=False)
+    assert out['meta']['num_images'] == 2
+    assert out['meta']['route'] == 'extract_feat'
+    assert len(out['vis']) == 1 and out['vis'][0]['image'].shape[0] == 3
+
+
+def test_errors(tmp_path, toy_imagenet):
+    cfg = _tiny_config(tmp_path, toy_imagenet)
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(ValueError, match='holds no images'):
+        analyze_query_independence(cfg, images=str(empty))
+    with pytest.raises(FileNotFoundError, match='image folder not found'):
+        analyze_query_independence(cfg, images=str(tmp_path / 'missing'))
+    with pytest.raises(FileNotFoundError, match='config file not found'):
+        analyze_query_independence(str(tmp_path / 'nope.py'))
+    with pytest.raises(FileNotFoundError, match='checkpoint file not found'):
+        analyze_query_independence(cfg, str(tmp_path / 'nope.pth'),
+                                   progress=False)
+    with pytest.raises(ValueError, match="split must be 'test' or 'val'"):
+        analyze_query_independence(cfg, split='train')
+    with pytest.raises(ValueError, match='num_pairs must be a positive int'):
+        analyze_query_independence(cfg, num_pairs=0)
+    no_nl = tmp_path / 'no_nl.py'
+    no_nl.write_text(f"_base_ = {cfg!r}\n"
+                     "model = dict(backbone=dict(plugins=[]))\n")
+    with pytest.raises(ValueError, match='no non-local block'), \
+            pytest.warns(UserWarning):
+        analyze_query_independence(str(no_nl), progress=False)
+
+
+def test_find_nonlocal_blocks_in_heads():
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope('mmseg')
+    head = MODELS.build(dict(
+        type='mmseg.NLHead', in_channels=16, channels=8, in_index=0,
+        num_classes=3, norm_cfg=dict(type='BN')))
+    (name, block), = find_nonlocal_blocks(head)
+    assert name == 'nl_block' and isinstance(block, NonLocal2d)
