@@ -217,3 +217,29 @@ def test_find_nonlocal_blocks_in_heads():
         num_classes=3, norm_cfg=dict(type='BN')))
     (name, block), = find_nonlocal_blocks(head)
     assert name == 'nl_block' and isinstance(block, NonLocal2d)
+
+
+def test_checkpoint_is_loaded(tmp_path, toy_imagenet):
+    from gcnet_mm.analysis.query_independence import _build_model
+    from gcnet_mm.engine.runner_cfg import load_config
+    cfg = _tiny_config(tmp_path, toy_imagenet)
+    with pytest.warns(UserWarning, match='RANDOMLY'):
+        model = _build_model(load_config(cfg), None, 'cpu', seed=3)
+        random_run = analyze_query_independence(
+            cfg, num_images=1, num_pairs=30, num_vis=0, seed=3,
+            progress=False)
+    state = model.state_dict()
+    torch.save(dict(state_dict=state), tmp_path / 'ok.pth')
+    loaded = analyze_query_independence(
+        cfg, str(tmp_path / 'ok.pth'), num_images=1, num_pairs=30,
+        num_vis=0, seed=3, progress=False)
+    assert not loaded['meta']['random_init']
+    for key in ('input', 'attention_cos', 'attention_js', 'output'):
+        assert loaded['results'][0][key] == pytest.approx(
+            random_run['results'][0][key])
+    torch.save(dict(state_dict={k: v for k, v in state.items()
+                                if 'nonlocal_block' not in k}),
+               tmp_path / 'no_nl.pth')
+    with pytest.raises(ValueError, match='no weights for .* NL-block'):
+        analyze_query_independence(cfg, str(tmp_path / 'no_nl.pth'),
+                                   progress=False)

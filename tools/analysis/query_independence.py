@@ -76,7 +76,8 @@ def main(argv=None) -> None:
         raise UsageError(str(e)) from e
     meta = out['meta']
     print(f'{meta["num_images"]} images ({meta["source"]}), '
-          f'{meta["pairs_per_image"]} query pairs per image, forward via '
+          f'{meta["pairs_per_image"]} query pairs per image (and window), '
+          f'forward via '
           f'{meta["route"]}' + (', RANDOM WEIGHTS' if meta['random_init']
                                 else ''))
     print(out['table'])
