@@ -1,0 +1,13 @@
+"""Model analysis: parameter and FLOP counts beside the paper's."""
+from .complexity import (COUNTING_CONVENTION, DEFAULT_SHAPES, PAPER_TABLES,
+                         Complexity, PaperRow, build_model, check_shape,
+                         count_flops, count_params, dump_json, format_results,
+                         format_table, get_complexity, paper_table,
+                         resolve_config)
+
+__all__ = [
+    'COUNTING_CONVENTION', 'DEFAULT_SHAPES', 'PAPER_TABLES', 'Complexity',
+    'PaperRow', 'build_model', 'check_shape', 'count_flops', 'count_params',
+    'dump_json', 'format_results', 'format_table', 'get_complexity',
+    'paper_table', 'resolve_config'
+]

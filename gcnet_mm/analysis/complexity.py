@@ -1,0 +1,643 @@
+"""Parameter and FLOP counts of the package's configs, beside the paper's.
+
+Counting convention (stated in every output): **one fused multiply-add is one
+FLOP** (fvcore's and mmengine's convention, which is also the papers' "FLOPs":
+ResNet-50 at 224x224 is "3.86G"/"4.1G", i.e. multiply-adds).  Counts come from
+:class:`mmengine.analysis.FlopAnalyzer`, which traces one forward pass and
+counts convolutions, linear layers and matrix products (``matmul``/``bmm``/
+``einsum``) as multiply-adds, normalisation layers (BN, LN, GN) as a few FLOPs
+per element, and nearest/bilinear upsampling and adaptive pooling per element;
+activations, element-wise additions, softmax, max-pooling and RoIAlign are
+free.  ``counter='mmcv'`` uses mmcv's older module-hook counter instead
+(:func:`mmcv.cnn.get_model_complexity_info`, the lineage of the counter
+mmdetection v1 shipped when the paper was written): it adds conv biases,
+ReLUs and pooling, but never sees functional matrix products, so the attention
+of a non-local block is free there.
+
+How each kind of model is run, following the upstream ``get_flops`` tools:
+
+* detection (mmdet): a random image of ``shape`` goes through the model's
+  ``data_preprocessor`` (so it is padded as at test time, 800x1333 ->
+  800x1344) and then ``model(inputs, data_samples, mode='tensor')``: backbone,
+  neck, the RPN with its proposal NMS (``test_cfg.rpn``: up to 1000
+  proposals), the box head on every proposal and the mask head on the first
+  100 RoIs, as mmdet's ``TwoStageDetector._forward``.  The number of RoIs is
+  reported: with random weights it is data dependent, so the seed is fixed.
+* segmentation (mmseg): the auxiliary head is dropped (it does not run at
+  test time), then the same tensor-mode forward on one image of ``shape``.
+* classification (mmpretrain): the whole classifier in tensor mode (backbone,
+  neck and the fc head; mmpretrain's tool counts ``extract_feat`` only, i.e.
+  2.05M fewer for a 1000-way ResNet-50 head).
+
+Parameters are counted on the model the config builds, every module included
+(the auxiliary head of a segmentor too), as ``tests/test_configs.py`` does.
+SyncBN is turned into BN and pretrained initialisation dropped, so everything
+runs on a CPU with nothing downloaded.
+"""
+import json
+import os.path as osp
+from pathlib import Path
+from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
+
+import torch
+from torch import nn
+
+__all__ = [
+    'COUNTING_CONVENTION', 'DEFAULT_SHAPES', 'PAPER_TABLES', 'PaperRow',
+    'Complexity', 'resolve_config', 'check_shape', 'build_model',
+    'count_params', 'count_flops', 'get_complexity', 'paper_table',
+    'format_table', 'format_results', 'dump_json', 'CONFIGS_DIR'
+]
+
+#: One line saying what a FLOP is here; printed with every result.
+COUNTING_CONVENTION = (
+    'FLOPs: one fused multiply-add = 1 FLOP (fvcore / mmengine FlopAnalyzer '
+    'convention; conv, linear, matmul counted, BN/LN/GN a few per element, '
+    'activations, additions, softmax and RoIAlign free)')
+
+_MMCV_CONVENTION = (
+    'FLOPs: mmcv module-hook counter (multiply-adds of conv/linear plus '
+    'biases, BN, ReLU, pooling, upsampling; functional matmul/softmax free)')
+
+#: The default input size (height, width) per task: detection at the paper's
+#: short side 800 with mmdet's long-side cap 1333 (padded to 800x1344 by the
+#: detector), ImageNet's 224x224, a full Cityscapes image.
+DEFAULT_SHAPES: Dict[str, Tuple[int, int]] = {
+    'detection': (800, 1333),
+    'segmentation': (1024, 2048),
+    'classification': (224, 224),
+}
+
+_SCOPE_TO_TASK = {
+    'mmdet': 'detection',
+    'mmseg': 'segmentation',
+    'mmpretrain': 'classification'
+}
+
+#: The package's ``configs/`` folder (next to the package in a checkout).
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / 'configs'
+
+
+class PaperRow(NamedTuple):
+    """One row of a paper table: what the paper prints for one config."""
+    row: str  # the paper's row label
+    params: float  # millions, as printed
+    flops: Optional[float]  # GFLOPs (multiply-adds), as printed
+    zoo: Optional[str] = None  # an upstream model zoo's numbers, if any
+
+
+class _Table(NamedTuple):
+    title: str
+    shape: Tuple[int, int]  # the input size its FLOPs are measured at
+    rows: Dict[str, PaperRow]  # config (relative to configs/) -> paper row
+
+
+_DET = 'detection/gcnet/'
+_ABL = 'detection/gcnet_paper/mask-rcnn_r50-syncbn-'
+_CLS = 'classification/gcnet/resnet50'
+_SEG = '_r101-d8_4xb2-80k_cityscapes-512x1024.py'
+_X101 = 'cascade-mask-rcnn_x101-32x4d-syncbn'
+
+#: The paper's complexity numbers as data: table name -> title, input size
+#: and rows (config path relative to ``configs/`` -> :class:`PaperRow`).
+#: Sources: the paper's Tables 2(a), 3 and 4(a) and the GCNet slides'
+#: Cityscapes head comparison (see docs/complexity.md for the input sizes).
+PAPER_TABLES: Dict[str, _Table] = {
+    '2a': _Table(
+        'Table 2(a): block design, Mask R-CNN R50-FPN (COCO)', (800, 1333), {
+            _DET + 'mask-rcnn_r50-syncbn_fpn_1x_coco.py':
+            PaperRow('baseline', 44.4, 279.4),
+            _ABL + 'nl-c4-1blk_fpn_1x_coco.py':
+            PaperRow('+1 NL', 46.5, 288.7),
+            _ABL + 'snl-c4-1blk_fpn_1x_coco.py':
+            PaperRow('+1 SNL', 45.4, 279.4),
+            _ABL + 'gcb-r16-c4-1blk_fpn_1x_coco.py':
+            PaperRow('+1 GC', 44.5, 279.4),
+            _DET + 'mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py':
+            PaperRow('+all GC', 46.9, 279.6),
+        }),
+    '3': _Table(
+        'Table 3: stronger backbones, GC in c3-c5 (COCO)', (800, 1333), {
+            _DET + 'mask-rcnn_r50-syncbn_fpn_1x_coco.py':
+            PaperRow('R50 Mask, baseline', 44.4, 279.4),
+            _DET + 'mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py':
+            PaperRow('R50 Mask, +GC r16', 46.9, 279.5),
+            _DET + 'mask-rcnn_r50-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py':
+            PaperRow('R50 Mask, +GC r4', 54.4, 279.6),
+            _DET + 'mask-rcnn_r101-syncbn_fpn_1x_coco.py':
+            PaperRow('R101 Mask, baseline', 63.4, 354.1),
+            _DET + 'mask-rcnn_r101-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py':
+            PaperRow('R101 Mask, +GC r16', 68.1, 354.2),
+            _DET + 'mask-rcnn_r101-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py':
+            PaperRow('R101 Mask, +GC r4', 82.4, 354.3),
+            _DET + 'mask-rcnn_x101-32x4d-syncbn_fpn_1x_coco.py':
+            PaperRow('X101 Mask, baseline', 63.0, 357.8),
+            _DET + 'mask-rcnn_x101-32x4d-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py':
+            PaperRow('X101 Mask, +GC r16', 67.8, 358.1),
+            _DET + 'mask-rcnn_x101-32x4d-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py':
+            PaperRow('X101 Mask, +GC r4', 81.9, 358.2),
+            _DET + _X101 + '_fpn_1x_coco.py':
+            PaperRow('X101 Cascade Mask, baseline', 95.9, 536.9),
+            _DET + _X101 + '-r16-gcb-c3-c5_fpn_1x_coco.py':
+            PaperRow('X101 Cascade Mask, +GC r16', 100.7, 537.2),
+            _DET + _X101 + '-r4-gcb-c3-c5_fpn_1x_coco.py':
+            PaperRow('X101 Cascade Mask, +GC r4', 114.9, 537.3),
+            _DET + _X101 + '-dconv-c3-c5_fpn_1x_coco.py':
+            PaperRow('X101 DCN Cascade Mask, baseline', 98.5, 547.5),
+            _DET + _X101 + '-dconv-c3-c5-r16-gcb-c3-c5_fpn_1x_coco.py':
+            PaperRow('X101 DCN Cascade Mask, +GC r16', 103.3, 547.7),
+            _DET + _X101 + '-dconv-c3-c5-r4-gcb-c3-c5_fpn_1x_coco.py':
+            PaperRow('X101 DCN Cascade Mask, +GC r4', 117.5, 547.8),
+        }),
+    '4a': _Table(
+        'Table 4(a): block design, ResNet-50 (ImageNet)', (224, 224), {
+            _CLS + '_8xb64-ft-coslr-40e_in1k.py':
+            PaperRow('baseline', 25.56, 3.86,
+                     zoo='mmpretrain resnet50_8xb32_in1k: 25.56M, 4.12G'),
+            _CLS + '-nl-c4-1blk_8xb64-ft-coslr-40e_in1k.py':
+            PaperRow('+1 NL', 27.66, 4.11),
+            _CLS + '-snl-c4-1blk_8xb64-ft-coslr-40e_in1k.py':
+            PaperRow('+1 SNL', 26.61, 3.86),
+            _CLS + '-gcb-r16-c4-1blk_8xb64-ft-coslr-40e_in1k.py':
+            PaperRow('+1 GC', 25.69, 3.86),
+            _CLS + '-gcb-r16-c3-c5_8xb64-ft-coslr-40e_in1k.py':
+            PaperRow('+all GC', 28.08, 3.87),
+        }),
+    'cityscapes': _Table(
+        'Slides: decode heads on dilated ResNet-101 (Cityscapes val)',
+        (769, 769), {
+            'segmentation/gcnet_paper/fcn' + _SEG:
+            PaperRow('baseline (FCN head)', 70.96, 646.88),
+            'segmentation/gcnet_paper/nonlocal-red4' + _SEG:
+            PaperRow('NL-Head', 71.22, 649.36),
+            'segmentation/gcnet_paper/snl' + _SEG:
+            PaperRow('SNL-Head', 71.22, 646.86),
+            'segmentation/gcnet/gcnet' + _SEG:
+            PaperRow('GC-Head', 71.09, 646.89),
+        }),
+}
+
+
+class Complexity(NamedTuple):
+    """What :func:`get_complexity` measures for one config."""
+    config: str
+    task: str
+    params: int
+    flops: Optional[int]  # None with params_only
+    shape: Optional[Tuple[int, int]]  # the size asked for (H, W)
+    input_shape: Optional[Tuple[int, ...]]  # what the network saw (N,C,H,W)
+    flops_by_operator: Dict[str, int]
+    notes: str  # e.g. the number of RoIs of a detector
+    convention: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return self._asdict()
+
+
+# --------------------------------------------------------------------------
+# arguments
+# --------------------------------------------------------------------------
+def resolve_config(config: Union[str, Path]) -> str:
+    """The path of a config file: as given, relative to ``configs/``, or
+    ``'pkg::rel/path.py'`` for a config of an installed OpenMMLab package.
+
+    Raises:
+        ValueError: if neither exists or it is not a ``.py`` file.
+    """
+    path = str(config)
+    candidates = [path, str(CONFIGS_DIR / path)]
+    if '::' in path:  # 'mmdet::gcnet/x.py': a config of an installed package
+        from mmengine.utils import get_installed_path
+        package, rel = path.split('::', 1)
+        try:
+            candidates = [
+                osp.join(get_installed_path(package), '.mim', 'configs', rel)
+            ]
+        except Exception:  # not installed
+            candidates = []
+    for candidate in candidates:
+        if osp.isfile(candidate):
+            if not candidate.endswith('.py'):
+                raise ValueError(
+                    f'a config must be a .py file, but got {path!r}')
+            return candidate
+    raise ValueError(f'config file {path!r} not found (looked for it as '
+                     f'given, under {CONFIGS_DIR}, or as pkg::path in an '
+                     'installed package)')
+
+
+def check_shape(shape: Union[int, Sequence[int], None]) -> Optional[Tuple[int,
+                                                                          int]]:
+    """``shape`` as an (H, W) pair of positive ints; one int means square.
+
+    Raises:
+        ValueError: for anything else, saying what was given.
+    """
+    if shape is None:
+        return None
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape, shape)
+    try:
+        values = tuple(shape)
+    except TypeError:
+        values = None
+    if (values is None or len(values) not in (1, 2)
+            or not all(isinstance(v, int) and not isinstance(v, bool)
+                       and v > 0 for v in values)):
+        raise ValueError('shape must be one or two positive ints (H W or a '
+                         f'square side), but got {shape!r}')
+    return (values[0], values[-1])
+
+
+# --------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------
+def _cpu_cfg(cfg):
+    """SyncBN -> BN and no pretrained weights anywhere, in place."""
+    if isinstance(cfg, dict):
+        if cfg.get('type') in ('SyncBN', 'MMSyncBN'):
+            cfg['type'] = 'BN'
+        if 'pretrained' in cfg:
+            cfg['pretrained'] = None
+        init_cfg = cfg.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        for value in cfg.values():
+            _cpu_cfg(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            _cpu_cfg(value)
+    return cfg
+
+
+def _task_of(cfg) -> str:
+    scope = cfg.get('default_scope')
+    if scope not in _SCOPE_TO_TASK:
+        raise ValueError(f'cannot tell the task of a config with default_scope'
+                         f' {scope!r}; expected one of {list(_SCOPE_TO_TASK)}')
+    return _SCOPE_TO_TASK[scope]
+
+
+def build_model(config: Union[str, Path],
+                meta: bool = False) -> Tuple[nn.Module, str]:
+    """Build a config's model on the CPU: (model in eval mode, task).
+
+    SyncBN becomes BN and pretrained initialisation is dropped, so nothing is
+    downloaded.  ``meta=True`` builds detectors and segmentors on the meta
+    device (no memory; enough to count parameters); mmpretrain's ResNet reads
+    tensor values while building, so classifiers are always real.
+    """
+    import gcnet_mm  # noqa: F401  (registers the package's modules)
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    cfg = Config.fromfile(resolve_config(config))
+    task = _task_of(cfg)
+    init_default_scope(cfg.default_scope)
+    registry = {
+        'detection': 'mmdet.registry',
+        'segmentation': 'mmseg.registry',
+        'classification': 'mmpretrain.registry'
+    }[task]
+    models = __import__(registry, fromlist=['MODELS']).MODELS
+    model_cfg = _cpu_cfg(cfg.model)
+    if meta and task != 'classification':
+        with torch.device('meta'):
+            model = models.build(model_cfg)
+    else:
+        model = models.build(model_cfg)
+    return model.eval(), task
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared ones once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+class _TensorForward(nn.Module):
+    """``model(inputs, data_samples, mode='tensor')`` as a one-input module."""
+
+    def __init__(self, model: nn.Module, data_samples=None) -> None:
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor):
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
+def _matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """``aten::matmul``: output elements x the contracted size, any
+    broadcasting."""
+    from mmengine.analysis.jit_handles import get_shape
+    first = get_shape(inputs[0])
+    out = get_shape(outputs[0])
+    size = 1
+    for dim in out:
+        size *= dim
+    return size * first[-1]
+
+
+class _FixedInputs(nn.Module):
+    """``module(*inputs)`` with no arguments (mmcv's counter calls
+    ``model(**input_constructor(shape))``)."""
+
+    def __init__(self, module: nn.Module, inputs: Tuple[Any, ...]) -> None:
+        super().__init__()
+        self.module = module
+        self.inputs = inputs
+
+    def forward(self):
+        return self.module(*self.inputs)
+
+
+def count_flops(module: nn.Module,
+                inputs: Union[torch.Tensor, Tuple[Any, ...]],
+                counter: str = 'fvcore') -> Tuple[int, Dict[str, int]]:
+    """FLOPs of ``module(*inputs)``: (total, by operator).
+
+    ``counter='fvcore'`` (default) is :class:`mmengine.analysis.FlopAnalyzer`
+    (one fused multiply-add = 1 FLOP; see :data:`COUNTING_CONVENTION`);
+    ``counter='mmcv'`` is mmcv's module-hook counter (no per-operator split).
+    """
+    if not isinstance(inputs, tuple):
+        inputs = (inputs, )
+    if counter == 'fvcore':
+        from mmengine.analysis import FlopAnalyzer
+        with torch.no_grad():
+            analyzer = FlopAnalyzer(module, inputs)
+            analyzer.unsupported_ops_warnings(False)
+            analyzer.uncalled_modules_warnings(False)
+            analyzer.tracer_warnings('none')
+            # mmengine's matmul handle misses a batch that comes from
+            # broadcasting the second operand ((1, 1, C) @ (B, C, N) counts
+            # C * N); count every output element as one k-long dot product.
+            analyzer.set_op_handle('aten::matmul', _matmul_flop_jit)
+            return int(analyzer.total()), dict(analyzer.by_operator())
+    if counter == 'mmcv':
+        from mmcv.cnn import get_model_complexity_info as mmcv_counter
+        with torch.no_grad():
+            flops, _ = mmcv_counter(
+                _FixedInputs(module, inputs),
+                tuple(inputs[0].shape[1:]),
+                print_per_layer_stat=False,
+                as_strings=False,
+                input_constructor=lambda _: {})
+        return int(flops), {}
+    raise ValueError(f"counter must be 'fvcore' or 'mmcv', but got "
+                     f'{counter!r}')
+
+
+def _detector_inputs(model: nn.Module, shape: Tuple[int, int]):
+    from mmdet.structures import DetDataSample
+    h, w = shape
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.))
+    data = model.data_preprocessor(
+        dict(
+            inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8)],
+            data_samples=[DetDataSample(metainfo=meta)]), False)
+    return data['inputs'], data['data_samples']
+
+
+def _segmentor_inputs(model: nn.Module, shape: Tuple[int, int]):
+    from mmseg.structures import SegDataSample
+    h, w = shape
+    data = model.data_preprocessor(
+        dict(
+            inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8)],
+            data_samples=[
+                SegDataSample(metainfo=dict(ori_shape=(h, w), img_shape=(h,
+                                                                          w)))
+            ]), False)
+    return data['inputs'], data['data_samples']
+
+
+def _roi_counter(model: nn.Module) -> Tuple[Callable[[], str], List[Any]]:
+    """Hooks recording how many RoIs reach the box and mask heads."""
+    seen: Dict[str, int] = {}
+    handles = []
+    roi_head = getattr(model, 'roi_head', None)
+    if roi_head is None:
+        return (lambda: ''), handles
+    for kind in ('bbox_head', 'mask_head'):
+        head = getattr(roi_head, kind, None)
+        # a cascade has one head per stage: record the first stage's
+        heads = list(head) if isinstance(head, nn.ModuleList) else [head]
+        if heads and heads[0] is not None:
+
+            def hook(mod, args, out, kind=kind):
+                seen.setdefault(kind, int(args[0].shape[0]))
+
+            handles.append(heads[0].register_forward_hook(hook))
+
+    def describe() -> str:
+        if not seen:
+            return ''
+        return ', '.join(f'{n} RoIs to the {k.replace("_", " ")}'
+                         for k, n in sorted(seen.items()))
+
+    return describe, handles
+
+
+def get_complexity(config: Union[str, Path],
+                   shape: Union[int, Sequence[int], None] = None,
+                   params_only: bool = False,
+                   counter: str = 'fvcore',
+                   seed: int = 0) -> Complexity:
+    """Parameters and FLOPs of a config's model at an input size.
+
+    Args:
+        config (str | Path): A config file, as a path or relative to the
+            package's ``configs/``.
+        shape (int | sequence[int], optional): Input (H, W), or one side of a
+            square.  Defaults to :data:`DEFAULT_SHAPES` of the config's task.
+        params_only (bool): Count parameters only (fast: detectors and
+            segmentors are built on the meta device). Defaults to False.
+        counter (str): ``'fvcore'`` (mmengine's FlopAnalyzer, default) or
+            ``'mmcv'``; see the module docstring.
+        seed (int): Seed of the random input (a detector's RoI count
+            depends on it). Defaults to 0.
+
+    Returns:
+        Complexity: params, FLOPs (one multiply-add = 1 FLOP), the input
+        shape the network saw and the counting convention.
+
+    Raises:
+        ValueError: for a missing config, a bad shape or counter.
+    """
+    shape = check_shape(shape)
+    if counter not in ('fvcore', 'mmcv'):
+        raise ValueError(f"counter must be 'fvcore' or 'mmcv', but got "
+                         f'{counter!r}')
+    convention = COUNTING_CONVENTION if counter == 'fvcore' else \
+        _MMCV_CONVENTION
+    path = resolve_config(config)
+    torch.manual_seed(seed)
+    model, task = build_model(path, meta=params_only)
+    params = count_params(model)
+    if params_only:
+        return Complexity(str(config), task, params, None, shape, None, {},
+                          '', convention)
+    shape = shape or DEFAULT_SHAPES[task]
+    describe, handles = lambda: '', []
+    if task == 'detection':
+        inputs, samples = _detector_inputs(model, shape)
+        describe, handles = _roi_counter(model)
+    elif task == 'segmentation':
+        if getattr(model, 'auxiliary_head', None) is not None:
+            model.auxiliary_head = None  # not run at test time
+        inputs, samples = _segmentor_inputs(model, shape)
+    else:
+        inputs = torch.randn(1, 3, *shape)
+        samples = None
+    try:
+        flops, by_op = count_flops(
+            _TensorForward(model, samples), inputs, counter=counter)
+    finally:
+        for handle in handles:
+            handle.remove()
+    notes = describe()
+    if task == 'segmentation':
+        notes = 'auxiliary head not counted in FLOPs (test-time model)'
+    return Complexity(
+        str(config), task, params, flops, shape, tuple(inputs.shape), by_op,
+        notes, convention)
+
+
+# --------------------------------------------------------------------------
+# paper tables
+# --------------------------------------------------------------------------
+def paper_table(name: str,
+                params_only: bool = False,
+                shape: Union[int, Sequence[int], None] = None,
+                counter: str = 'fvcore',
+                progress: bool = True) -> List[Dict[str, Any]]:
+    """Measure every config of one paper table: a list of row dicts.
+
+    Each row holds the paper's row label, params and FLOPs, the measured
+    ones and their differences (measured - paper; FLOPs ``None`` with
+    ``params_only``).  ``shape`` defaults to the table's own input size.
+
+    Raises:
+        ValueError: for a table name not in :data:`PAPER_TABLES`.
+    """
+    if name not in PAPER_TABLES:
+        raise ValueError(f'unknown paper table {name!r}; expected one of '
+                         f'{sorted(PAPER_TABLES)}')
+    table = PAPER_TABLES[name]
+    shape = check_shape(shape) or table.shape
+    bar = None
+    if progress:
+        from mmengine.utils import ProgressBar
+        bar = ProgressBar(len(table.rows))
+    rows = []
+    for config, paper in table.rows.items():
+        result = get_complexity(
+            config, shape=shape, params_only=params_only, counter=counter)
+        params = result.params / 1e6
+        flops = None if result.flops is None else result.flops / 1e9
+        rows.append(
+            dict(
+                table=name,
+                row=paper.row,
+                config=config,
+                params_m=params,
+                paper_params_m=paper.params,
+                params_diff_m=params - paper.params,
+                flops_g=flops,
+                paper_flops_g=paper.flops,
+                flops_diff_g=None if flops is None or paper.flops is None
+                else flops - paper.flops,
+                flops_rel_diff=None if flops is None or not paper.flops else
+                flops / paper.flops - 1,
+                shape=shape,
+                input_shape=result.input_shape,
+                notes=result.notes,
+                zoo=paper.zoo,
+                convention=result.convention))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        print()
+    return rows
+
+
+def _num(value: Optional[float], digits: int, sign: bool = False) -> str:
+    if value is None:
+        return '-'
+    return f'{value:+.{digits}f}' if sign else f'{value:.{digits}f}'
+
+
+def format_table(name: str, rows: Iterable[Dict[str, Any]]) -> str:
+    """A markdown table of :func:`paper_table`'s rows, titled."""
+    table = PAPER_TABLES[name]
+    rows = list(rows)
+    digits = 2 if any(r['paper_params_m'] != round(r['paper_params_m'], 1)
+                      for r in rows) else 1
+    fdigits = 2 if any(
+        r['paper_flops_g'] is not None
+        and r['paper_flops_g'] != round(r['paper_flops_g'], 1)
+        for r in rows) else 1
+    shape = rows[0]['shape'] if rows else table.shape
+    seen = rows[0]['input_shape'] if rows else None
+    size = f'{shape[0]}x{shape[1]}'
+    if seen and tuple(seen[-2:]) != tuple(shape):
+        size += f' (padded to {seen[-2]}x{seen[-1]})'
+    lines = [
+        f'### {table.title}', '',
+        f'Input {size}. {rows[0]["convention"] if rows else ""}.', '',
+        '| row | config | params (M) | paper | diff | FLOPs (G) | paper | '
+        'diff | diff % | notes |',
+        '| :-- | :-- | --: | --: | --: | --: | --: | --: | --: | :-- |'
+    ]
+    for r in rows:
+        notes = '; '.join(n for n in (r['notes'], r['zoo'] and
+                                       f'zoo: {r["zoo"]}') if n)
+        rel = r['flops_rel_diff']
+        lines.append(
+            f'| {r["row"]} | {osp.basename(r["config"])[:-3]} | '
+            f'{r["params_m"]:.{digits + 1}f} | '
+            f'{r["paper_params_m"]:.{digits}f} | '
+            f'{_num(r["params_diff_m"], digits + 1, True)} | '
+            f'{_num(r["flops_g"], fdigits + 1)} | '
+            f'{_num(r["paper_flops_g"], fdigits)} | '
+            f'{_num(r["flops_diff_g"], fdigits + 1, True)} | '
+            f'{"-" if rel is None else f"{100 * rel:+.1f}"} | {notes} |')
+    return '\n'.join(lines)
+
+
+def format_results(results: Iterable[Complexity]) -> str:
+    """A plain-text report of :func:`get_complexity` results."""
+    results = list(results)
+    lines = []
+    for r in results:
+        lines.append(f'{r.config} ({r.task})')
+        lines.append(f'  params: {r.params / 1e6:.2f}M ({r.params})')
+        if r.flops is not None:
+            seen = 'x'.join(map(str, r.input_shape[-2:]))
+            asked = 'x'.join(map(str, r.shape))
+            size = asked if seen == asked else f'{asked}, padded to {seen}'
+            lines.append(f'  FLOPs:  {r.flops / 1e9:.2f}G at {size}')
+            if r.notes:
+                lines.append(f'  ({r.notes})')
+    if lines:
+        conventions = sorted({r.convention for r in results})
+        lines += conventions
+    return '\n'.join(lines)
+
+
+def dump_json(data: Any, path: str) -> None:
+    """Write results (:class:`Complexity` or row dicts, or lists) as JSON."""
+
+    def plain(obj):
+        if isinstance(obj, Complexity):
+            return plain(obj.to_dict())
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [plain(v) for v in obj]
+        return obj
+
+    with open(path, 'w') as f:
+        json.dump(plain(data), f, indent=2)

@@ -1,0 +1,238 @@
+"""gcnet_mm.analysis.complexity and tools/analysis/get_complexity.py.
+
+FLOPs: one fused multiply-add = 1 FLOP (mmengine's FlopAnalyzer).  Counts are
+checked by hand on tiny modules; whole detectors are only counted at a tiny
+input (a full 800x1333 Mask R-CNN takes tens of seconds: the tool's job,
+see docs/complexity.md).
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gcnet_mm.analysis import complexity as cx
+from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock, SNLBlock
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / 'tools' / 'analysis' / 'get_complexity.py'
+CLS_BASE = 'classification/gcnet/resnet50_8xb64-ft-coslr-40e_in1k.py'
+
+
+def _load_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('get_complexity', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- hand counts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize('k,cin,cout,h,w', [(1, 3, 8, 5, 7), (3, 4, 6, 6, 9)])
+def test_conv_flops_by_hand(k, cin, cout, h, w):
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=True)
+    flops, by_op = cx.count_flops(conv, torch.rand(1, cin, h, w))
+    assert flops == h * w * cin * cout * k * k  # bias free
+    assert by_op == {'conv': flops}
+
+
+def test_broadcast_matmul_counts_every_batch():
+    class Pool(nn.Module):  # (1, 1, C) @ (B, C, N): the batch broadcasts
+
+        def forward(self, w, x):
+            return torch.matmul(w, x)
+
+    flops, _ = cx.count_flops(Pool(),
+                              (torch.rand(1, 1, 6), torch.rand(3, 6, 10)))
+    assert flops == 3 * 6 * 10
+
+
+def test_linear_and_batchnorm_by_hand():
+    model = nn.Sequential(nn.Linear(10, 7), nn.ReLU()).eval()
+    assert cx.count_flops(model, torch.rand(3, 10))[0] == 3 * 10 * 7
+    bn = nn.BatchNorm2d(4).eval()  # inference: scale and shift per element
+    assert cx.count_flops(bn, torch.rand(2, 4, 3, 5))[0] == 2 * 2 * 4 * 3 * 5
+
+
+def test_mmcv_counter_adds_bias_and_relu():
+    model = nn.Sequential(nn.Conv2d(2, 3, 1, bias=True), nn.ReLU()).eval()
+    flops, by_op = cx.count_flops(model, torch.rand(1, 2, 4, 4), 'mmcv')
+    # multiply-adds, plus one bias add and one ReLU per output element
+    assert flops == 16 * 2 * 3 + 16 * 3 + 16 * 3
+    assert by_op == {}
+
+
+@pytest.mark.parametrize('c,ratio,h,w', [(16, 1 / 4, 5, 5), (32, 1 / 16, 3,
+                                                              7)])
+def test_context_block_flops_by_hand(c, ratio, h, w):
+    block = ContextBlock(c, ratio).eval()
+    p, n = int(c * ratio), h * w
+    flops, by_op = cx.count_flops(block, torch.randn(2, c, h, w))
+    per_image = (
+        n * c  # conv_mask, C -> 1 at every position
+        + c * n  # weighted sum of the features: (C, HW) @ (HW, 1)
+        + c * p + p * c  # the two 1x1 convs of the bottleneck, on 1x1
+        + 5 * p)  # LayerNorm([P, 1, 1]): mmengine counts 5 per element
+    assert flops == 2 * per_image, by_op
+    # and the same as mmcv's ContextBlock, the upstream reference
+    from mmcv.cnn import ContextBlock as UpstreamContextBlock
+    assert cx.count_flops(
+        UpstreamContextBlock(c, ratio).eval(),
+        torch.randn(2, c, h, w))[0] == flops
+
+
+def test_nonlocal_and_snl_flops_by_hand():
+    c, n = 16, 25
+    inner = c // 2
+    x = torch.randn(1, c, 5, 5)
+    nl, _ = cx.count_flops(NonLocalBlock(c).eval(), x)
+    assert nl == (3 * n * c * inner  # theta, phi, g
+                  + 2 * n * n * inner  # theta^T phi and the sum over g
+                  + n * inner * c  # output conv
+                  + 2 * n * c)  # its BN (inference)
+    snl, _ = cx.count_flops(SNLBlock(c).eval(), x)
+    assert snl == n * c + c * n + c * c  # mask conv, pooling, C -> C conv
+
+
+# --- configs ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    'config', [CLS_BASE, 'mmpretrain::resnet/resnet50_8xb32_in1k.py'])
+def test_resnet50_classifier_params(config):
+    result = cx.get_complexity(config, params_only=True)
+    assert result.task == 'classification'
+    assert round(result.params / 1e6, 2) == 25.56
+    assert result.flops is None
+
+
+def test_resnet50_flops_at_a_small_input():
+    result = cx.get_complexity(CLS_BASE, shape=32)
+    assert result.input_shape == (1, 3, 32, 32)
+    # stride 32: the network is the 224 one on 7x fewer pixels per side, so
+    # its convs cost about (32 / 224)^2 of 4.09G (borders round up)
+    assert 0.06e9 < result.flops < 0.12e9
+    by_op = result.flops_by_operator
+    assert by_op['linear'] == 2048 * 1000  # the fc head
+    assert by_op['conv'] + by_op['linear'] > 0.98 * result.flops
+    assert 'multiply-add = 1 FLOP' in result.convention
+
+
+def test_detector_flops_at_a_tiny_input():
+    name = 'detection/gcnet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py'
+    result = cx.get_complexity(name, shape=(60, 90))
+    # padded to a multiple of 32 by the detector's data preprocessor
+    assert result.input_shape == (1, 3, 64, 96)
+    assert round(result.params / 1e6, 1) == 46.9
+    assert 'RoIs to the bbox head' in result.notes
+    assert result.flops > 0
+
+
+def test_segmentor_flops_without_aux_head():
+    name = 'segmentation/gcnet/gcnet_r50-d8_4xb4-20k_voc12aug-512x512.py'
+    result = cx.get_complexity(name, shape=32)
+    assert result.input_shape == (1, 3, 32, 32)
+    assert 'auxiliary head' in result.notes
+    assert result.flops > 0
+
+
+def test_paper_tables_are_data_for_existing_configs():
+    assert set(cx.PAPER_TABLES) == {'2a', '3', '4a', 'cityscapes'}
+    assert len(cx.PAPER_TABLES['3'].rows) == 15
+    for table in cx.PAPER_TABLES.values():
+        for config, row in table.rows.items():
+            assert (cx.CONFIGS_DIR / config).is_file(), config
+            assert row.params > 0 and row.flops > 0
+    baseline = cx.PAPER_TABLES['2a'].rows[
+        'detection/gcnet/mask-rcnn_r50-syncbn_fpn_1x_coco.py']
+    assert (baseline.params, baseline.flops) == (44.4, 279.4)
+
+
+def test_paper_table_4a_params_match():
+    rows = cx.paper_table('4a', params_only=True, progress=False)
+    assert [r['row'] for r in rows] == [
+        'baseline', '+1 NL', '+1 SNL', '+1 GC', '+all GC'
+    ]
+    for row in rows:
+        assert round(row['params_m'], 2) == row['paper_params_m'], row
+        assert row['flops_g'] is None and row['paper_flops_g'] > 3.8
+
+
+# --- arguments and the CLI --------------------------------------------------
+
+
+@pytest.mark.parametrize('shape,expected', [(224, (224, 224)),
+                                            ([800, 1333], (800, 1333)),
+                                            ((7, ), (7, 7)), (None, None)])
+def test_check_shape(shape, expected):
+    assert cx.check_shape(shape) == expected
+
+
+@pytest.mark.parametrize('shape', [0, (3, 4, 5), (224, -1), (2.5, 3), 'ab',
+                                   True, ()])
+def test_bad_shape(shape):
+    with pytest.raises(ValueError, match='shape must be one or two positive'):
+        cx.check_shape(shape)
+
+
+def test_missing_config():
+    with pytest.raises(ValueError, match=r"config file 'nope\.py' not found"):
+        cx.get_complexity('nope.py')
+    with pytest.raises(ValueError, match='not found'):
+        cx.resolve_config('mmdet::gcnet/nope.py')
+
+
+def test_bad_table_and_counter():
+    with pytest.raises(ValueError, match="unknown paper table '9z'.*'2a'"):
+        cx.paper_table('9z')
+    with pytest.raises(ValueError, match="counter must be 'fvcore' or 'mmcv'"):
+        cx.get_complexity(CLS_BASE, counter='ptflops')
+
+
+def test_cli_paper_tables_params_only(capsys, tmp_path):
+    tool = _load_tool()
+    out = tmp_path / 'results.json'
+    assert tool.main(['--paper-tables', '4a', '--params-only', '--out',
+                      str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'Table 4(a)' in text
+    assert '| row | config | params (M) | paper | diff |' in text
+    # the paper's columns: params and FLOPs of every row
+    for paper in ('25.56', '27.66', '26.61', '25.69', '28.08', '3.86',
+                  '4.11', '3.87'):
+        assert f'| {paper} |' in text, paper
+    assert 'multiply-add = 1 FLOP' in text
+    import json
+    rows = json.loads(out.read_text())['4a']
+    assert len(rows) == 5 and rows[0]['paper_params_m'] == 25.56
+
+
+def test_cli_config_params_only(capsys):
+    tool = _load_tool()
+    assert tool.main([CLS_BASE, '--params-only']) == 0
+    assert 'params: 25.56M' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['missing.py'], "config file 'missing.py' not found"),
+    ([CLS_BASE, '--shape', '1', '2', '3'], 'shape must be one or two'),
+    ([CLS_BASE, '--shape', '0'], 'shape must be one or two'),
+    (['--paper-tables', 'x'], "unknown paper table 'x'"),
+    ([], 'give CONFIG files or --paper-tables'),
+])
+def test_cli_errors(argv, message):
+    tool = _load_tool()
+    with pytest.raises(ValueError, match=message):
+        tool.main(argv)
+
+
+def test_cli_script_exits_with_a_message():
+    proc = subprocess.run([sys.executable, str(TOOL), 'missing.py'],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "error: config file 'missing.py' not found" in proc.stderr
+    assert 'Traceback' not in proc.stderr

@@ -1,0 +1,80 @@
+"""Parameters and FLOPs of configs, or of the paper's tables beside the paper.
+
+FLOPs count one fused multiply-add as one FLOP (mmengine's FlopAnalyzer, the
+fvcore convention); see gcnet_mm/analysis/complexity.py and docs/complexity.md.
+
+Examples::
+
+    python tools/analysis/get_complexity.py \
+        configs/detection/gcnet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py
+    python tools/analysis/get_complexity.py CONFIG --shape 800 1216
+    python tools/analysis/get_complexity.py --paper-tables            # all
+    python tools/analysis/get_complexity.py --paper-tables 4a --params-only
+"""
+import argparse
+import sys
+
+from gcnet_mm.analysis import complexity
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Parameter and FLOP counts (1 multiply-add = 1 FLOP)')
+    parser.add_argument('configs', nargs='*', metavar='CONFIG',
+                        help='config files (paths, or relative to configs/)')
+    parser.add_argument('--shape', type=int, nargs='+', metavar='N',
+                        help='input H W (or one side); default per task: '
+                        + ', '.join(f'{k} {h}x{w}' for k, (h, w) in
+                                    complexity.DEFAULT_SHAPES.items())
+                        + '; a paper table defaults to its own size')
+    parser.add_argument('--paper-tables', nargs='*', metavar='NAME',
+                        help='measure the paper tables NAME (default: all of '
+                        f'{", ".join(complexity.PAPER_TABLES)}) beside the '
+                        "paper's numbers")
+    parser.add_argument('--params-only', action='store_true',
+                        help='count parameters only (fast)')
+    parser.add_argument('--counter', default='fvcore',
+                        choices=['fvcore', 'mmcv'],
+                        help="FLOP counter: mmengine's FlopAnalyzer (default)"
+                        " or mmcv's module-hook counter")
+    parser.add_argument('--out', help='also write the results as JSON')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.configs and args.paper_tables is None:
+        raise ValueError('give CONFIG files or --paper-tables')
+    shape = complexity.check_shape(args.shape)
+    results = {}
+    if args.paper_tables is not None:
+        names = args.paper_tables or list(complexity.PAPER_TABLES)
+        for name in names:  # fail early on a wrong name
+            if name not in complexity.PAPER_TABLES:
+                raise ValueError(f'unknown paper table {name!r}; expected one'
+                                 f' of {sorted(complexity.PAPER_TABLES)}')
+        for name in names:
+            rows = complexity.paper_table(
+                name, params_only=args.params_only, shape=shape,
+                counter=args.counter)
+            print(complexity.format_table(name, rows) + '\n', flush=True)
+            results[name] = rows
+    if args.configs:
+        paths = [complexity.resolve_config(c) for c in args.configs]
+        measured = [
+            complexity.get_complexity(
+                c, shape=shape, params_only=args.params_only,
+                counter=args.counter) for c in paths
+        ]
+        print(complexity.format_results(measured))
+        results['configs'] = measured
+    if args.out:
+        complexity.dump_json(results, args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except ValueError as e:
+        sys.exit(f'error: {e}')
