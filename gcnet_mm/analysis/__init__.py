@@ -11,3 +11,4 @@ __all__ = [
     'dump_json', 'format_results', 'format_table', 'get_complexity',
     'paper_table', 'resolve_config'
 ]
+from . import query_independence  # noqa: F401,E402  (Table 1 / Figure 1)
