@@ -8,6 +8,7 @@ from torch import nn
 from gcnet_mm.models.blocks import (ContextBlock, NonLocalBlock, SEBlock,
                                     SNLBlock)
 from gcnet_mm.registry import MODELS
+from helpers import run_fwd_bwd
 
 MODES = ('embedded_gaussian', 'gaussian', 'dot_product', 'concatenation')
 ALL_BLOCKS = (ContextBlock, SNLBlock, NonLocalBlock, SEBlock)
@@ -26,13 +27,6 @@ def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def run_fwd_bwd(module, x, grad):
-    x = x.clone().requires_grad_(True)
-    module.zero_grad()
-    out = module(x)
-    out.backward(grad)
-    grads = {n: p.grad.clone() for n, p in module.named_parameters()}
-    return out.detach(), x.grad.clone(), grads
 
 
 # ------------------------------------------------------ shared convention

@@ -8,6 +8,7 @@ from torch import nn
 from gcnet_mm.models.blocks import ContextBlock, SNLBlock
 from gcnet_mm.models.blocks import context_block as context_block_module
 from gcnet_mm.registry import MODELS
+from helpers import run_fwd_bwd
 
 POOLINGS = ('att', 'avg')
 FUSIONS = (('channel_add', ), ('channel_mul', ), ('channel_add',
@@ -29,13 +30,6 @@ def ratio_kwargs(transform: str) -> dict:
     return {} if transform == 'linear' else {'ratio': 1 / 4}
 
 
-def run_fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor):
-    x = x.clone().requires_grad_(True)
-    module.zero_grad()
-    out = module(x)
-    out.backward(grad)
-    grads = {n: p.grad.clone() for n, p in module.named_parameters()}
-    return out.detach(), x.grad.clone(), grads
 
 
 # --------------------------------------------------------------- mmcv parity

@@ -6,6 +6,7 @@ import gcnet_mm  # noqa: F401
 from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock, SNLBlock
 from gcnet_mm.models.heads import BlockFCNHead, GCHead, NonLocalHead, SNLHead
 from gcnet_mm.registry import MODELS
+from helpers import randomize_
 
 mmseg_heads = pytest.importorskip('mmseg.models.decode_heads')
 
@@ -16,17 +17,6 @@ HEAD = dict(in_channels=8,
             dropout_ratio=0.0)
 
 
-def randomize_(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith('running_var'):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.3)
-    return model
 
 
 def inputs():
@@ -36,7 +26,7 @@ def inputs():
 
 def assert_match(ours, theirs, train):
     """Same state-dict keys, strict load, same outputs and gradients."""
-    randomize_(theirs)
+    randomize_(theirs, scale=0.3, eval_mode=False)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict(), strict=True)
     ours.train(train)
@@ -103,7 +93,7 @@ def test_snl_head():
 @pytest.mark.parametrize('name', ['GCHead', 'NonLocalHead', 'SNLHead'])
 def test_registered_and_block_identity_after_init(name):
     head = MODELS.build(dict(type=f'gcnet_mm.{name}', **HEAD))
-    randomize_(head)
+    randomize_(head, scale=0.3, eval_mode=False)
     head.init_weights()
     head.eval()
     block = getattr(head, head.block_name)

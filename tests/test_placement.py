@@ -15,6 +15,7 @@ import gcnet_mm  # noqa: F401  (registers the gcnet_mm scope)
 from gcnet_mm.models import BackboneWithBlocks, insert_blocks
 from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock, SNLBlock
 from gcnet_mm.registry import MODELS
+from helpers import randomize_
 
 mmdet_resnet = pytest.importorskip('mmdet.models.backbones.resnet')
 mmseg_resnet = pytest.importorskip('mmseg.models.backbones.resnet')
@@ -60,19 +61,6 @@ HOSTS = {
 }
 
 
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random non-zero weights and BN statistics; eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith('running_var'):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.2)
-    model.eval()  # mmdet's ResNet.train() returns None
-    return model
 
 
 def image(seed: int = 1, size: int = 32) -> torch.Tensor:
