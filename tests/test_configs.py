@@ -31,6 +31,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import get_installed_path
 
 import gcnet_mm  # noqa: F401
+from gcnet_mm.engine import sync_bn_to_bn
 
 mmdet = pytest.importorskip('mmdet')
 mmseg = pytest.importorskip('mmseg')
@@ -90,25 +91,13 @@ def _config_path(name: str) -> str:
     return str(CONFIGS / name)
 
 
-def _to_cpu_cfg(cfg):
-    """SyncBN -> BN everywhere (plugin and head norms too), in place."""
-    if isinstance(cfg, dict):
-        if cfg.get('type') in ('SyncBN', 'MMSyncBN'):
-            cfg['type'] = 'BN'
-        for value in cfg.values():
-            _to_cpu_cfg(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            _to_cpu_cfg(value)
-    return cfg
-
-
 def build_model(name: str, meta: bool = False) -> torch.nn.Module:
     """Build the model of a config with BN and no pretrained weights."""
     cfg = Config.fromfile(_config_path(name))
     scope = cfg.get('default_scope')
     init_default_scope(scope)
-    model_cfg = _to_cpu_cfg(cfg.model)
+    model_cfg = cfg.model
+    sync_bn_to_bn(model_cfg)  # plugin and head norms too
     model_cfg.pop('pretrained', None)
     if 'backbone' in model_cfg:
         model_cfg.backbone.init_cfg = None

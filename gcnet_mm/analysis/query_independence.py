@@ -511,30 +511,6 @@ def _test_pipeline_cfg(cfg, split: str) -> list:
         ('LoadAnnotations', 'LoadPanopticAnnotations'))]
 
 
-def _drop_pretrained(node: Any) -> List[str]:
-    """Remove ``Pretrained`` init_cfgs and ``pretrained=`` paths from a model
-    config in place (a random init downloads nothing); returns what went."""
-    dropped = []
-    if isinstance(node, dict):
-        init = node.get('init_cfg')
-        inits = init if isinstance(init, list) else [init]
-        keep = [i for i in inits
-                if not (isinstance(i, dict) and i.get('type') == 'Pretrained')]
-        if len(keep) < len(inits):
-            dropped += [str(i.get('checkpoint')) for i in inits
-                        if i not in keep]
-            node['init_cfg'] = keep if isinstance(init, list) else None
-        if isinstance(node.get('pretrained'), str):
-            dropped.append(node['pretrained'])
-            node['pretrained'] = None
-        for value in node.values():
-            dropped += _drop_pretrained(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            dropped += _drop_pretrained(value)
-    return dropped
-
-
 def _random_init(model: nn.Module) -> None:
     from mmengine.logging import MMLogger
     if hasattr(model, 'init_weights'):
@@ -552,9 +528,9 @@ def _build_model(cfg, checkpoint: Optional[str], device: str,
     from mmengine.registry import MODELS
     from mmengine.runner import load_checkpoint
 
-    from gcnet_mm.engine import install_checkpoint_safety
+    from gcnet_mm.engine import drop_pretrained, install_checkpoint_safety
     if checkpoint is None:
-        dropped = _drop_pretrained(cfg.model)
+        dropped = drop_pretrained(cfg.model)
         if dropped:
             warnings.warn(f'random init: not loading the pretrained weights '
                           f'the config names ({", ".join(dropped)})')

@@ -1,10 +1,12 @@
-"""Checks run on a config before any model is built."""
+"""Checks and rewrites of a config before any model is built."""
 import os.path as osp
 from typing import Any, Iterable, List, Tuple
 
-__all__ = ['check_data_paths']
+from mmengine.config import Config
 
-_PATH_KEYS = ('data_root', 'ann_file', 'data_prefix', 'split_file')
+__all__ = ['check_data_paths', 'sync_bn_to_bn', 'drop_pretrained']
+
+_SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'nn.SyncBatchNorm')
 
 
 def _dataset_paths(ds: Any, key: str) -> Iterable[Tuple[str, str]]:
@@ -80,3 +82,52 @@ def check_data_paths(cfg: Any, phases: Iterable[str] = ('train', 'val')
             'tools/misc/make_toy_data.py) or point the config at it, e.g. '
             f'--cfg-options {missing[0][0]}=/path/to/data')
     return checked
+
+
+def sync_bn_to_bn(cfg: Any) -> List[str]:
+    """Replace every SyncBN norm config in ``cfg`` by plain BN, in place.
+
+    Returns the config keys that were changed (e.g. ``model.backbone.norm_cfg``).
+    """
+    changed = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if node.get('type') in _SYNC_BN_TYPES:
+                node['type'] = 'BN'
+                changed.append(path)
+            for k, v in node.items():
+                walk(v, f'{path}.{k}' if path else str(k))
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f'{path}[{i}]')
+
+    walk(cfg._cfg_dict if isinstance(cfg, Config) else cfg, '')
+    if cfg.get('sync_bn'):
+        cfg['sync_bn'] = None
+        changed.append('sync_bn')
+    return changed
+
+
+def drop_pretrained(node: Any) -> List[str]:
+    """Remove ``Pretrained`` init_cfgs and ``pretrained=`` paths from a model
+    config in place (a random init downloads nothing); returns what went."""
+    dropped = []
+    if isinstance(node, dict):
+        init = node.get('init_cfg')
+        inits = init if isinstance(init, list) else [init]
+        keep = [i for i in inits
+                if not (isinstance(i, dict) and i.get('type') == 'Pretrained')]
+        if len(keep) < len(inits):
+            dropped += [str(i.get('checkpoint')) for i in inits
+                        if i not in keep]
+            node['init_cfg'] = keep if isinstance(init, list) else None
+        if isinstance(node.get('pretrained'), str):
+            dropped.append(node['pretrained'])
+            node['pretrained'] = None
+        for value in node.values():
+            dropped += drop_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            dropped += drop_pretrained(value)
+    return dropped

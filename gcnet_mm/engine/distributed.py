@@ -13,16 +13,12 @@ from typing import Any, List
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
 from mmengine.model import MMDistributedDataParallel
 
 from gcnet_mm.registry import MODEL_WRAPPERS
+from .config_checks import sync_bn_to_bn
 
-__all__ = [
-    'CPUDistributedDataParallel', 'sync_bn_to_bn', 'setup_cpu_distributed'
-]
-
-_SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'nn.SyncBatchNorm')
+__all__ = ['CPUDistributedDataParallel', 'setup_cpu_distributed']
 
 
 @MODEL_WRAPPERS.register_module()
@@ -38,31 +34,6 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
         super().__init__(
             module=module, device_ids=None if on_cpu else device_ids,
             **kwargs)
-
-
-def sync_bn_to_bn(cfg: Any) -> List[str]:
-    """Replace every SyncBN norm config in ``cfg`` by plain BN, in place.
-
-    Returns the config keys that were changed (e.g. ``model.backbone.norm_cfg``).
-    """
-    changed = []
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            if node.get('type') in _SYNC_BN_TYPES:
-                node['type'] = 'BN'
-                changed.append(path)
-            for k, v in node.items():
-                walk(v, f'{path}.{k}' if path else str(k))
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                walk(v, f'{path}[{i}]')
-
-    walk(cfg._cfg_dict if isinstance(cfg, Config) else cfg, '')
-    if cfg.get('sync_bn'):
-        cfg['sync_bn'] = None
-        changed.append('sync_bn')
-    return changed
 
 
 def setup_cpu_distributed(cfg: Any) -> bool:
