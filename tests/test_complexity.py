@@ -132,6 +132,15 @@ def test_detector_flops_at_a_tiny_input():
     assert result.flops > 0
 
 
+def test_cascade_mask_heads_capped_as_at_inference():
+    # mmdet's tensor mode runs a cascade's 3 mask heads on every proposal;
+    # the count caps them at test_cfg.rcnn.max_per_img (100) RoIs
+    name = 'detection/gcnet/cascade-mask-rcnn_x101-32x4d-syncbn_fpn_1x_coco.py'
+    result = cx.get_complexity(name, shape=(200, 320))
+    assert result.notes == ('1000 RoIs to the bbox head, '
+                            '100 RoIs to the mask head')
+
+
 def test_segmentor_flops_without_aux_head():
     name = 'segmentation/gcnet/gcnet_r50-d8_4xb4-20k_voc12aug-512x512.py'
     result = cx.get_complexity(name, shape=32)

@@ -21,7 +21,9 @@ How each kind of model is run, following the upstream ``get_flops`` tools:
   800x1344) and then ``model(inputs, data_samples, mode='tensor')``: backbone,
   neck, the RPN with its proposal NMS (``test_cfg.rpn``: up to 1000
   proposals), the box head on every proposal and the mask head on the first
-  100 RoIs, as mmdet's ``TwoStageDetector._forward``.  The number of RoIs is
+  100 RoIs, as mmdet's ``TwoStageDetector._forward`` (the mask heads of a
+  cascade, which mmdet runs on every proposal in tensor mode, are capped at
+  ``test_cfg.rcnn.max_per_img`` = 100 RoIs too, as at inference).  The number of RoIs is
   reported: with random weights it is data dependent, so the seed is fixed.
 * segmentation (mmseg): the auxiliary head is dropped (it does not run at
   test time), then the same tensor-mode forward on one image of ``shape``.
@@ -440,6 +442,48 @@ def _roi_counter(model: nn.Module) -> Tuple[Callable[[], str], List[Any]]:
     return describe, handles
 
 
+def _cap_mask_rois(model: nn.Module) -> Optional[Callable[[], None]]:
+    """Run a detector's mask heads on at most ``test_cfg.rcnn.max_per_img``
+    RoIs, as at inference; returns the undo, or None if nothing changed.
+
+    mmdet's tensor-mode forward runs the box heads on every proposal and the
+    mask head of a ``StandardRoIHead`` on the first 100 RoIs, but the three
+    mask heads of a ``CascadeRoIHead`` on every proposal (1000): ten times
+    the mask work of inference, where masks are only predicted for the kept
+    detections.  The capped heads see the first RoIs; their output is
+    zero-padded back to the full count so the rest of the forward runs.
+    """
+    roi_head = getattr(model, 'roi_head', None)
+    if roi_head is None or not getattr(roi_head, 'with_mask', False):
+        return None
+    rcnn_cfg = getattr(roi_head, 'test_cfg', None) or {}
+    limit = rcnn_cfg.get('max_per_img', 100) if hasattr(rcnn_cfg,
+                                                          'get') else 100
+    original = roi_head._mask_forward
+
+    def capped(*args, **kwargs):
+        args = list(args)
+        num = None
+        for i, arg in enumerate(args):
+            if (isinstance(arg, torch.Tensor) and arg.dim() == 2
+                    and arg.shape[1] == 5 and arg.shape[0] > limit):
+                num, args[i] = arg.shape[0], arg[:limit]
+        results = original(*args, **kwargs)
+        if num is not None and isinstance(results, dict):
+            for key, value in results.items():
+                if isinstance(value, torch.Tensor) and value.shape[0] == limit:
+                    pad = value.new_zeros((num - limit, *value.shape[1:]))
+                    results[key] = torch.cat([value, pad])
+        return results
+
+    roi_head._mask_forward = capped
+
+    def undo() -> None:
+        del roi_head._mask_forward
+
+    return undo
+
+
 def get_complexity(config: Union[str, Path],
                    shape: Union[int, Sequence[int], None] = None,
                    params_only: bool = False,
@@ -480,10 +524,14 @@ def get_complexity(config: Union[str, Path],
         return Complexity(str(config), task, params, None, shape, None, {},
                           '', convention)
     shape = shape or DEFAULT_SHAPES[task]
-    describe, handles = lambda: '', []
+    describe, cleanups = (lambda: ''), []
     if task == 'detection':
         inputs, samples = _detector_inputs(model, shape)
         describe, handles = _roi_counter(model)
+        cleanups = [handle.remove for handle in handles]
+        undo = _cap_mask_rois(model)
+        if undo is not None:
+            cleanups.append(undo)
     elif task == 'segmentation':
         if getattr(model, 'auxiliary_head', None) is not None:
             model.auxiliary_head = None  # not run at test time
@@ -495,8 +543,8 @@ def get_complexity(config: Union[str, Path],
         flops, by_op = count_flops(
             _TensorForward(model, samples), inputs, counter=counter)
     finally:
-        for handle in handles:
-            handle.remove()
+        for cleanup in cleanups:
+            cleanup()
     notes = describe()
     if task == 'segmentation':
         notes = 'auxiliary head not counted in FLOPs (test-time model)'
