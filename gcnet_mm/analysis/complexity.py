@@ -255,24 +255,6 @@ def check_shape(shape: Union[int, Sequence[int], None]) -> Optional[Tuple[int,
 # --------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------
-def _cpu_cfg(cfg):
-    """SyncBN -> BN and no pretrained weights anywhere, in place."""
-    if isinstance(cfg, dict):
-        if cfg.get('type') in ('SyncBN', 'MMSyncBN'):
-            cfg['type'] = 'BN'
-        if 'pretrained' in cfg:
-            cfg['pretrained'] = None
-        init_cfg = cfg.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        for value in cfg.values():
-            _cpu_cfg(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            _cpu_cfg(value)
-    return cfg
-
-
 def _task_of(cfg) -> str:
     scope = cfg.get('default_scope')
     if scope not in _SCOPE_TO_TASK:
@@ -294,6 +276,7 @@ def build_model(config: Union[str, Path],
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
+    from ..engine.config_checks import drop_pretrained, sync_bn_to_bn
     cfg = Config.fromfile(resolve_config(config))
     task = _task_of(cfg)
     init_default_scope(cfg.default_scope)
@@ -303,7 +286,9 @@ def build_model(config: Union[str, Path],
         'classification': 'mmpretrain.registry'
     }[task]
     models = __import__(registry, fromlist=['MODELS']).MODELS
-    model_cfg = _cpu_cfg(cfg.model)
+    model_cfg = cfg.model
+    sync_bn_to_bn(model_cfg)  # the CPU has no SyncBN
+    drop_pretrained(model_cfg)  # nothing to download
     if meta and task != 'classification':
         with torch.device('meta'):
             model = models.build(model_cfg)
