@@ -27,11 +27,10 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmengine.utils import get_installed_path
 
 import gcnet_mm  # noqa: F401
-from gcnet_mm.engine import sync_bn_to_bn
+from gcnet_mm.analysis.complexity import build_model as complexity_build_model
+from gcnet_mm.analysis.complexity import resolve_config
 
 mmdet = pytest.importorskip('mmdet')
 mmseg = pytest.importorskip('mmseg')
@@ -85,32 +84,13 @@ def _upstream_classes() -> Tuple[type, ...]:
 
 def _config_path(name: str) -> str:
     """A path of this repo's configs/, or 'pkg::rel' of an installed one."""
-    if '::' in name:
-        package, rel = name.split('::')
-        return osp.join(get_installed_path(package), '.mim', 'configs', rel)
-    return str(CONFIGS / name)
+    return resolve_config(name)
 
 
 def build_model(name: str, meta: bool = False) -> torch.nn.Module:
-    """Build the model of a config with BN and no pretrained weights."""
-    cfg = Config.fromfile(_config_path(name))
-    scope = cfg.get('default_scope')
-    init_default_scope(scope)
-    model_cfg = cfg.model
-    sync_bn_to_bn(model_cfg)  # plugin and head norms too
-    model_cfg.pop('pretrained', None)
-    if 'backbone' in model_cfg:
-        model_cfg.backbone.init_cfg = None
-    registry = {
-        'mmdet': 'mmdet.registry',
-        'mmseg': 'mmseg.registry',
-        'mmpretrain': 'mmpretrain.registry'
-    }[scope]
-    models = __import__(registry, fromlist=['MODELS']).MODELS
-    if meta:
-        with torch.device('meta'):
-            return models.build(model_cfg)
-    return models.build(model_cfg)
+    """The model of a config with BN and no pretrained weights (classifiers
+    are always built for real: mmpretrain's ResNet reads values)."""
+    return complexity_build_model(name, meta=meta)[0]
 
 
 class Summary(NamedTuple):
