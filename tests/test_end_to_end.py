@@ -36,8 +36,15 @@ def workspace(tmp_path_factory):
     return root
 
 
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])
+
+
 def run_tool(cwd, *args, check=True, nproc=None):
-    env = dict(os.environ, OMP_NUM_THREADS='2')
+    env = dict(os.environ, OMP_NUM_THREADS='2', PORT=_free_port())
     if nproc:
         cmd = ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), *args]
     else:

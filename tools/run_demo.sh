@@ -20,4 +20,6 @@ fi
 ckpt="$(cat "$work_dir/last_checkpoint")"
 "$py" tools/test.py "$config" "$ckpt" --work-dir "$work_dir"
 echo "[demo] trained and evaluated $config in $(( $(date +%s) - start )) s"
+echo "[demo] (a few CPU iterations from random weights: AP near 0 is expected; the"
+echo "[demo]  same tools train the real configs, e.g. configs/detection/gcnet/, on COCO)"
 echo "[demo] checkpoint: $ckpt; metrics: $(ls -t "$work_dir"/metrics_*.json | head -n1)"
