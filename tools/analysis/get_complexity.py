@@ -12,9 +12,10 @@ Examples::
     python tools/analysis/get_complexity.py --paper-tables 4a --params-only
 """
 import argparse
-import sys
 
 from gcnet_mm.analysis import complexity
+from gcnet_mm.engine.cli import run_cli
+from gcnet_mm.engine.runner_cfg import UsageError
 
 
 def parse_args(argv=None):
@@ -42,7 +43,13 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    try:
+        return _run(parse_args(argv))
+    except ValueError as e:  # a user error: one line, no traceback
+        raise UsageError(str(e)) from e
+
+
+def _run(args) -> int:
     if not args.configs and args.paper_tables is None:
         raise ValueError('give CONFIG files or --paper-tables')
     shape = complexity.check_shape(args.shape)
@@ -74,7 +81,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except ValueError as e:
-        sys.exit(f'error: {e}')
+    run_cli(main)
