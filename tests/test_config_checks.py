@@ -65,7 +65,41 @@ def test_sync_bn_to_bn_everywhere():
 def test_amp_without_gpu_is_a_clear_error():
     from gcnet_mm.engine import UsageError
     from gcnet_mm.engine.runner_cfg import prepare_train_cfg
-    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                      'configs', '_toy_', 'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
     with pytest.raises(UsageError, match='--amp needs a GPU'):
-        prepare_train_cfg(config, amp=True)
+        prepare_train_cfg(_toy_cls_config(), amp=True)
+
+
+def _toy_cls_config():
+    return osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'configs', '_toy_', 'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
+
+
+def test_auto_scale_lr_option(tmp_path, monkeypatch):
+    from gcnet_mm.datasets import make_imagenet
+    from gcnet_mm.engine.runner_cfg import prepare_train_cfg
+    make_imagenet(str(tmp_path / 'data' / 'toy_imagenet'))
+    monkeypatch.chdir(tmp_path)
+    cfg = prepare_train_cfg(_toy_cls_config(), auto_scale_lr=True)
+    assert cfg.auto_scale_lr.enable is True
+    assert cfg.auto_scale_lr.base_batch_size > 0
+    with pytest.raises(ValueError, match='base_batch_size'):
+        prepare_train_cfg(_toy_cls_config(), auto_scale_lr=True,
+                          cfg_options=dict(auto_scale_lr=dict(
+                              base_batch_size=None)))
+
+
+def test_out_option_dumps_predictions(tmp_path, monkeypatch):
+    from gcnet_mm.datasets import make_imagenet
+    from gcnet_mm.engine.runner_cfg import prepare_test_cfg
+    make_imagenet(str(tmp_path / 'data' / 'toy_imagenet'))
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'')
+    cfg = prepare_test_cfg(_toy_cls_config(), str(ckpt),
+                           out=str(tmp_path / 'preds.pkl'))
+    dump = [e for e in cfg.test_evaluator if e['type'] == 'DumpResults']
+    assert dump and dump[0]['out_file_path'] == str(tmp_path / 'preds.pkl')
+    with pytest.raises(ValueError, match=r'\.pkl'):
+        prepare_test_cfg(_toy_cls_config(), str(ckpt), out='preds.json')
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        prepare_test_cfg(_toy_cls_config(), str(tmp_path / 'nope.pth'))

@@ -118,7 +118,7 @@ def prepare_train_cfg(config: str,
             wrapper.setdefault('loss_scale', 'dynamic')
     if auto_scale_lr:
         if not cfg.get('auto_scale_lr', {}).get('base_batch_size'):
-            raise ValueError(
+            raise UsageError(
                 '--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
                 f'config, but {config!r} has auto_scale_lr='
                 f'{cfg.get("auto_scale_lr")}')
@@ -144,7 +144,7 @@ def _enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
     """Turn on the host's visualization hook the way its test.py does."""
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
-        raise ValueError(
+        raise UsageError(
             '--show/--show-dir need a "visualization" hook in '
             f'default_hooks; this config has {sorted(hooks)}')
     vis = hooks['visualization']
@@ -192,7 +192,7 @@ def prepare_test_cfg(config: str,
         _enable_visualization(cfg, show, show_dir, wait_time)
     if out:
         if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl file, got {out!r}')
+            raise UsageError(f'--out must be a .pkl file, got {out!r}')
         evaluator = cfg.test_evaluator
         evaluator = list(evaluator) if isinstance(evaluator,
                                                   (list, tuple)) else [
