@@ -66,6 +66,27 @@ def test_mmcv_counter_adds_bias_and_relu():
     assert by_op == {}
 
 
+@pytest.mark.parametrize('modulated', [False, True])
+@pytest.mark.parametrize('counter', ['fvcore', 'mmcv'])
+def test_deformable_conv_counts_as_a_conv(modulated, counter):
+    # mmcv's deformable convs are autograd Functions (fvcore) and not
+    # nn.Conv2d subclasses (mmcv's counter): both used to skip them.  A DCN
+    # costs what a conv of its geometry costs, plus its offset conv.
+    from mmcv.ops import DeformConv2dPack, ModulatedDeformConv2dPack
+    cls = ModulatedDeformConv2dPack if modulated else DeformConv2dPack
+    dcn = cls(8, 12, 3, stride=2, padding=1, groups=2, deform_groups=2).eval()
+    plain = nn.Conv2d(8, 12, 3, stride=2, padding=1, groups=2, bias=modulated)
+    x = torch.rand(1, 8, 9, 11)
+    flops = cx.count_flops(dcn, x, counter)[0]
+    out_elements = 12 * 5 * 6
+    expected_conv = out_elements * (8 // 2) * 9  # multiply-adds
+    if counter == 'mmcv' and modulated:
+        expected_conv += out_elements  # its bias
+    assert cx.count_flops(plain, x, counter)[0] == expected_conv
+    assert flops == expected_conv + cx.count_flops(dcn.conv_offset, x,
+                                                   counter)[0]
+
+
 @pytest.mark.parametrize('c,ratio,h,w', [(16, 1 / 4, 5, 5), (32, 1 / 16, 3,
                                                               7)])
 def test_context_block_flops_by_hand(c, ratio, h, w):
@@ -130,6 +151,11 @@ def test_detector_flops_at_a_tiny_input():
     assert round(result.params / 1e6, 1) == 46.9
     assert 'RoIs to the bbox head' in result.notes
     assert result.flops > 0
+    # the parts of the model add up to the whole; one RoI stage
+    parts = result.flops_by_part
+    assert set(parts) == {'backbone', 'neck', 'rpn_head', 'roi_head'}
+    assert sum(parts.values()) == result.flops
+    assert result.roi_stages == 1
 
 
 def test_cascade_mask_heads_capped_as_at_inference():
@@ -139,6 +165,7 @@ def test_cascade_mask_heads_capped_as_at_inference():
     result = cx.get_complexity(name, shape=(200, 320))
     assert result.notes == ('1000 RoIs to the bbox head, '
                             '100 RoIs to the mask head')
+    assert result.roi_stages == 3
 
 
 def test_segmentor_flops_without_aux_head():
@@ -147,6 +174,51 @@ def test_segmentor_flops_without_aux_head():
     assert result.input_shape == (1, 3, 32, 32)
     assert 'auxiliary head' in result.notes
     assert result.flops > 0
+
+
+def _fit_row(config, rest, heads, stages, paper):
+    return dict(
+        row=config,
+        config=f'detection/x/{config}.py',
+        flops_g=rest + heads,
+        paper_flops_g=paper,
+        flops_by_part_g=dict(backbone=rest, roi_head=heads),
+        roi_stages=stages)
+
+
+def test_fit_paper_convention_recovers_scale_and_per_stage():
+    scale, per_stage = 0.9, 20.0
+
+    def paper(rest, heads, stages):
+        return scale * rest + heads + per_stage * stages
+
+    cases = [('a', 200.0, 67.0, 1), ('b', 280.0, 67.0, 1),
+             ('c', 285.0, 201.0, 3), ('d', 297.0, 201.0, 3)]
+    rows = [_fit_row(n, r, h, s, paper(r, h, s)) for n, r, h, s in cases]
+    # an NL row is not fitted on (its attention is counted differently) but
+    # gets its estimate and residual like the others
+    rows.append(_fit_row('mask-rcnn_r50-nl-c4', 227.0, 67.0, 1, 280.0))
+    fit = cx.fit_paper_convention(rows)
+    assert fit['rows_used'] == 4
+    assert fit['scale'] == pytest.approx(scale)
+    assert fit['per_stage_g'] == pytest.approx(per_stage)
+    residuals = {k.split('/')[-1]: v['residual_g']
+                 for k, v in fit['rows'].items()}
+    assert max(abs(residuals[n + '.py']) for n in 'abcd') < 1e-9
+    nl = residuals['mask-rcnn_r50-nl-c4.py']
+    assert nl == pytest.approx(280.0 - (scale * 227 + 67 + per_stage))
+    text = cx.format_fit(fit)
+    assert '0.900 x' in text and '20.00G x RoI stages' in text
+    assert 'largest |paper - estimate| of the fitted rows' in text
+    assert fit['rows']['detection/x/mask-rcnn_r50-nl-c4.py']['fitted'] is False
+
+
+def test_fit_paper_convention_needs_two_stage_counts():
+    rows = [_fit_row('a', 200.0, 67.0, 1, 280.0),
+            _fit_row('b', 280.0, 67.0, 1, 350.0)]
+    assert cx.fit_paper_convention(rows) is None  # no cascade: no fit
+    rows[0]['flops_g'] = None  # params-only rows are skipped
+    assert cx.fit_paper_convention(rows) is None
 
 
 def test_paper_tables_are_data_for_existing_configs():

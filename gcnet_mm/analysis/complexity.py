@@ -49,7 +49,8 @@ __all__ = [
     'COUNTING_CONVENTION', 'DEFAULT_SHAPES', 'PAPER_TABLES', 'PaperRow',
     'Complexity', 'resolve_config', 'check_shape', 'build_model',
     'count_params', 'count_flops', 'get_complexity', 'paper_table',
-    'format_table', 'format_results', 'dump_json', 'CONFIGS_DIR'
+    'format_table', 'format_results', 'dump_json', 'CONFIGS_DIR',
+    'fit_paper_convention', 'format_fit'
 ]
 
 #: One line saying what a FLOP is here; printed with every result.
@@ -192,6 +193,11 @@ class Complexity(NamedTuple):
     flops_by_operator: Dict[str, int]
     notes: str  # e.g. the number of RoIs of a detector
     convention: str
+    #: FLOPs per top-level part of the model (``backbone``, ``neck``,
+    #: ``rpn_head``, ``roi_head``, ``decode_head``, ``head``...), fvcore only
+    flops_by_part: Dict[str, int] = {}
+    #: RoI head stages of a two-stage detector (3 for a cascade), else 0
+    roi_stages: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return self._asdict()
@@ -326,6 +332,61 @@ def _matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return size * first[-1]
 
 
+def _deform_conv_flop_jit(weight_index: int) -> Callable[..., int]:
+    """Handle of mmcv's (modulated) deformable convolution, an autograd
+    Function the tracer sees as ``prim::PythonOp``: counted as the
+    convolution it is (output elements x ``C_in / groups x kh x kw``), like
+    ``aten::_convolution``; its offset conv is an ``nn.Conv2d`` and counted
+    as such.  The bilinear sampling is free, as RoIAlign's is."""
+
+    def handle(inputs: List[Any], outputs: List[Any]) -> int:
+        from mmengine.analysis.jit_handles import get_shape
+        weight = get_shape(inputs[weight_index])
+        out = get_shape(outputs[0])
+        count = 1
+        for dim in list(out) + list(weight[1:]):
+            count *= dim
+        return count
+
+    return handle
+
+
+#: Extra operator handles of the fvcore counter: op name -> handle.
+_EXTRA_OP_HANDLES = {
+    # mmengine's matmul handle misses a batch that comes from broadcasting
+    # the second operand ((1, 1, C) @ (B, C, N) counts C * N); count every
+    # output element as one k-long dot product.
+    'aten::matmul': _matmul_flop_jit,
+    # mmcv.ops.DeformConv2dFunction(input, offset, weight)
+    'prim::PythonOp.DeformConv2dFunction': _deform_conv_flop_jit(2),
+    # mmcv.ops.ModulatedDeformConv2dFunction(input, offset, mask, weight, bias)
+    'prim::PythonOp.ModulatedDeformConv2dFunction': _deform_conv_flop_jit(3),
+}
+
+
+def _mmcv_deform_conv_hook(module: nn.Module, inputs: tuple,
+                           output: torch.Tensor) -> None:
+    """mmcv-counter hook of a deformable conv: multiply-adds plus bias."""
+    kh, kw = module.kernel_size
+    per_output = kh * kw * module.in_channels // module.groups
+    flops = output.numel() * per_output
+    if getattr(module, 'bias', None) is not None:
+        flops += output.numel()
+    module.__flops__ += int(flops)
+
+
+def _mmcv_modules_mapping(mapping: Dict[type, Callable]) -> Dict[type, Callable]:
+    """mmcv's module -> hook table with its deformable convs added (mmcv's
+    own counter skips them: they are not ``nn.Conv2d`` subclasses)."""
+    from mmcv.ops import (DeformConv2d, DeformConv2dPack,
+                          ModulatedDeformConv2d, ModulatedDeformConv2dPack)
+    mapping = dict(mapping)
+    for cls in (DeformConv2d, DeformConv2dPack, ModulatedDeformConv2d,
+                ModulatedDeformConv2dPack):
+        mapping[cls] = _mmcv_deform_conv_hook
+    return mapping
+
+
 class _FixedInputs(nn.Module):
     """``module(*inputs)`` with no arguments (mmcv's counter calls
     ``model(**input_constructor(shape))``)."""
@@ -337,6 +398,21 @@ class _FixedInputs(nn.Module):
 
     def forward(self):
         return self.module(*self.inputs)
+
+
+def _fvcore_counts(module: nn.Module, inputs: Tuple[Any, ...]
+                   ) -> Tuple[int, Dict[str, int], Dict[str, int]]:
+    """One trace of :class:`mmengine.analysis.FlopAnalyzer`: (total, by
+    operator, by module)."""
+    from mmengine.analysis import FlopAnalyzer
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(module, inputs)
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        analyzer.tracer_warnings('none')
+        analyzer.set_op_handle(**_EXTRA_OP_HANDLES)
+        return (int(analyzer.total()), dict(analyzer.by_operator()),
+                dict(analyzer.by_module()))
 
 
 def count_flops(module: nn.Module,
@@ -351,20 +427,16 @@ def count_flops(module: nn.Module,
     if not isinstance(inputs, tuple):
         inputs = (inputs, )
     if counter == 'fvcore':
-        from mmengine.analysis import FlopAnalyzer
-        with torch.no_grad():
-            analyzer = FlopAnalyzer(module, inputs)
-            analyzer.unsupported_ops_warnings(False)
-            analyzer.uncalled_modules_warnings(False)
-            analyzer.tracer_warnings('none')
-            # mmengine's matmul handle misses a batch that comes from
-            # broadcasting the second operand ((1, 1, C) @ (B, C, N) counts
-            # C * N); count every output element as one k-long dot product.
-            analyzer.set_op_handle('aten::matmul', _matmul_flop_jit)
-            return int(analyzer.total()), dict(analyzer.by_operator())
+        total, by_op, _ = _fvcore_counts(module, inputs)
+        return total, by_op
     if counter == 'mmcv':
+        from unittest import mock
+
         from mmcv.cnn import get_model_complexity_info as mmcv_counter
-        with torch.no_grad():
+        from mmcv.cnn.utils import flops_counter
+        mapping = _mmcv_modules_mapping(flops_counter.get_modules_mapping())
+        with torch.no_grad(), mock.patch.object(
+                flops_counter, 'get_modules_mapping', lambda: mapping):
             flops, _ = mmcv_counter(
                 _FixedInputs(module, inputs),
                 tuple(inputs[0].shape[1:]),
@@ -425,6 +497,14 @@ def _roi_counter(model: nn.Module) -> Tuple[Callable[[], str], List[Any]]:
                          for k, n in sorted(seen.items()))
 
     return describe, handles
+
+
+def _roi_stages(model: nn.Module) -> int:
+    """How many RoI head stages a detector runs (0 without RoI heads)."""
+    roi_head = getattr(model, 'roi_head', None)
+    if roi_head is None:
+        return 0
+    return int(getattr(roi_head, 'num_stages', 1))
 
 
 def _cap_mask_rois(model: nn.Module) -> Optional[Callable[[], None]]:
@@ -524,9 +604,21 @@ def get_complexity(config: Union[str, Path],
     else:
         inputs = torch.randn(1, 3, *shape)
         samples = None
+    parts = {}
     try:
-        flops, by_op = count_flops(
-            _TensorForward(model, samples), inputs, counter=counter)
+        if counter == 'fvcore':
+            flops, by_op, by_module = _fvcore_counts(
+                _TensorForward(model, samples), (inputs, ))
+            # '_TensorForward.model.<part>' -> '<part>'
+            parts = {
+                name[len('model.'):]: count
+                for name, count in by_module.items()
+                if name.count('.') == 1 and name.startswith('model.')
+                and count
+            }
+        else:
+            flops, by_op = count_flops(
+                _TensorForward(model, samples), inputs, counter=counter)
     finally:
         for cleanup in cleanups:
             cleanup()
@@ -535,7 +627,7 @@ def get_complexity(config: Union[str, Path],
         notes = 'auxiliary head not counted in FLOPs (test-time model)'
     return Complexity(
         str(config), task, params, flops, shape, tuple(inputs.shape), by_op,
-        notes, convention)
+        notes, convention, parts, _roi_stages(model))
 
 
 # --------------------------------------------------------------------------
@@ -587,6 +679,11 @@ def paper_table(name: str,
                 shape=shape,
                 input_shape=result.input_shape,
                 notes=result.notes,
+                flops_by_part_g={
+                    k: v / 1e9
+                    for k, v in result.flops_by_part.items()
+                },
+                roi_stages=result.roi_stages,
                 zoo=paper.zoo,
                 convention=result.convention))
         if bar is not None:
@@ -594,6 +691,93 @@ def paper_table(name: str,
     if bar is not None:
         print()
     return rows
+
+
+def fit_paper_convention(rows: Iterable[Dict[str, Any]]
+                         ) -> Optional[Dict[str, Any]]:
+    """How the paper's detection FLOPs relate to the measured ones.
+
+    Fits, by least squares over the measured rows of :func:`paper_table`
+    for two-stage detectors without NL blocks (whose attention the paper
+    counts differently)::
+
+        paper = scale * (FLOPs outside the RoI heads)
+                + (RoI head FLOPs) + per_stage * (RoI head stages)
+
+    ``scale`` stands for a difference in input size (everything outside the
+    RoI heads grows with the pixels; 0.937 is an image of about 800x1260
+    instead of 800x1344), ``per_stage`` for a different count of the RoI
+    heads, whose cost does not depend on the image.  Needs rows with one and
+    with several RoI stages (Table 3's cascades); returns None otherwise.
+
+    Returns:
+        dict | None: ``scale``, ``per_stage_g``, ``rows_used`` and per row
+        (all detection rows, NL ones included) ``estimate_g`` and
+        ``residual_g`` (paper - estimate), keyed by config.
+    """
+    usable = []
+    for r in rows:
+        parts = r.get('flops_by_part_g') or {}
+        if (r.get('flops_g') is None or r.get('paper_flops_g') is None
+                or not r.get('roi_stages') or 'roi_head' not in parts):
+            continue
+        heads = parts['roi_head']
+        usable.append((r, r['flops_g'] - heads, heads, r['roi_stages']))
+    fit_on, seen = [], set()
+    for u in usable:  # a config in two tables counts once per paper figure
+        key = (u[0]['config'], u[0]['paper_flops_g'])
+        if '-nl-' not in osp.basename(u[0]['config']) and key not in seen:
+            seen.add(key)
+            fit_on.append(u)
+    if len({u[3] for u in fit_on}) < 2:
+        return None
+    # normal equations of paper - heads = scale * rest + per_stage * stages
+    sxx = sum(rest * rest for _, rest, _, _ in fit_on)
+    sxs = sum(rest * n for _, rest, _, n in fit_on)
+    sss = sum(n * n for _, _, _, n in fit_on)
+    sxy = sum(rest * (r['paper_flops_g'] - heads)
+              for r, rest, heads, _ in fit_on)
+    ssy = sum(n * (r['paper_flops_g'] - heads) for r, _, heads, n in fit_on)
+    det = sxx * sss - sxs * sxs
+    scale = (sxy * sss - sxs * ssy) / det
+    per_stage = (sxx * ssy - sxs * sxy) / det
+    estimates = {}
+    for r, rest, heads, n in usable:
+        estimate = scale * rest + heads + per_stage * n
+        estimates[r['config']] = dict(
+            row=r['row'],
+            estimate_g=estimate,
+            residual_g=r['paper_flops_g'] - estimate,
+            fitted='-nl-' not in osp.basename(r['config']))
+    return dict(
+        scale=scale,
+        per_stage_g=per_stage,
+        rows_used=len(fit_on),
+        rows=estimates)
+
+
+def format_fit(fit: Dict[str, Any]) -> str:
+    """A markdown report of :func:`fit_paper_convention`."""
+    lines = [
+        '### Paper detection FLOPs against the measured parts', '',
+        f'paper ~= {fit["scale"]:.3f} x (FLOPs outside the RoI heads) + RoI '
+        f'heads + {fit["per_stage_g"]:.2f}G x RoI stages (least squares over '
+        f'{fit["rows_used"]} rows without NL blocks)', '',
+        '| row | config | estimate (G) | paper - estimate (G) |',
+        '| :-- | :-- | --: | --: |'
+    ]
+    for config, r in fit['rows'].items():
+        lines.append(f'| {r["row"]} | {osp.basename(config)[:-3]} | '
+                     f'{r["estimate_g"]:.2f} | {r["residual_g"]:+.2f} |')
+    fitted = [r for r in fit['rows'].values() if r['fitted']]
+    worst = max(fitted, key=lambda r: abs(r['residual_g']))
+    lines += [
+        '', f'largest |paper - estimate| of the fitted rows: '
+        f'{abs(worst["residual_g"]):.2f}G ({worst["row"]}); NL rows are '
+        'not fitted: their attention products are counted here, not in the '
+        'paper'
+    ]
+    return '\n'.join(lines)
 
 
 def _num(value: Optional[float], digits: int, sign: bool = False) -> str:
@@ -652,6 +836,11 @@ def format_results(results: Iterable[Complexity]) -> str:
             asked = 'x'.join(map(str, r.shape))
             size = asked if seen == asked else f'{asked}, padded to {seen}'
             lines.append(f'  FLOPs:  {r.flops / 1e9:.2f}G at {size}')
+            if r.flops_by_part:
+                lines.append('  by part: ' + ', '.join(
+                    f'{name} {count / 1e9:.2f}G' if count >= 1e7 else
+                    f'{name} {count / 1e6:.2f}M'
+                    for name, count in r.flops_by_part.items()))
             if r.notes:
                 lines.append(f'  ({r.notes})')
     if lines:

@@ -66,6 +66,11 @@ def _run(args) -> int:
                 counter=args.counter)
             print(complexity.format_table(name, rows) + '\n', flush=True)
             results[name] = rows
+        fit = complexity.fit_paper_convention(
+            row for name in names for row in results[name])
+        if fit is not None:
+            print(complexity.format_fit(fit) + '\n', flush=True)
+            results['paper_fit'] = fit
     if args.configs:
         paths = [complexity.resolve_config(c) for c in args.configs]
         measured = [
