@@ -278,8 +278,16 @@ CLS_PARAMS = {
 SEG = 'segmentation/gcnet_paper/'
 SEG_SUFFIX = '_r101-d8_4xb2-80k_cityscapes-512x1024.py'
 # Slides, Cityscapes: baseline 70.96M, NL-Head 71.22M, SNL-Head 71.22M,
-# GC-Head 71.09M. mmseg's R-101-D8 FCN model has 68.49M (the slides count
-# 2.47M more, not said where); the heads' increments must match.
+# GC-Head 71.09M, on a ResNet-101 with a 64-64-128 deep stem and a 512-channel
+# auxiliary head (the '-stem128' configs); on mmseg's R-101-D8 (68.49M) the
+# heads' increments must match.
+SEG_STEM128 = '_r101-d8-stem128_4xb2-80k_cityscapes-512x1024.py'
+SEG_SLIDES = {
+    SEG + 'fcn' + SEG_STEM128: 70.96,
+    SEG + 'nonlocal-red4' + SEG_STEM128: 71.22,
+    SEG + 'snl' + SEG_STEM128: 71.22,
+    SEG + 'gcnet' + SEG_STEM128: 71.09,
+}
 SEG_DELTAS = {
     SEG + 'nonlocal-red4' + SEG_SUFFIX: 0.26,
     SEG + 'snl' + SEG_SUFFIX: 0.26,
@@ -307,6 +315,11 @@ def test_segmentation_head_sizes_match_slides(name):
     baseline = summary(SEG + 'fcn' + SEG_SUFFIX).params
     delta = (summary(name).params - baseline) / 1e6
     assert round(delta, 2) == SEG_DELTAS[name], delta
+
+
+@pytest.mark.parametrize('name', sorted(SEG_SLIDES))
+def test_segmentation_params_match_slides(name):
+    assert round(summary(name).params / 1e6, 2) == SEG_SLIDES[name]
 
 
 def test_imagenet_stage2_loads_stage1():

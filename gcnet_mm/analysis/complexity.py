@@ -99,7 +99,7 @@ class _Table(NamedTuple):
 _DET = 'detection/gcnet/'
 _ABL = 'detection/gcnet_paper/mask-rcnn_r50-syncbn-'
 _CLS = 'classification/gcnet/resnet50'
-_SEG = '_r101-d8_4xb2-80k_cityscapes-512x1024.py'
+_SEG = '_r101-d8-stem128_4xb2-80k_cityscapes-512x1024.py'
 _X101 = 'cascade-mask-rcnn_x101-32x4d-syncbn'
 
 #: The paper's complexity numbers as data: table name -> title, input size
@@ -176,7 +176,7 @@ PAPER_TABLES: Dict[str, _Table] = {
             PaperRow('NL-Head', 71.22, 649.36),
             'segmentation/gcnet_paper/snl' + _SEG:
             PaperRow('SNL-Head', 71.22, 646.86),
-            'segmentation/gcnet/gcnet' + _SEG:
+            'segmentation/gcnet_paper/gcnet' + _SEG:
             PaperRow('GC-Head', 71.09, 646.89),
         }),
 }
