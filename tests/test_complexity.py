@@ -168,6 +168,14 @@ def test_cascade_mask_heads_capped_as_at_inference():
     assert result.roi_stages == 3
 
 
+def test_format_results_prints_flops_by_part():
+    result = cx.Complexity('x.py', 'classification', 10, 4_000_000_000,
+                           (224, 224), (1, 3, 224, 224), {}, '', 'conv.',
+                           dict(backbone=3_990_000_000, head=2_000_000))
+    text = cx.format_results([result])
+    assert '  by part: backbone 3.99G, head 2.00M' in text
+
+
 def test_segmentor_flops_without_aux_head():
     name = 'segmentation/gcnet/gcnet_r50-d8_4xb4-20k_voc12aug-512x512.py'
     result = cx.get_complexity(name, shape=32)
