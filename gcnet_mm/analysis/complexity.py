@@ -723,24 +723,22 @@ def fit_paper_convention(rows: Iterable[Dict[str, Any]]
             continue
         heads = parts['roi_head']
         usable.append((r, r['flops_g'] - heads, heads, r['roi_stages']))
-    fit_on, seen = [], set()
-    for u in usable:  # a config in two tables counts once per paper figure
-        key = (u[0]['config'], u[0]['paper_flops_g'])
-        if '-nl-' not in osp.basename(u[0]['config']) and key not in seen:
-            seen.add(key)
-            fit_on.append(u)
+    def fitted(row: Dict[str, Any]) -> bool:  # NL attention counts differ
+        return '-nl-' not in osp.basename(row['config'])
+
+    # a config in two tables counts once per paper figure
+    fit_on = list({(u[0]['config'], u[0]['paper_flops_g']): u
+                   for u in usable if fitted(u[0])}.values())
     if len({u[3] for u in fit_on}) < 2:
         return None
-    # normal equations of paper - heads = scale * rest + per_stage * stages
-    sxx = sum(rest * rest for _, rest, _, _ in fit_on)
-    sxs = sum(rest * n for _, rest, _, n in fit_on)
-    sss = sum(n * n for _, _, _, n in fit_on)
-    sxy = sum(rest * (r['paper_flops_g'] - heads)
-              for r, rest, heads, _ in fit_on)
-    ssy = sum(n * (r['paper_flops_g'] - heads) for r, _, heads, n in fit_on)
-    det = sxx * sss - sxs * sxs
-    scale = (sxy * sss - sxs * ssy) / det
-    per_stage = (sxx * ssy - sxs * sxy) / det
+    import numpy as np
+
+    # least squares of paper - heads = scale * rest + per_stage * stages
+    (scale, per_stage), *_ = np.linalg.lstsq(
+        np.array([[rest, n] for _, rest, _, n in fit_on], dtype=float),
+        np.array([r['paper_flops_g'] - heads for r, _, heads, _ in fit_on]),
+        rcond=None)
+    scale, per_stage = float(scale), float(per_stage)
     estimates = {}
     for r, rest, heads, n in usable:
         estimate = scale * rest + heads + per_stage * n
@@ -748,7 +746,7 @@ def fit_paper_convention(rows: Iterable[Dict[str, Any]]
             row=r['row'],
             estimate_g=estimate,
             residual_g=r['paper_flops_g'] - estimate,
-            fitted='-nl-' not in osp.basename(r['config']))
+            fitted=fitted(r))
     return dict(
         scale=scale,
         per_stage_g=per_stage,
