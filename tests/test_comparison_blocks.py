@@ -114,6 +114,74 @@ def test_nonlocal_matches_mmcv(mode, sub_sample, norm_cfg):
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+def _input_pooled_mmcv(block: nn.Module) -> nn.Module:
+    """mmcv's ``NonLocal2d`` with the original non-local code's sub-sampling:
+    an mmcv block built with ``sub_sample=False`` whose ``phi`` and ``g``
+    read the 2x2 max-pooled input (mmcv's forward runs unchanged)."""
+    pool = nn.MaxPool2d(kernel_size=(2, 2))
+    block.g = nn.Sequential(pool, block.g)
+    if block.mode == 'gaussian':
+        block.phi, block.sub_sample = pool, True  # phi_x = pool(x)
+    else:
+        block.phi = nn.Sequential(pool, block.phi)
+    return block
+
+
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('shape', [(2, 8, 4, 6), (1, 8, 5, 7)])
+def test_nonlocal_input_pooling_matches_mmcv_on_pooled_input(mode, shape):
+    from mmcv.cnn import NonLocal2d
+    torch.manual_seed(0)
+    mmcv_block = randomize_(
+        NonLocal2d(8, mode=mode, norm_cfg=dict(type='BN')))
+    ours = NonLocalBlock(8, mode=mode, sub_sample='input')
+    # same parameters as sub_sample=False: its checkpoints load unchanged
+    assert ours.state_dict().keys() == mmcv_block.state_dict().keys()
+    ours.load_state_dict(mmcv_block.state_dict(), strict=True)
+    ref = _input_pooled_mmcv(mmcv_block)
+
+    x = torch.randn(*shape)
+    grad = torch.randn(*shape)
+    if mode == 'concatenation':  # mmcv's backward is broken, see below
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+        return
+    out_ref, gx_ref, gp_ref = run_fwd_bwd(ref, x, grad)
+    out, gx, gp = run_fwd_bwd(ours, x, grad)
+    assert not torch.allclose(out, x)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    gp_ref = {k.replace('g.1.', 'g.').replace('phi.1.', 'phi.'): v
+              for k, v in gp_ref.items()}
+    assert gp.keys() == gp_ref.keys()
+    for name in gp:
+        torch.testing.assert_close(gp[name], gp_ref[name], rtol=1e-4,
+                                   atol=1e-5, msg=name)
+
+
+def test_nonlocal_input_pooling_differs_from_mmcv_sub_sample():
+    """Pooling before the convs is a different function from mmcv's pooling
+    after them (max does not commute with a conv), at the same cost of
+    attention and a quarter of the cost of phi and g."""
+    from mmcv.cnn import NonLocal2d
+    after = randomize_(
+        NonLocal2d(8, sub_sample=True, norm_cfg=dict(type='BN')))
+    ours = NonLocalBlock(8, sub_sample='input')
+    state = {k.replace('.0.conv', '.conv'): v
+             for k, v in after.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(2, 8, 4, 6)
+    with torch.no_grad():
+        assert not torch.allclose(ours(x), after(x), atol=1e-3)
+    assert ours.phi.conv.weight is not None
+    from gcnet_mm.analysis import complexity as cx
+    after_flops = cx.count_flops(after.eval(), x)[0]
+    ours_flops = cx.count_flops(ours.eval(), x)[0]
+    b, n, inner = 2, 24, 4  # batch, positions, phi/g channels
+    # phi and g (8 -> 4 channels) on n // 4 positions instead of n
+    assert after_flops - ours_flops == b * 2 * (n - n // 4) * 8 * inner
+
+
 def test_mmcv_concatenation_backward_is_broken_ours_is_not():
     """Documents why NonLocalBlock overrides ``concatenation``."""
     from mmcv.cnn import NonLocal2d
@@ -127,7 +195,7 @@ def test_mmcv_concatenation_backward_is_broken_ours_is_not():
 
 
 @pytest.mark.parametrize('mode', MODES)
-@pytest.mark.parametrize('sub_sample', [False, True])
+@pytest.mark.parametrize('sub_sample', [False, True, 'input'])
 def test_nonlocal_identity_at_init(mode, sub_sample):
     block = NonLocalBlock(8, mode=mode, sub_sample=sub_sample)
     assert torch.all(block.conv_out.norm.weight == 0)
@@ -152,6 +220,7 @@ class _Parent(BaseModule):
     (NonLocalBlock, {}),
     (NonLocalBlock, dict(sub_sample=True)),
     (NonLocalBlock, dict(sub_sample=True, mode='gaussian')),
+    (NonLocalBlock, dict(sub_sample='input')),
     (NonLocalBlock, dict(mode='concatenation', norm_cfg=None)),
     (SNLBlock, {}),
     (ContextBlock, {}),
@@ -175,7 +244,7 @@ def test_nonlocal_init_weights_restores_mmcv_init():
 
 
 @pytest.mark.parametrize('mode', MODES)
-@pytest.mark.parametrize('sub_sample', [False, True])
+@pytest.mark.parametrize('sub_sample', [False, True, 'input'])
 def test_nonlocal_gradcheck(mode, sub_sample):
     block = randomize_(
         NonLocalBlock(8, mode=mode, sub_sample=sub_sample).double())
@@ -195,12 +264,25 @@ def test_nonlocal_gradcheck(mode, sub_sample):
     (dict(reduction=1.5), TypeError, ['reduction', '1.5']),
     (dict(reduction=16), ValueError, ['reduction=16', 'in_channels=8']),
     (dict(norm_cfg='BN'), TypeError, ['norm_cfg', "'BN'"]),
+    (dict(sub_sample='inputs'), ValueError,
+     ['sub_sample', "'inputs'", "'input'", 'True']),
+    (dict(sub_sample=2), ValueError, ['sub_sample', '2', 'False']),
 ])
 def test_nonlocal_errors(kwargs, exc, fragments):
     with pytest.raises(exc) as info:
         NonLocalBlock(8, **kwargs)
     for fragment in fragments:
         assert fragment in str(info.value), (fragment, str(info.value))
+
+
+@pytest.mark.parametrize('sub_sample', [True, 'input'])
+def test_nonlocal_sub_sample_needs_2x2(sub_sample):
+    block = NonLocalBlock(8, sub_sample=sub_sample)
+    with pytest.raises(ValueError) as info:
+        block(torch.randn(1, 8, 1, 5))
+    for fragment in (f'sub_sample={sub_sample!r}', '(1, 8, 1, 5)', '>= 2'):
+        assert fragment in str(info.value), str(info.value)
+    assert f'sub_sample={sub_sample!r}' in repr(block)
 
 
 @pytest.mark.parametrize('mode', ['embedded_gaussian', 'gaussian'])

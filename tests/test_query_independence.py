@@ -14,7 +14,7 @@ from gcnet_mm.analysis.query_independence import (
     QueryIndependenceRecorder, analyze_query_independence,
     find_nonlocal_blocks, nonlocal_attention, nonlocal_branch,
     sample_query_pairs)
-from gcnet_mm.models.blocks.nonlocal_block import NonLocalBlock
+from gcnet_mm.models.blocks.nonlocal_block import NonLocalBlock, sub_sample_of
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NL_CLS_CONFIG = osp.join(
@@ -39,6 +39,8 @@ BLOCKS = [
     lambda: NonLocalBlock(8, sub_sample=True),
     lambda: NonLocalBlock(8, use_scale=False, reduction=4),
     lambda: NonLocalBlock(8, mode='gaussian', sub_sample=True),
+    lambda: NonLocalBlock(8, sub_sample='input'),
+    lambda: NonLocalBlock(8, mode='gaussian', sub_sample='input'),
     lambda: NonLocalBlock(8, mode='dot_product'),
     lambda: NonLocalBlock(8, mode='concatenation', norm_cfg=None),
     lambda: NonLocal2d(8, sub_sample=True, norm_cfg=dict(type='BN')),
@@ -52,7 +54,7 @@ def test_recomputed_attention_reproduces_the_block(make):
     x = torch.randn(2, 8, 6, 5)
     with torch.no_grad():
         attention = nonlocal_attention(block, x)
-        key_hw = 3 * 2 if block.sub_sample else 30
+        key_hw = 3 * 2 if sub_sample_of(block) else 30
         assert attention.shape == (2, 30, key_hw)
         if block.mode in ('embedded_gaussian', 'gaussian'):
             torch.testing.assert_close(attention.sum(-1),
@@ -70,7 +72,7 @@ def _run(block, x, num_pairs=200):
     return rec.results()[0]
 
 
-@pytest.mark.parametrize('sub_sample', [False, True])
+@pytest.mark.parametrize('sub_sample', [False, True, 'input'])
 def test_query_independent_attention_has_zero_distance(sub_sample):
     block = _randomise(NonLocalBlock(8, sub_sample=sub_sample))
     block.theta.conv.weight.data.zero_()

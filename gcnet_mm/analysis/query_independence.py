@@ -43,6 +43,10 @@ import torch.nn.functional as F
 from mmcv.cnn import NonLocal2d
 from torch import Tensor, nn
 
+from gcnet_mm.models.blocks.nonlocal_block import (nonlocal_branch,
+                                                   pairwise_operands,
+                                                   sub_sample_of)
+
 __all__ = [
     'find_nonlocal_blocks', 'nonlocal_attention', 'nonlocal_branch',
     'sample_query_pairs', 'pair_distances', 'query_points',
@@ -64,24 +68,6 @@ def find_nonlocal_blocks(model: nn.Module) -> List[Tuple[str, NonLocal2d]]:
             if isinstance(m, NonLocal2d)]
 
 
-def _theta_phi(block: NonLocal2d, x: Tensor) -> Tuple[Tensor, Tensor]:
-    """The two operands of the block's pairwise function, as its forward
-    builds them (``mmcv.cnn.bricks.non_local._NonLocalNd.forward``)."""
-    n = x.size(0)
-    if block.mode == 'gaussian':
-        theta_x = x.view(n, block.in_channels, -1).permute(0, 2, 1)
-        phi_x = (block.phi(x) if block.sub_sample else x).view(
-            n, block.in_channels, -1)
-    elif block.mode == 'concatenation':
-        theta_x = block.theta(x).view(n, block.inter_channels, -1, 1)
-        phi_x = block.phi(x).view(n, block.inter_channels, 1, -1)
-    else:
-        theta_x = block.theta(x).view(n, block.inter_channels, -1)
-        theta_x = theta_x.permute(0, 2, 1)
-        phi_x = block.phi(x).view(n, block.inter_channels, -1)
-    return theta_x, phi_x
-
-
 def nonlocal_attention(block: NonLocal2d, x: Tensor) -> Tensor:
     """The attention (pairwise weight) ``block`` uses on input ``x``.
 
@@ -91,30 +77,12 @@ def nonlocal_attention(block: NonLocal2d, x: Tensor) -> Tensor:
 
     Returns:
         (B, H*W, H'*W'): row ``i`` weighs the key positions for query ``i``;
-        ``H' x W'`` is ``H x W`` max-pooled by 2 with ``sub_sample``. Rows sum
+        ``H' x W'`` is ``H x W`` max-pooled by 2 with ``sub_sample`` (``True``
+        or ``'input'``). Rows sum
         to one for the (embedded) Gaussian modes.
     """
-    theta_x, phi_x = _theta_phi(block, x)
+    theta_x, phi_x = pairwise_operands(block, x)
     return getattr(block, block.mode)(theta_x, phi_x)
-
-
-def nonlocal_branch(block: NonLocal2d, x: Tensor, attention: Tensor) -> Tensor:
-    """``z = conv_out(attention @ g(x))``, the block's output before the
-    residual addition (the block returns ``x + z``).
-
-    Args:
-        block: the block.
-        x: its input, (B, C, H, W).
-        attention: (B, H*W, H'*W'), e.g. from :func:`nonlocal_attention`.
-
-    Returns:
-        (B, C, H, W).
-    """
-    n = x.size(0)
-    g_x = block.g(x).view(n, block.inter_channels, -1).permute(0, 2, 1)
-    y = torch.matmul(attention, g_x)  # (B, HW, C')
-    y = y.permute(0, 2, 1).reshape(n, block.inter_channels, *x.shape[2:])
-    return block.conv_out(y)
 
 
 def sample_query_pairs(num_positions: int, num_pairs: int,
@@ -307,12 +275,12 @@ class QueryIndependenceRecorder:
         hw = x.shape[2] * x.shape[3]
         key_hw = attention.shape[-1]
         key_size = ((x.shape[2] // 2, x.shape[3] // 2)
-                    if block.sub_sample else tuple(x.shape[2:]))
+                    if sub_sample_of(block) else tuple(x.shape[2:]))
         if key_size[0] * key_size[1] != key_hw:  # not a grid we know
             key_size = (1, key_hw)
         if first:
             self.shapes[name] = dict(mode=block.mode,
-                                     sub_sample=bool(block.sub_sample),
+                                     sub_sample=sub_sample_of(block),
                                      feature_size=list(x.shape[2:]),
                                      key_size=list(key_size))
         for b in range(x.size(0)):

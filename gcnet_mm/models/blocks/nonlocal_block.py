@@ -8,11 +8,17 @@ https://arxiv.org/abs/1904.11492 (Tables 2(a), 4, 5).
 Reference code: mmcv's ``mmcv/cnn/bricks/non_local.py`` (``NonLocal2d``).
 This block subclasses it, so its parameter names are mmcv's and mmcv/mmdet
 NL checkpoints load unchanged. It adds argument checks, an mmengine
-``BaseModule`` with an ``init_weights`` that survives a parent's init, and a
-float32 softmax for mixed precision.
+``BaseModule`` with an ``init_weights`` that survives a parent's init, a
+float32 softmax for mixed precision, and the original non-local code's
+sub-sampling (``sub_sample='input'``): the 2x2 max-pool applied to the block's
+input before ``phi`` and ``g``, as in the Caffe2 code of the non-local paper
+(facebookresearch/video-nonlocal-net, ``NONLOCAL.USE_MAXPOOL``) and the
+Detectron-based detection code built on it. mmcv's ``sub_sample=True`` pools
+the outputs of ``phi`` and ``g`` instead, after running them at full
+resolution.
 """
 import copy
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from mmcv.cnn import NonLocal2d
@@ -22,9 +28,74 @@ from torch import Tensor, nn
 from gcnet_mm.registry import MODELS
 from ._utils import check_choice, check_input, check_positive_int
 
-__all__ = ['NonLocalBlock']
+__all__ = [
+    'NonLocalBlock', 'pairwise_operands', 'nonlocal_branch', 'sub_sample_of'
+]
 
 NL_MODES = ('embedded_gaussian', 'gaussian', 'dot_product', 'concatenation')
+
+
+def _key_input(block: NonLocal2d, x: Tensor) -> Tensor:
+    """What ``phi`` and ``g`` read: ``x``, or ``x`` max-pooled 2x2 for a
+    :class:`NonLocalBlock` with ``sub_sample='input'``."""
+    return block.input_pool(x) if getattr(block, 'pool_input', False) else x
+
+
+def sub_sample_of(block: NonLocal2d) -> Union[bool, str]:
+    """``block``'s sub-sampling: ``False``, ``True`` (mmcv's) or ``'input'``
+    (:class:`NonLocalBlock`'s original-code option)."""
+    return 'input' if getattr(block, 'pool_input', False) else bool(
+        block.sub_sample)
+
+
+def pairwise_operands(block: NonLocal2d, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """The two operands of ``block``'s pairwise function, as mmcv's
+    ``_NonLocalNd.forward`` builds them (and as :class:`NonLocalBlock` does,
+    also with ``sub_sample='input'``).
+
+    Args:
+        block: an ``mmcv.cnn.NonLocal2d`` (subclasses included) in any mode.
+        x: its input, (B, C, H, W).
+
+    Returns:
+        ``theta_x`` (B, H*W, C') and ``phi_x`` (B, C', H'*W'); for
+        ``'concatenation'`` (B, C', H*W, 1) and (B, C', 1, H'*W'). ``H' x W'``
+        is ``H x W`` max-pooled by 2 when the block sub-samples.
+    """
+    n = x.size(0)
+    source = _key_input(block, x)  # what phi reads
+    if block.mode == 'gaussian':
+        theta_x = x.reshape(n, block.in_channels, -1).permute(0, 2, 1)
+        phi_x = (block.phi(source) if block.sub_sample else source).reshape(
+            n, block.in_channels, -1)
+    elif block.mode == 'concatenation':
+        theta_x = block.theta(x).reshape(n, block.inter_channels, -1, 1)
+        phi_x = block.phi(source).reshape(n, block.inter_channels, 1, -1)
+    else:
+        theta_x = block.theta(x).reshape(n, block.inter_channels, -1)
+        theta_x = theta_x.permute(0, 2, 1)
+        phi_x = block.phi(source).reshape(n, block.inter_channels, -1)
+    return theta_x, phi_x
+
+
+def nonlocal_branch(block: NonLocal2d, x: Tensor, attention: Tensor) -> Tensor:
+    """``z = conv_out(attention @ g(x))``, the block's output before the
+    residual addition (the block returns ``x + z``).
+
+    Args:
+        block: an ``mmcv.cnn.NonLocal2d`` (subclasses included).
+        x: its input, (B, C, H, W).
+        attention: (B, H*W, H'*W'), the pairwise weight of
+            :func:`pairwise_operands`'s operands.
+
+    Returns:
+        (B, C, H, W).
+    """
+    n = x.size(0)
+    g_x = block.g(_key_input(block, x)).reshape(n, block.inter_channels, -1)
+    y = torch.matmul(attention, g_x.permute(0, 2, 1))  # (B, HW, C')
+    y = y.permute(0, 2, 1).reshape(n, block.inter_channels, *x.shape[2:])
+    return block.conv_out(y)
 
 
 def _conv_of(branch: nn.Module) -> nn.Module:
@@ -60,8 +131,16 @@ class NonLocalBlock(NonLocal2d, BaseModule):
         in_channels: channels C of the input feature map.
         mode: pairwise function, ``'embedded_gaussian'`` (default),
             ``'gaussian'``, ``'dot_product'`` or ``'concatenation'``.
-        sub_sample: max-pool (2x2) the ``g`` and ``phi`` branches, which
-            cuts the pairwise cost by four.
+        sub_sample: ``False`` (default), ``True`` or ``'input'``. ``True``
+            is mmcv's: max-pool (2x2) the outputs of the ``g`` and ``phi``
+            branches, which cuts the pairwise cost by four.
+            ``'input'`` is the original non-local code's: max-pool the block's
+            input before ``g`` and ``phi``, so those two convs also run on a
+            quarter of the positions (a different function from ``True``:
+            the max does not commute with the convs). The paper's NL FLOPs
+            are this block's. Parameters, and so checkpoints, are the same
+            for all three (``True`` nests ``g``/``phi`` one level deeper in
+            the state dict, as mmcv does).
         reduction: ``theta``/``phi``/``g`` have ``in_channels // reduction``
             channels; must leave at least one.
         use_scale: divide the embedded-Gaussian logits by
@@ -78,7 +157,8 @@ class NonLocalBlock(NonLocal2d, BaseModule):
 
     Shape:
         input (B, C, H, W) -> output (B, C, H, W); with ``sub_sample`` H and W
-        must be at least 2.
+        must be at least 2 (odd sizes lose their last row/column to the pool,
+        as in mmcv).
     """
 
     _abbr_ = 'nonlocal_block'
@@ -87,7 +167,7 @@ class NonLocalBlock(NonLocal2d, BaseModule):
                  in_channels: int,
                  *,
                  mode: str = 'embedded_gaussian',
-                 sub_sample: bool = False,
+                 sub_sample: Union[bool, str] = False,
                  reduction: int = 2,
                  use_scale: bool = True,
                  conv_cfg: Optional[Dict] = None,
@@ -102,6 +182,10 @@ class NonLocalBlock(NonLocal2d, BaseModule):
                              f'in_channels={in_channels} (in_channels // '
                              f'reduction = 0); use reduction <= {in_channels}')
         mode = check_choice('mode', mode, NL_MODES)
+        if not (isinstance(sub_sample, bool) or sub_sample == 'input'):
+            raise ValueError(f'sub_sample must be False, True or \'input\' '
+                             f'(max-pool the input of phi and g, as the '
+                             f'original non-local code), got {sub_sample!r}')
         if norm_cfg is not None and not isinstance(norm_cfg, dict):
             raise TypeError(f'norm_cfg must be a dict or None, got '
                             f'{norm_cfg!r}')
@@ -110,13 +194,18 @@ class NonLocalBlock(NonLocal2d, BaseModule):
         self.std = float(std)
         super().__init__(
             in_channels,
-            sub_sample=sub_sample,
+            sub_sample=sub_sample is True,
             conv_cfg=copy.deepcopy(conv_cfg) or dict(type='Conv2d'),
             reduction=reduction,
             use_scale=use_scale,
             norm_cfg=copy.deepcopy(norm_cfg),
             mode=mode)
         self.init_cfg = copy.deepcopy(init_cfg)
+        # mmcv's ``self.sub_sample`` (pool after phi/g) stays a bool.
+        self.pool_input = sub_sample == 'input'
+        if self.pool_input:
+            # No parameters: the state dict is sub_sample=False's.
+            self.input_pool = nn.MaxPool2d(kernel_size=(2, 2))
 
     def init_weights(self) -> None:
         """mmcv's NL initialisation (normal ``std`` for ``g``/``theta``/
@@ -163,4 +252,15 @@ class NonLocalBlock(NonLocal2d, BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_channels)  # (B, C, H, W)
-        return super().forward(x)
+        if (self.sub_sample or self.pool_input) and min(x.shape[2:]) < 2:
+            raise ValueError(f'sub_sample={sub_sample_of(self)!r} max-pools '
+                             f'2x2 and needs H, W >= 2, got an input of shape '
+                             f'{tuple(x.shape)}')
+        # mmcv's forward, with phi and g reading the pooled input for
+        # sub_sample='input' (the same ops as mmcv's otherwise).
+        theta_x, phi_x = pairwise_operands(self, x)
+        attention = getattr(self, self.mode)(theta_x, phi_x)
+        return x + nonlocal_branch(self, x, attention)
+
+    def extra_repr(self) -> str:
+        return f'sub_sample={sub_sample_of(self)!r}'
