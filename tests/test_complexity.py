@@ -143,6 +143,20 @@ def test_resnet50_flops_at_a_small_input():
     assert 'multiply-add = 1 FLOP' in result.convention
 
 
+def test_paper_nl_config_pools_its_input():
+    """Table 4(a)'s NL config is the input-pooled NL block the paper's FLOPs
+    count: at 64x64, c4 is 4x4 (16 positions) and phi/g see 2x2 (4)."""
+    nl = 'classification/gcnet/resnet50-nl-c4-1blk_8xb64-ft-coslr-40e_in1k.py'
+    base = cx.get_complexity(CLS_BASE, shape=64)
+    with_nl = cx.get_complexity(nl, shape=64)
+    c, inner, n, k = 1024, 512, 16, 4
+    expected = (2 * n * c * inner  # theta and the output conv, full res
+                + 2 * k * c * inner  # phi and g on the pooled input
+                + 2 * n * k * inner  # theta^T phi and the sum over g
+                + 2 * n * c)  # BN of the output conv (inference)
+    assert with_nl.flops - base.flops == expected
+
+
 def test_detector_flops_at_a_tiny_input():
     name = 'detection/gcnet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py'
     result = cx.get_complexity(name, shape=(60, 90))
@@ -203,8 +217,7 @@ def test_fit_paper_convention_recovers_scale_and_per_stage():
     cases = [('a', 200.0, 67.0, 1), ('b', 280.0, 67.0, 1),
              ('c', 285.0, 201.0, 3), ('d', 297.0, 201.0, 3)]
     rows = [_fit_row(n, r, h, s, paper(r, h, s)) for n, r, h, s in cases]
-    # an NL row is not fitted on (its attention is counted differently) but
-    # gets its estimate and residual like the others
+    # an NL row is held out: not fitted on, but predicted like the others
     rows.append(_fit_row('mask-rcnn_r50-nl-c4', 227.0, 67.0, 1, 280.0))
     fit = cx.fit_paper_convention(rows)
     assert fit['rows_used'] == 4
@@ -218,6 +231,7 @@ def test_fit_paper_convention_recovers_scale_and_per_stage():
     text = cx.format_fit(fit)
     assert '0.900 x' in text and '20.00G x RoI stages' in text
     assert 'largest |paper - estimate| of the fitted rows' in text
+    assert 'held out (predicted, not fitted): mask-rcnn_r50-nl-c4' in text
     assert fit['rows']['detection/x/mask-rcnn_r50-nl-c4.py']['fitted'] is False
 
 
