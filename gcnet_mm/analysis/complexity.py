@@ -88,6 +88,7 @@ class PaperRow(NamedTuple):
     params: float  # millions, as printed
     flops: Optional[float]  # GFLOPs (multiply-adds), as printed
     zoo: Optional[str] = None  # an upstream model zoo's numbers, if any
+    remark: Optional[str] = None  # why the measurement differs, if known
 
 
 class _Table(NamedTuple):
@@ -101,6 +102,12 @@ _ABL = 'detection/gcnet_paper/mask-rcnn_r50-syncbn-'
 _CLS = 'classification/gcnet/resnet50'
 _SEG = '_r101-d8-stem128_4xb2-80k_cityscapes-512x1024.py'
 _X101 = 'cascade-mask-rcnn_x101-32x4d-syncbn'
+# Parameter rows no model that loads the released checkpoints can print (see
+# docs/complexity.md).
+_R101_GC = ('paper params: its 82.4 - 68.1 is 14.2-14.4M, GC r4 - r16 is '
+            '14.17M for any R-101; one of the two rows is off')
+_X101_GC = ('paper params: the Mask R-CNN X-101 rows all round right only '
+            'for a model 29k-55k smaller than mmdet\'s')
 
 #: The paper's complexity numbers as data: table name -> title, input size
 #: and rows (config path relative to ``configs/`` -> :class:`PaperRow`).
@@ -131,7 +138,7 @@ PAPER_TABLES: Dict[str, _Table] = {
             _DET + 'mask-rcnn_r101-syncbn_fpn_1x_coco.py':
             PaperRow('R101 Mask, baseline', 63.4, 354.1),
             _DET + 'mask-rcnn_r101-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py':
-            PaperRow('R101 Mask, +GC r16', 68.1, 354.2),
+            PaperRow('R101 Mask, +GC r16', 68.1, 354.2, remark=_R101_GC),
             _DET + 'mask-rcnn_r101-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py':
             PaperRow('R101 Mask, +GC r4', 82.4, 354.3),
             _DET + 'mask-rcnn_x101-32x4d-syncbn_fpn_1x_coco.py':
@@ -139,7 +146,7 @@ PAPER_TABLES: Dict[str, _Table] = {
             _DET + 'mask-rcnn_x101-32x4d-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py':
             PaperRow('X101 Mask, +GC r16', 67.8, 358.1),
             _DET + 'mask-rcnn_x101-32x4d-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py':
-            PaperRow('X101 Mask, +GC r4', 81.9, 358.2),
+            PaperRow('X101 Mask, +GC r4', 81.9, 358.2, remark=_X101_GC),
             _DET + _X101 + '_fpn_1x_coco.py':
             PaperRow('X101 Cascade Mask, baseline', 95.9, 536.9),
             _DET + _X101 + '-r16-gcb-c3-c5_fpn_1x_coco.py':
@@ -685,6 +692,7 @@ def paper_table(name: str,
                 },
                 roi_stages=result.roi_stages,
                 zoo=paper.zoo,
+                remark=paper.remark,
                 convention=result.convention))
         if bar is not None:
             bar.update()
@@ -814,7 +822,8 @@ def format_table(name: str, rows: Iterable[Dict[str, Any]]) -> str:
     ]
     for r in rows:
         notes = '; '.join(n for n in (r['notes'], r['zoo'] and
-                                       f'zoo: {r["zoo"]}') if n)
+                                       f'zoo: {r["zoo"]}', r.get('remark'))
+                          if n)
         rel = r['flops_rel_diff']
         lines.append(
             f'| {r["row"]} | {osp.basename(r["config"])[:-3]} | '
