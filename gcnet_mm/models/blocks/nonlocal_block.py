@@ -80,7 +80,8 @@ def pairwise_operands(block: NonLocal2d, x: Tensor) -> Tuple[Tensor, Tensor]:
 
 def nonlocal_branch(block: NonLocal2d, x: Tensor, attention: Tensor) -> Tensor:
     """``z = conv_out(attention @ g(x))``, the block's output before the
-    residual addition (the block returns ``x + z``).
+    residual addition (the block returns ``x + z``); ``g`` reads the pooled
+    ``x`` with ``sub_sample='input'``.
 
     Args:
         block: an ``mmcv.cnn.NonLocal2d`` (subclasses included).
