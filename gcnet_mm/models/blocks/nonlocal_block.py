@@ -29,13 +29,14 @@ from gcnet_mm.registry import MODELS
 from ._utils import check_choice, check_input, check_positive_int
 
 __all__ = [
-    'NonLocalBlock', 'pairwise_operands', 'nonlocal_branch', 'sub_sample_of'
+    'NonLocalBlock', 'key_input', 'pairwise_operands', 'nonlocal_branch',
+    'sub_sample_of'
 ]
 
 NL_MODES = ('embedded_gaussian', 'gaussian', 'dot_product', 'concatenation')
 
 
-def _key_input(block: NonLocal2d, x: Tensor) -> Tensor:
+def key_input(block: NonLocal2d, x: Tensor) -> Tensor:
     """What ``phi`` and ``g`` read: ``x``, or ``x`` max-pooled 2x2 for a
     :class:`NonLocalBlock` with ``sub_sample='input'``."""
     return block.input_pool(x) if getattr(block, 'pool_input', False) else x
@@ -48,7 +49,10 @@ def sub_sample_of(block: NonLocal2d) -> Union[bool, str]:
         block.sub_sample)
 
 
-def pairwise_operands(block: NonLocal2d, x: Tensor) -> Tuple[Tensor, Tensor]:
+def pairwise_operands(block: NonLocal2d,
+                      x: Tensor,
+                      source: Optional[Tensor] = None
+                      ) -> Tuple[Tensor, Tensor]:
     """The two operands of ``block``'s pairwise function, as mmcv's
     ``_NonLocalNd.forward`` builds them (and as :class:`NonLocalBlock` does,
     also with ``sub_sample='input'``).
@@ -56,6 +60,8 @@ def pairwise_operands(block: NonLocal2d, x: Tensor) -> Tuple[Tensor, Tensor]:
     Args:
         block: an ``mmcv.cnn.NonLocal2d`` (subclasses included) in any mode.
         x: its input, (B, C, H, W).
+        source: what ``phi`` reads, :func:`key_input` of ``x`` (computed
+            when not given).
 
     Returns:
         ``theta_x`` (B, H*W, C') and ``phi_x`` (B, C', H'*W'); for
@@ -63,7 +69,8 @@ def pairwise_operands(block: NonLocal2d, x: Tensor) -> Tuple[Tensor, Tensor]:
         is ``H x W`` max-pooled by 2 when the block sub-samples.
     """
     n = x.size(0)
-    source = _key_input(block, x)  # what phi reads
+    if source is None:
+        source = key_input(block, x)
     if block.mode == 'gaussian':
         theta_x = x.reshape(n, block.in_channels, -1).permute(0, 2, 1)
         phi_x = (block.phi(source) if block.sub_sample else source).reshape(
@@ -78,7 +85,10 @@ def pairwise_operands(block: NonLocal2d, x: Tensor) -> Tuple[Tensor, Tensor]:
     return theta_x, phi_x
 
 
-def nonlocal_branch(block: NonLocal2d, x: Tensor, attention: Tensor) -> Tensor:
+def nonlocal_branch(block: NonLocal2d,
+                    x: Tensor,
+                    attention: Tensor,
+                    source: Optional[Tensor] = None) -> Tensor:
     """``z = conv_out(attention @ g(x))``, the block's output before the
     residual addition (the block returns ``x + z``); ``g`` reads the pooled
     ``x`` with ``sub_sample='input'``.
@@ -88,12 +98,16 @@ def nonlocal_branch(block: NonLocal2d, x: Tensor, attention: Tensor) -> Tensor:
         x: its input, (B, C, H, W).
         attention: (B, H*W, H'*W'), the pairwise weight of
             :func:`pairwise_operands`'s operands.
+        source: what ``g`` reads, :func:`key_input` of ``x`` (computed when
+            not given).
 
     Returns:
         (B, C, H, W).
     """
     n = x.size(0)
-    g_x = block.g(_key_input(block, x)).reshape(n, block.inter_channels, -1)
+    if source is None:
+        source = key_input(block, x)
+    g_x = block.g(source).reshape(n, block.inter_channels, -1)
     y = torch.matmul(attention, g_x.permute(0, 2, 1))  # (B, HW, C')
     y = y.permute(0, 2, 1).reshape(n, block.inter_channels, *x.shape[2:])
     return block.conv_out(y)
@@ -253,15 +267,16 @@ class NonLocalBlock(NonLocal2d, BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_channels)  # (B, C, H, W)
-        if (self.sub_sample or self.pool_input) and min(x.shape[2:]) < 2:
+        if sub_sample_of(self) and min(x.shape[2:]) < 2:
             raise ValueError(f'sub_sample={sub_sample_of(self)!r} max-pools '
                              f'2x2 and needs H, W >= 2, got an input of shape '
                              f'{tuple(x.shape)}')
         # mmcv's forward, with phi and g reading the pooled input for
         # sub_sample='input' (the same ops as mmcv's otherwise).
-        theta_x, phi_x = pairwise_operands(self, x)
+        source = key_input(self, x)  # pooled once for phi and g
+        theta_x, phi_x = pairwise_operands(self, x, source)
         attention = getattr(self, self.mode)(theta_x, phi_x)
-        return x + nonlocal_branch(self, x, attention)
+        return x + nonlocal_branch(self, x, attention, source)
 
     def extra_repr(self) -> str:
         return f'sub_sample={sub_sample_of(self)!r}'
