@@ -19,8 +19,8 @@ backward touch the feature map in 10 streams instead of mmcv's ~15::
 
 The passes over x are batched matrix-vector products (``bmm`` with one row,
 reading each (C, HW) matrix in place, transposed where needed; on the CPU
-about twice as fast as per-sample ``torch.mv`` and several times faster than
-``bmm`` with one column) and never build a full-size temporary: besides ``y``
+faster than per-sample ``torch.mv`` or ``bmm`` with one column, see
+``_vec_mat``) and never build a full-size temporary: besides ``y``
 and ``dx`` nothing of the size of x is allocated (on the CPU each new page of
 a fresh allocation costs a fault).
 
@@ -167,8 +167,9 @@ class _AttentionPool(torch.autograd.Function):
 
 
 # Both products are ``bmm`` calls with a one-row left operand, the form BLAS
-# runs fastest here (the one-column form ``bmm(m, v[..., None])`` was 4 to 8
-# times slower on the CPU, a loop of per-sample ``torch.mv`` about 2x).
+# ran fastest on the CPU of tools/benchmark/benchmark_blocks.py's figures
+# (ahead of the one-column form ``bmm(m, v[..., None])`` and of a loop of
+# per-sample ``torch.mv``, which the block used before).
 
 
 def _vec_mat(v: Tensor, m: Tensor) -> Tensor:
