@@ -1,5 +1,7 @@
 """gcnet_mm: GCNet (Global Context Networks) for the OpenMMLab ecosystem."""
+import os
 import os.path as osp
+import sys
 
 from setuptools import find_packages, setup
 
@@ -17,6 +19,54 @@ def readme():
     with open(osp.join(HERE, 'README.md'), encoding='utf-8') as f:
         return f.read()
 
+
+def ext_modules():
+    """The fused CPU kernels of the GC block (``gcnet_mm._ext``).
+
+    ``GCNET_MM_WITH_EXT=0`` skips them, ``=1`` makes a failed build an error;
+    by default a build that fails (no C++ compiler, no torch at build time)
+    only warns, and the package runs its plain PyTorch path instead.
+    """
+    mode = os.environ.get('GCNET_MM_WITH_EXT', '')
+    if mode == '0':
+        return [], {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError as e:
+        if mode == '1':
+            raise
+        print(f'gcnet_mm: building without gcnet_mm._ext ({e}); install '
+              'torch first and use --no-build-isolation to build it',
+              file=sys.stderr)
+        return [], {}
+
+    class OptionalBuildExtension(BuildExtension):
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as e:  # a compiler error, a missing compiler
+                if mode == '1':
+                    raise
+                print(f'gcnet_mm: building {ext.name} failed ({e}); the '
+                      'package uses its plain PyTorch path',
+                      file=sys.stderr)
+
+    # -fopenmp: at::parallel_for is OpenMP in torch's builds, and runs on one
+    # thread in code compiled without it (libgomp is torch's own, loaded).
+    compile_args, link_args = [], []
+    if sys.platform.startswith('linux'):
+        compile_args = ['-O3', '-fopenmp', '-Wno-psabi']
+        link_args = ['-fopenmp']
+    ext = CppExtension(
+        'gcnet_mm._ext', ['gcnet_mm/csrc/attention_pool.cpp'],
+        depends=['gcnet_mm/csrc/attention_pool_kernels.h'],
+        extra_compile_args={'cxx': compile_args},
+        extra_link_args=link_args)
+    return [ext], {'build_ext': OptionalBuildExtension}
+
+
+EXT_MODULES, CMDCLASS = ext_modules()
 
 setup(
     name='gcnet_mm',
@@ -48,5 +98,7 @@ setup(
         ],
         'tests': ['pytest', 'timm', 'onnx', 'onnxruntime'],
     },
+    ext_modules=EXT_MODULES,
+    cmdclass=CMDCLASS,
     zip_safe=False,
 )

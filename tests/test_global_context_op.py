@@ -6,6 +6,7 @@ from torch import nn
 
 from gcnet_mm.ops import global_context
 from gcnet_mm.ops.affine_source import batch_norm_source
+from gcnet_mm.ops.attention_pool import extension_isa, use_extension
 from gcnet_mm.ops.global_context import plain_global_context
 
 FUSIONS = [('channel_add', ), ('channel_mul', ),
@@ -52,6 +53,18 @@ def assert_matches_mmcv(block, x, atol=1e-10, rtol=1e-8):
     return y, g
 
 
+@pytest.fixture(params=['fused', 'ops'])
+def lean_path(request):
+    """Both implementations of the lean path: the fused CPU loops
+    (gcnet_mm._ext, float32/float64 with unit stride along HW) and PyTorch
+    ops (everything, and the only one without the extension)."""
+    fused = request.param == 'fused'
+    if fused and extension_isa() is None:
+        pytest.skip('gcnet_mm._ext not built')
+    with use_extension(fused):
+        yield request.param
+
+
 def lean(y):
     return type(y.grad_fn).__name__.startswith('_FuseAdd')
 
@@ -59,6 +72,7 @@ def lean(y):
 @pytest.mark.parametrize('pooling', ['att', 'avg'])
 @pytest.mark.parametrize('fusions', FUSIONS)
 @pytest.mark.parametrize('batch', [1, 3])
+@pytest.mark.usefixtures('lean_path')
 def test_matches_mmcv(pooling, fusions, batch):
     block = mmcv_block(pooling=pooling, fusions=fusions, dtype=torch.float64)
     x = torch.randn(batch, 16, 5, 7, dtype=torch.float64)
@@ -84,6 +98,7 @@ def test_channels_last(fusions):
     lambda d: torch.randn(2, 18, 6, 8, dtype=d)[:, 1:17],  # channel slice
     lambda d: torch.randn(2, 6, 8, 18, dtype=d).permute(0, 3, 1, 2)[:, 1:17],
 ])
+@pytest.mark.usefixtures('lean_path')
 def test_non_contiguous(make):
     block = mmcv_block(dtype=torch.float64)
     x = make(torch.float64)
@@ -93,6 +108,7 @@ def test_non_contiguous(make):
 
 
 @pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.usefixtures('lean_path')
 def test_float32_within_rounding(batch):
     block = mmcv_block(c=64, ratio=1 / 16)
     x = torch.randn(batch, 64, 9, 11)
@@ -111,6 +127,7 @@ def test_no_grad_and_inference_use_plain_path():
                                    rtol=1e-4)
 
 
+@pytest.mark.usefixtures('lean_path')
 def test_only_parameter_grads_and_frozen_input():
     block = mmcv_block()
     x = torch.randn(2, 16, 4, 5)  # does not require grad
@@ -123,6 +140,7 @@ def test_only_parameter_grads_and_frozen_input():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.usefixtures('lean_path')
 def test_retain_graph_twice():
     block = mmcv_block()
     x = torch.randn(2, 16, 4, 5, requires_grad=True)
@@ -133,6 +151,7 @@ def test_retain_graph_twice():
     torch.testing.assert_close(g1, g2)
 
 
+@pytest.mark.usefixtures('lean_path')
 def test_transform_ignoring_context_keeps_dx():
     """If t does not depend on the context, dL/dx must still include g."""
     bias = nn.Parameter(torch.randn(1, 16, 1, 1))
@@ -145,6 +164,7 @@ def test_transform_ignoring_context_keeps_dx():
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.usefixtures('lean_path')
 def test_gradcheck_float64(channels_last):
     block = mmcv_block(dtype=torch.float64, c=8, ratio=0.5)
     x = torch.randn(2, 8, 3, 4, dtype=torch.float64)
@@ -205,6 +225,7 @@ def saved_storages(fn):
 
 @pytest.mark.parametrize('train', [True, False])
 @pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.usefixtures('lean_path')
 def test_bottleneck_batch_norm_recompute(train, channels_last):
     ref = bottleneck(gc=True)
     new = with_our_op(ref)
@@ -234,6 +255,7 @@ def test_bottleneck_batch_norm_recompute(train, channels_last):
 
 
 @pytest.mark.parametrize('train', [True, False])
+@pytest.mark.usefixtures('lean_path')
 def test_batch_norm_source(train):
     bn = nn.BatchNorm2d(4).train(train)
     x = torch.randn(2, 4, 3, 3, requires_grad=True)
@@ -263,6 +285,7 @@ def test_in_place_change_of_batch_norm_input_raises():
         y.sum().backward()
 
 
+@pytest.mark.usefixtures('lean_path')
 def test_checkpoint_hooks_keep_saving_x():
     from torch.utils.checkpoint import checkpoint
     bn = nn.BatchNorm2d(16)

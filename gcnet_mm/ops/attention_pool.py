@@ -4,7 +4,8 @@ GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond,
 https://arxiv.org/abs/1904.11492.  Same arithmetic as mmcv's ContextBlock
 (``mmcv/cnn/bricks/context_block.py``) with ``pooling_type='att'`` and
 ``fusion_types=('channel_add',)``; written as two Functions so that forward +
-backward touch the feature map in 10 streams instead of mmcv's ~15::
+backward touch the feature map in 11 streams (7 in the fused CPU loops
+below) instead of mmcv's ~15::
 
     forward   logits = w . x          (read x)            (B, HW)
               a      = softmax(logits) in float32           (B, HW)
@@ -17,12 +18,21 @@ backward touch the feature map in 10 streams instead of mmcv's ~15::
               dx     = g + dctx a^T + w dl^T  (addcmul: read g, write dx;
                                                addcmul_: read, write dx)
 
-The passes over x are batched matrix-vector products (``bmm`` with one row,
-reading each (C, HW) matrix in place, transposed where needed; on the CPU
-faster than per-sample ``torch.mv`` or ``bmm`` with one column, see
-``_vec_mat``) and never build a full-size temporary: besides ``y``
-and ``dx`` nothing of the size of x is allocated (on the CPU each new page of
-a fresh allocation costs a fault).
+Two implementations of the passes over x, same results:
+
+* fused CPU loops (``gcnet_mm/csrc``, built into ``gcnet_mm._ext`` by
+  setup.py): float32/float64 on the CPU with unit stride along HW.  The
+  logits, softmax and context come from one read of x, ``da`` and ``dw`` from
+  one read, and ``dx`` from one pass (read g, write dx): 7 streams instead of
+  11.  ``GCNET_MM_EXT=0`` (or :func:`use_extension`) switches them off.
+* PyTorch ops, for everything else (channels_last, float16/bfloat16, CUDA)
+  and without the extension: batched matrix-vector products (``bmm`` with one
+  row, reading each (C, HW) matrix in place, transposed where needed; on the
+  CPU faster than per-sample ``torch.mv`` or ``bmm`` with one column, see
+  ``_vec_mat``), never building a full-size temporary.
+
+Besides ``y`` and ``dx`` nothing of the size of x is allocated (on the CPU
+each new page of a fresh allocation costs a fault).
 
 ``_FuseAdd`` (``y = x + t``) returns no gradient for ``x``: it hands ``g`` to
 ``_AttentionPool`` through a shared ``GradLink``, whose backward always runs
@@ -36,7 +46,8 @@ references to batch norm's saved input and statistics instead of ``x``: no new
 full-size storage at all.
 """
 import contextlib
-from typing import Optional, Tuple
+import os
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -44,7 +55,43 @@ from torch.autograd.function import once_differentiable
 
 from .affine_source import AffineSource
 
-__all__ = ['GradLink', 'attention_pool', 'fuse_add', 'as_matrix']
+__all__ = [
+    'GradLink', 'attention_pool', 'fuse_add', 'as_matrix', 'extension_isa',
+    'use_extension'
+]
+
+try:  # the fused CPU loops (gcnet_mm/csrc), built by setup.py when it can
+    from gcnet_mm import _ext
+except ImportError:
+    _ext = None
+# GCNET_MM_EXT=0 runs the PyTorch-ops path even where _ext is built.
+_ext_enabled = os.environ.get('GCNET_MM_EXT', '1') != '0'
+
+
+def extension_isa() -> Optional[str]:
+    """Instruction set of the fused CPU loops in use (``'avx2'`` or
+    ``'generic'``), or ``None`` when they are not built or switched off."""
+    return _ext.isa() if _ext is not None and _ext_enabled else None
+
+
+@contextlib.contextmanager
+def use_extension(enabled: bool) -> Iterator[None]:
+    """Run the fused CPU loops (``True``, where built) or the PyTorch-ops path
+    (``False``) inside the ``with`` block; for tests and benchmarks."""
+    global _ext_enabled
+    before, _ext_enabled = _ext_enabled, enabled
+    try:
+        yield
+    finally:
+        _ext_enabled = before
+
+
+def _fused(m: Tensor) -> bool:
+    """Whether the fused CPU loops take the (B, C, HW) matrix ``m``: float32
+    or float64 on the CPU, unit stride along HW (not channels_last)."""
+    return (_ext is not None and _ext_enabled and m.device.type == 'cpu'
+            and m.dtype in (torch.float32, torch.float64)
+            and (m.shape[2] == 1 or m.stride(2) == 1))
 
 
 class GradLink:
@@ -93,11 +140,15 @@ class _AttentionPool(torch.autograd.Function):
             b, c = x.shape[:2]
             x3, channels_last = as_matrix(x)  # (B, C, HW)
             # The bias shifts every logit of a row alike: softmax ignores it.
-            w = weight.reshape(1, c).to(x.dtype).expand(b, c)
-            acc = torch.promote_types(x.dtype, torch.float32)
-            logits = _vec_mat(w, x3)  # (B, HW)
-            attn = torch.softmax(logits, dim=1, dtype=acc).to(x.dtype)
-            context = _mat_vec(x3, attn)  # (B, C)
+            if _fused(x3):
+                w = weight.reshape(c).to(x.dtype).contiguous()
+                context, attn = _ext.attention_pool_forward(x3, w)
+            else:
+                w = weight.reshape(1, c).to(x.dtype).expand(b, c)
+                acc = torch.promote_types(x.dtype, torch.float32)
+                logits = _vec_mat(w, x3)  # (B, HW)
+                attn = torch.softmax(logits, dim=1, dtype=acc).to(x.dtype)
+                context = _mat_vec(x3, attn)  # (B, C)
         fctx.channels_last = channels_last
         fctx.x_shape = x.shape
         fctx.link = link
@@ -125,7 +176,6 @@ class _AttentionPool(torch.autograd.Function):
             b, c, h, w_ = fctx.x_shape
             n = h * w_
             dtype = src.dtype
-            acc = torch.promote_types(dtype, torch.float32)
             s3, _ = as_matrix(src)
             if s3 is None:
                 s3 = src.reshape(b, c, n)
@@ -136,34 +186,66 @@ class _AttentionPool(torch.autograd.Function):
             else:  # x = src * alpha + beta; beta drops out (see affine_source)
                 alpha = AffineSource(src, *saved[3:], fctx.eps).alpha()
                 dctx_src = (dctx * alpha).to(dtype)
-            # d(logits) through the softmax, in float32 (or float64).
-            da = _vec_mat(dctx_src, s3).to(acc)  # (B, HW)
-            a32 = attn.to(acc)
-            dl = (a32 * (da - (a32 * da).sum(1, keepdim=True))).to(dtype)
-            dx = dw = db = None
+            grads = _fused_grads if _fused(s3) else _ops_grads
+            dx, dw = grads(s3, attn, dctx_src, dctx, weight.reshape(c), g,
+                           need_x, need_w, channels_last)
+            db = None
             if need_w:
-                dw = _mat_vec(s3, dl).sum(0)  # (C,)
                 if alpha is not None:
                     dw = dw * alpha
                 dw = dw.to(weight.dtype).view_as(weight)
             if need_b and fctx.bias_meta is not None:
                 db = attn.new_zeros(fctx.bias_meta[0], dtype=fctx.bias_meta[1])
             if need_x:
-                # dx = g + dctx attn^T + w dl^T: two elementwise passes, in
-                # the layout of x (a gemm with K = 2 is slower on the CPU).
-                layout = (torch.channels_last
-                          if channels_last else torch.contiguous_format)
-                dx = torch.empty(fctx.x_shape, dtype=dtype,
-                                 device=src.device, memory_format=layout)
-                a4 = attn.view(b, 1, h, w_)
-                if g is None:
-                    torch.mul(dctx.view(b, c, 1, 1), a4, out=dx)
-                else:
-                    torch.addcmul(g.to(dtype), dctx.view(b, c, 1, 1), a4,
-                                  out=dx)
-                dx.addcmul_(weight.reshape(1, c, 1, 1).to(dtype),
-                            dl.view(b, 1, h, w_))
+                dx = dx.view(fctx.x_shape)
         return dx, dw, db, None, None
+
+
+def _ops_grads(s3: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
+               weight: Tensor, g: Optional[Tensor], need_x: bool,
+               need_w: bool, channels_last: bool):
+    """(dx as (B, C, HW) in the layout of x, dw in source space) in PyTorch
+    ops: dl from one read of the source, dw from another, dx in two
+    elementwise passes."""
+    b, c, n = s3.shape
+    dtype = s3.dtype
+    acc = torch.promote_types(dtype, torch.float32)
+    # d(logits) through the softmax, in float32 (or float64).
+    da = _vec_mat(dctx_src, s3).to(acc)  # (B, HW)
+    a32 = attn.to(acc)
+    dl = (a32 * (da - (a32 * da).sum(1, keepdim=True))).to(dtype)
+    dx = dw = None
+    if need_w:
+        dw = _mat_vec(s3, dl).sum(0)  # (C,)
+    if need_x:
+        # dx = g + dctx attn^T + w dl^T: two elementwise passes, in the
+        # layout of x (a gemm with K = 2 is slower on the CPU).
+        dx = torch.empty(b, c, n, dtype=dtype, device=s3.device)
+        if channels_last:
+            dx = dx.transpose(1, 2).contiguous().transpose(1, 2)
+        a3 = attn.view(b, 1, n)
+        if g is None:
+            torch.mul(dctx.view(b, c, 1), a3, out=dx)
+        else:
+            torch.addcmul(g.to(dtype).reshape(b, c, n), dctx.view(b, c, 1),
+                          a3, out=dx)
+        dx.addcmul_(weight.view(1, c, 1).to(dtype), dl.view(b, 1, n))
+    return dx, dw
+
+
+def _fused_grads(s3: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
+                 weight: Tensor, g: Optional[Tensor], need_x: bool,
+                 need_w: bool, channels_last: bool):
+    """:func:`_ops_grads` in the fused CPU loops: one read of the source,
+    and dx in one pass (read g, write dx); a contiguous dx."""
+    b, c, n = s3.shape
+    dtype = s3.dtype
+    g3 = None
+    if g is not None and need_x:
+        g3 = g.to(dtype).reshape(b, c, n).contiguous()
+    return _ext.attention_pool_backward(
+        s3, attn, dctx_src.contiguous(), dctx.contiguous(),
+        weight.to(dtype).contiguous(), g3, need_x, need_w)
 
 
 # Both products are ``bmm`` calls with a one-row left operand, the form BLAS

@@ -33,6 +33,27 @@ def _check_mmcv_ops():
     return f'mmcv {mmcv.__version__}: nms and RoIAlign run{cuda}'
 
 
+def _check_fused_loops():
+    """gcnet_mm._ext, the GC block's fused CPU loops, built by setup.py.
+
+    Without them the package runs its PyTorch-ops path (same results,
+    slower); the check fails unless they were skipped on purpose
+    (GCNET_MM_WITH_EXT=0 at install, or GCNET_MM_EXT=0).
+    """
+    import os
+    from gcnet_mm.ops.attention_pool import _ext, extension_isa
+    isa = extension_isa()
+    if isa is not None:
+        return f'gcnet_mm._ext: fused CPU loops ({isa})'
+    if '0' in (os.environ.get('GCNET_MM_WITH_EXT'),
+               os.environ.get('GCNET_MM_EXT')):
+        return 'gcnet_mm._ext: off (GCNET_MM_WITH_EXT=0 or GCNET_MM_EXT=0)'
+    assert _ext is not None, (
+        'gcnet_mm._ext is not built: reinstall with a C++ compiler '
+        '(pip install --no-build-isolation -e .), or set GCNET_MM_WITH_EXT=0')
+    return 'gcnet_mm._ext: built'
+
+
 def _check_host(name):
     mod = importlib.import_module(name)
     return f'{name} {mod.__version__}'
@@ -47,6 +68,7 @@ def main(argv=None):
     checks += [(h, lambda h=h: _check_host(h))
                for h in ('mmengine', 'mmdet', 'mmseg', 'mmpretrain')]
     checks.append(('gcnet_mm', lambda: _check_host('gcnet_mm')))
+    checks.append(('gcnet_mm._ext', _check_fused_loops))
     failed = []
     for name, fn in checks:
         try:

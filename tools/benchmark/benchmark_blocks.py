@@ -28,6 +28,8 @@ from typing import Callable, Dict, List
 import torch
 from torch import Tensor, nn
 
+from gcnet_mm.ops.attention_pool import extension_isa, use_extension
+
 BLOCK_SHAPES = [(2, 512, 100, 136), (2, 1024, 50, 68), (2, 2048, 25, 34)]
 
 
@@ -105,7 +107,8 @@ def bench_blocks(args) -> None:
 
     print('## GC block forward + backward (float32, ratio 1/16)')
     print(f"{'shape':>22} {'gcnet_mm ms':>12} {'mmcv ms':>9} {'timm ms':>9}"
-          f" {'vs mmcv':>8} {'vs timm':>8} {'max|dy|':>9} {'max|dx|':>9}")
+          f" {'vs mmcv':>8} {'vs timm':>8} {'max|dy|':>9} {'max|dx|':>9}"
+          f"{' ops ms' if fused_loops() else ''}")
     for shape in BLOCK_SHAPES:
         torch.manual_seed(0)
         c = shape[1]
@@ -118,23 +121,26 @@ def bench_blocks(args) -> None:
         x = torch.randn(shape, device=args.device, requires_grad=True)
         gy = torch.randn(shape, device=args.device)
 
-        def step(block):
+        def step(block, fused=True):
             def run():
                 x.grad = None
-                block(x).backward(gy)
+                with use_extension(fused):
+                    block(x).backward(gy)
             return run
 
         y_ref, (dx_ref, ) = ref(x), torch.autograd.grad(ref(x), [x], gy)
         y_new, (dx_new, ) = ours(x), torch.autograd.grad(ours(x), [x], gy)
         dy = (y_ref - y_new).abs().max().item()
         ddx = (dx_ref - dx_new).abs().max().item()
-        t = time_interleaved(
-            {'gcnet_mm': step(ours), 'mmcv': step(ref), 'timm': step(tim)},
-            args.repeat, f'block {shape}', args.clock)
+        fns = {'gcnet_mm': step(ours), 'mmcv': step(ref), 'timm': step(tim)}
+        if fused_loops():
+            fns['ops'] = step(ours, fused=False)
+        t = time_interleaved(fns, args.repeat, f'block {shape}', args.clock)
         print(f"{str(shape):>22} {t['gcnet_mm'] * 1e3:12.1f} "
               f"{t['mmcv'] * 1e3:9.1f} {t['timm'] * 1e3:9.1f} "
               f"{t['gcnet_mm'] / t['mmcv']:8.3f} "
-              f"{t['gcnet_mm'] / t['timm']:8.3f} {dy:9.1e} {ddx:9.1e}",
+              f"{t['gcnet_mm'] / t['timm']:8.3f} {dy:9.1e} {ddx:9.1e}"
+              + (f" {t['ops'] * 1e3:6.1f}" if 'ops' in t else ''),
               flush=True)
 
 
@@ -191,33 +197,46 @@ def bench_resnet(args) -> None:
     with torch.no_grad():
         grads = [torch.randn_like(o) for o in models['plain'](img)]
 
-    def step(model):
+    def step(model, fused=True):
         def run():
             model.zero_grad(set_to_none=True)
             # frozen_stages=1: c2's output (layer1) has no gradient.
-            outs, gs = zip(*[(o, g) for o, g in zip(model(img), grads)
-                             if o.requires_grad])
-            torch.autograd.backward(outs, gs)
+            with use_extension(fused):
+                outs, gs = zip(*[(o, g) for o, g in zip(model(img), grads)
+                                 if o.requires_grad])
+                torch.autograd.backward(outs, gs)
         return run
 
     outs = {k: [o.detach() for o in m(img)] for k, m in models.items()}
     diff = max((a - b).abs().max().item()
                for a, b in zip(outs['mmcv GC'], outs['gcnet_mm GC']))
+    steps = {k: step(m) for k, m in models.items()}
+    if fused_loops():  # the same model on the PyTorch-ops path
+        steps[OPS] = step(models['gcnet_mm GC'], fused=False)
     mem = {k: saved_activation_bytes(m, step(m)) for k, m in models.items()}
-    t = time_interleaved({k: step(m) for k, m in models.items()},
-                         args.resnet_repeat or args.repeat, 'resnet step',
-                         args.clock)
+    mem[OPS] = mem['gcnet_mm GC']
+    t = time_interleaved(steps, args.resnet_repeat or args.repeat,
+                         'resnet step', args.clock)
     print('\n## Mask R-CNN ResNet-50 backbone train step (frozen_stages=1, '
           'norm_eval=True, batch 2, 512x640), GC r16 after conv3 in c3-c5')
     print(f"{'model':>12} {'step s':>8} {'time x':>7} {'saved MiB':>10} "
           f"{'memory x':>9}")
-    for k in models:
+    for k in t:
         print(f"{k:>12} {t[k]:8.3f} {t[k] / t['plain']:7.3f} "
               f"{mem[k] / 2**20:10.1f} {mem[k] / mem['plain']:9.3f}")
     print(f'max |output difference| gcnet_mm vs mmcv: {diff:.1e}')
     for k, types in gc_types.items():
         print(f"{k}: {RESNET_CONFIGS[k].replace(os.getcwd() + os.sep, '')}"
               f"{' (' + ', '.join(types) + ')' if types else ''}")
+
+
+OPS = 'gcnet_mm ops'
+
+
+def fused_loops() -> bool:
+    """Whether gcnet_mm's fused CPU loops (gcnet_mm._ext) are built and on;
+    then the tables add gcnet_mm on its PyTorch-ops path ('ops')."""
+    return extension_isa() is not None
 
 
 def load_average() -> str:
@@ -247,6 +266,7 @@ def main():
           f'{torch.get_num_threads()} threads, torch {torch.__version__}, '
           f'device {args.device}, {args.clock} clock, median of '
           f'{args.repeat} (ResNet {args.resnet_repeat or args.repeat}), '
+          f'fused CPU loops: {extension_isa() or "off"}, '
           f'load average {load_average()}')
     if 'blocks' in args.parts:
         bench_blocks(args)

@@ -1,0 +1,327 @@
+// Fused attention pooling of a GC block on the CPU (gcnet_mm._ext).
+//
+// GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond,
+// https://arxiv.org/abs/1904.11492.  The arithmetic of
+// gcnet_mm/ops/attention_pool.py (and of mmcv's ContextBlock with
+// pooling_type='att'), with fewer passes over the (B, C, HW) feature map:
+//
+//   forward    ctx = x @ softmax(w . x)         one read of x (was two)
+//   backward   da = u . x, dw = x @ (a (da - <a, da>))
+//                                               one read of x (was two)
+//              dx = g + dctx a^T + w dl^T       read g, write dx (was two
+//                                               reads and two writes)
+//
+// Both reductions over x work on chunks of positions small enough to stay in
+// cache, each chunk read once from memory and once from cache:
+//   * the softmax is merged across chunks from each chunk's largest logit
+//     and sum of exponentials (as in a streaming softmax);
+//   * dw uses each chunk's own attention-weighted mean of da, corrected by
+//     the global mean afterwards (sum_k (mu_k - mu) x_k @ a_k), which keeps
+//     the cancellation of the two terms as small as in the two-pass form.
+// Float32 and float64, inputs (B, C, HW) with unit stride along HW; the
+// Python side takes its other path for everything else.
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace gcnet_mm {
+namespace generic {
+#include "attention_pool_kernels.h"
+}  // namespace generic
+
+#if defined(__GNUC__) && !defined(__clang__) && \
+    (defined(__x86_64__) || defined(_M_X64))
+#define GCNET_MM_HAVE_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#include "attention_pool_kernels.h"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+
+namespace {
+
+// The AVX2 + FMA copy of the loops where the CPU has them, unless
+// GCNET_MM_EXT_ISA=generic asks for the portable copy (tests run both).
+bool use_avx2() {
+#ifdef GCNET_MM_HAVE_AVX2
+  static const bool cpu_has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* isa = std::getenv("GCNET_MM_EXT_ISA");
+  return cpu_has && !(isa != nullptr && std::string(isa) == "generic");
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+struct Kernels {
+  decltype(&generic::forward_chunk<T>) forward_chunk;
+  decltype(&generic::backward_chunk<T>) backward_chunk;
+  decltype(&generic::rank2_update<T>) rank2_update;
+};
+
+template <typename T>
+Kernels<T> kernels() {
+#ifdef GCNET_MM_HAVE_AVX2
+  if (use_avx2()) {
+    return {&avx2::forward_chunk<T>, &avx2::backward_chunk<T>,
+            &avx2::rank2_update<T>};
+  }
+#endif
+  return {&generic::forward_chunk<T>, &generic::backward_chunk<T>,
+          &generic::rank2_update<T>};
+}
+
+// Positions per chunk: a (C, P) slice of about 1 MiB (a core's L2 on recent
+// x86; longer rows cost less per row than a smaller slice saves), a multiple
+// of 16, at least 16.  GCNET_MM_CHUNK_BYTES overrides the 1 MiB.
+int64_t chunk_len(int64_t channels, int64_t positions, int64_t elsize) {
+  int64_t budget = 1024 * 1024;
+  if (const char* env = std::getenv("GCNET_MM_CHUNK_BYTES")) {
+    budget = std::max<int64_t>(1024, std::atoll(env));
+  }
+  int64_t p = budget / std::max<int64_t>(1, channels * elsize);
+  p = std::max<int64_t>(16, p / 16 * 16);
+  return std::min(p, positions);
+}
+
+void check_matrix(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor, got ",
+              t.device());
+  TORCH_CHECK(t.dim() == 3, name, " must be (B, C, HW), got shape ",
+              t.sizes());
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
+              name, " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK(t.size(2) <= 1 || t.stride(2) == 1, name,
+              " must have unit stride along HW, got strides ", t.strides());
+}
+
+void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape,
+                at::ScalarType dtype) {
+  TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, ", got ",
+              t.sizes());
+  TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ",
+              t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+}
+
+// Parallel over (sample, chunk) tasks; fn(task, b, p0, n) for each.
+template <typename F>
+void for_each_chunk(int64_t batch, int64_t positions, int64_t chunk,
+                    const F& fn) {
+  const int64_t per_sample = (positions + chunk - 1) / chunk;
+  at::parallel_for(0, batch * per_sample, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / per_sample, p0 = (t % per_sample) * chunk;
+      fn(t, b, p0, std::min(chunk, positions - p0));
+    }
+  });
+}
+
+}  // namespace
+
+// (context (B, C), attention (B, HW)) of x3 (B, C, HW) under logits w . x.
+std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x3,
+                                               const at::Tensor& weight) {
+  check_matrix(x3, "x");
+  const int64_t batch = x3.size(0), channels = x3.size(1),
+                positions = x3.size(2);
+  TORCH_CHECK(positions > 0 && channels > 0, "x must not be empty, got ",
+              x3.sizes());
+  check_like(weight, "weight", {channels}, x3.scalar_type());
+  const int64_t chunk = chunk_len(channels, positions, x3.element_size());
+  const int64_t per_sample = (positions + chunk - 1) / chunk;
+  const int64_t tasks = batch * per_sample;
+  auto opts = x3.options();
+  at::Tensor logits = at::empty({batch, positions}, opts);
+  at::Tensor part_ctx = at::empty({tasks, channels}, opts);
+  at::Tensor part_max = at::empty({tasks}, opts);
+  at::Tensor part_sum = at::empty({tasks}, opts);
+  at::Tensor context = at::empty({batch, channels}, opts);
+  at::Tensor attn = at::empty({batch, positions}, opts);
+  AT_DISPATCH_FLOATING_TYPES(x3.scalar_type(), "attention_pool_forward", [&] {
+    using T = scalar_t;
+    const Kernels<T> k = kernels<T>();
+    const T* x = x3.data_ptr<T>();
+    const T* w = weight.data_ptr<T>();
+    T* l = logits.data_ptr<T>();
+    T* pc = part_ctx.data_ptr<T>();
+    T* pm = part_max.data_ptr<T>();
+    T* ps = part_sum.data_ptr<T>();
+    const int64_t sb = x3.stride(0), sc = x3.stride(1);
+    for_each_chunk(batch, positions, chunk,
+                   [&](int64_t t, int64_t b, int64_t p0, int64_t n) {
+                     std::vector<T> e(n);
+                     k.forward_chunk(x + b * sb + p0, channels, sc, n, w,
+                                     l + b * positions + p0, e.data(),
+                                     pc + t * channels, pm + t, ps + t);
+                   });
+    // Merge the chunks: softmax = exp(l - M) / S over the whole sample.
+    std::vector<double> scale(tasks), top(batch), total(batch);
+    for (int64_t b = 0; b < batch; ++b) {
+      double m = pm[b * per_sample], s = 0;
+      for (int64_t i = 1; i < per_sample; ++i) {
+        m = std::max(m, double(pm[b * per_sample + i]));
+      }
+      for (int64_t i = 0; i < per_sample; ++i) {
+        const int64_t t = b * per_sample + i;
+        scale[t] = std::exp(double(pm[t]) - m);
+        s += double(ps[t]) * scale[t];
+      }
+      for (int64_t i = 0; i < per_sample; ++i) scale[b * per_sample + i] /= s;
+      top[b] = m;
+      total[b] = s;
+    }
+    T* ctx = context.data_ptr<T>();
+    T* a = attn.data_ptr<T>();
+    at::parallel_for(0, batch * channels, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / channels, c = i % channels;
+        double v = 0;
+        for (int64_t j = 0; j < per_sample; ++j) {
+          const int64_t t = b * per_sample + j;
+          v += double(pc[t * channels + c]) * scale[t];
+        }
+        ctx[i] = T(v);
+      }
+    });
+    at::parallel_for(0, batch * positions, 4096, [&](int64_t begin,
+                                                     int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / positions;
+        a[i] = T(std::exp(double(l[i]) - top[b]) / total[b]);
+      }
+    });
+  });
+  return {context, attn};
+}
+
+// (dx (B, C, HW) or undefined, dw (C,) or undefined).
+//   src3  (B, C, HW) the pooled tensor, or an input it is a per-channel affine
+//         map of (then u = dcontext * alpha and the caller scales dw);
+//   attn  (B, HW) the forward's attention; u, dctx (B, C); weight (C,);
+//   g3    (B, C, HW) contiguous gradient of the block output, or None.
+std::vector<at::Tensor> attention_pool_backward(
+    const at::Tensor& src3, const at::Tensor& attn, const at::Tensor& u,
+    const at::Tensor& dctx, const at::Tensor& weight,
+    const c10::optional<at::Tensor>& g3, bool need_x, bool need_w) {
+  check_matrix(src3, "source");
+  const int64_t batch = src3.size(0), channels = src3.size(1),
+                positions = src3.size(2);
+  const auto dtype = src3.scalar_type();
+  check_like(attn, "attn", {batch, positions}, dtype);
+  check_like(u, "u", {batch, channels}, dtype);
+  check_like(dctx, "dcontext", {batch, channels}, dtype);
+  check_like(weight, "weight", {channels}, dtype);
+  const bool has_g = g3.has_value() && g3->defined();
+  if (has_g) check_like(*g3, "grad", src3.sizes(), dtype);
+  const int64_t chunk = chunk_len(channels, positions, src3.element_size());
+  const int64_t per_sample = (positions + chunk - 1) / chunk;
+  const int64_t tasks = batch * per_sample;
+  auto opts = src3.options();
+  at::Tensor da = at::empty({batch, positions}, opts);
+  at::Tensor part_mass = at::empty({tasks}, opts);
+  at::Tensor part_ad = at::empty({tasks}, opts);
+  at::Tensor part_w, part_a, dw, dx;
+  if (need_w) {
+    part_w = at::empty({tasks, channels}, opts);
+    part_a = at::empty({tasks, channels}, opts);
+    dw = at::empty({channels}, opts);
+  }
+  if (need_x) dx = at::empty({batch, channels, positions}, opts);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "attention_pool_backward", [&] {
+    using T = scalar_t;
+    const Kernels<T> k = kernels<T>();
+    const T* x = src3.data_ptr<T>();
+    const T* a = attn.data_ptr<T>();
+    const T* up = u.data_ptr<T>();
+    T* dap = da.data_ptr<T>();
+    T* pmass = part_mass.data_ptr<T>();
+    T* pad = part_ad.data_ptr<T>();
+    T* pw = need_w ? part_w.data_ptr<T>() : nullptr;
+    T* pa = need_w ? part_a.data_ptr<T>() : nullptr;
+    const int64_t sb = src3.stride(0), sc = src3.stride(1);
+    for_each_chunk(batch, positions, chunk,
+                   [&](int64_t t, int64_t b, int64_t p0, int64_t n) {
+                     std::vector<T> q(need_w ? n : 0);
+                     k.backward_chunk(
+                         x + b * sb + p0, channels, sc, n, up + b * channels,
+                         a + b * positions + p0, dap + b * positions + p0,
+                         q.data(), pw ? pw + t * channels : nullptr,
+                         pa ? pa + t * channels : nullptr, pmass + t, pad + t);
+                   });
+    // <a, da> per sample, and each chunk's offset from it.
+    std::vector<double> mean(batch), shift(tasks);
+    for (int64_t b = 0; b < batch; ++b) {
+      double s = 0;
+      for (int64_t j = 0; j < per_sample; ++j) s += pad[b * per_sample + j];
+      mean[b] = s;
+      for (int64_t j = 0; j < per_sample; ++j) {
+        const int64_t t = b * per_sample + j;
+        const double mu = pmass[t] > 0 ? double(pad[t]) / pmass[t] : 0.0;
+        shift[t] = mu - s;
+      }
+    }
+    // dl = a (da - <a, da>), in place of da.
+    at::parallel_for(0, batch * positions, 4096, [&](int64_t begin,
+                                                     int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        dap[i] = T(a[i] * (double(dap[i]) - mean[i / positions]));
+      }
+    });
+    if (need_w) {
+      T* dwp = dw.data_ptr<T>();
+      at::parallel_for(0, channels, 64, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c) {
+          double v = 0;
+          for (int64_t t = 0; t < tasks; ++t) {
+            v += double(pw[t * channels + c]) +
+                 shift[t] * double(pa[t * channels + c]);
+          }
+          dwp[c] = T(v);
+        }
+      });
+    }
+    if (need_x) {
+      T* out = dx.data_ptr<T>();
+      const T* gp = has_g ? g3->data_ptr<T>() : nullptr;
+      const T* dc = dctx.data_ptr<T>();
+      const T* w = weight.data_ptr<T>();
+      const int64_t grain = std::max<int64_t>(1, 16384 / positions);
+      at::parallel_for(0, batch * channels, grain, [&](int64_t begin,
+                                                       int64_t end) {
+        for (int64_t i = begin; i < end;) {
+          const int64_t b = i / channels, c0 = i % channels;
+          const int64_t c1 = std::min(channels, c0 + (end - i));
+          const int64_t off = b * channels * positions;
+          k.rank2_update(out + off, gp ? gp + off : nullptr,
+                         dc + b * channels, a + b * positions, w,
+                         dap + b * positions, c0, c1, positions);
+          i += c1 - c0;
+        }
+      });
+    }
+  });
+  return {dx, dw};
+}
+
+std::string isa() { return use_avx2() ? "avx2" : "generic"; }
+
+}  // namespace gcnet_mm
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "gcnet_mm: fused attention pooling of the GC block (CPU)";
+  m.def("attention_pool_forward", &gcnet_mm::attention_pool_forward,
+        "(context, attn) of x (B, C, HW) under logits weight . x");
+  m.def("attention_pool_backward", &gcnet_mm::attention_pool_backward,
+        "(dx, dw) of the attention pooling");
+  m.def("isa", &gcnet_mm::isa, "instruction set of the loops in use");
+}

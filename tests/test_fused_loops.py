@@ -1,0 +1,148 @@
+"""gcnet_mm._ext, the fused CPU loops of the GC block's attention pooling,
+against the PyTorch-ops path and mmcv's ContextBlock on random inputs."""
+import os
+
+import pytest
+import torch
+from mmcv.cnn import ContextBlock as MMCVContextBlock
+from torch import nn
+
+from gcnet_mm.ops import global_context
+from gcnet_mm.ops.attention_pool import _ext, extension_isa, use_extension
+
+needs_ext = pytest.mark.skipif(_ext is None, reason='gcnet_mm._ext not built')
+
+
+def test_extension_is_built():
+    """tools/setup_env.sh builds it (a failed build fails the install); only
+    an install that opted out (GCNET_MM_WITH_EXT=0) may lack it."""
+    if os.environ.get('GCNET_MM_WITH_EXT') == '0':
+        pytest.skip('installed with GCNET_MM_WITH_EXT=0')
+    assert _ext is not None
+    assert extension_isa() in ('avx2', 'generic')
+    with use_extension(False):
+        assert extension_isa() is None
+
+
+@pytest.fixture(params=['avx2', 'generic'])
+def isa(request, monkeypatch):
+    """Both copies of the loops: AVX2 + FMA where the CPU has them, and the
+    portable one."""
+    if _ext is None:
+        pytest.skip('gcnet_mm._ext not built')
+    if request.param == 'generic':
+        monkeypatch.setenv('GCNET_MM_EXT_ISA', 'generic')
+    if _ext.isa() != request.param:
+        pytest.skip(f'this CPU has no {request.param}')
+    return request.param
+
+
+def block(c, dtype, seed=0):
+    torch.manual_seed(seed)
+    m = MMCVContextBlock(c, 0.25).to(dtype)
+    for p in m.parameters():
+        nn.init.normal_(p, mean=0.1, std=0.5)
+    return m
+
+
+def run(m, x, gy, fused):
+    x = x.detach().requires_grad_()
+    params = list(m.parameters())
+    with use_extension(fused):
+        y = global_context(x, m.conv_mask.weight, m.conv_mask.bias,
+                           add_transform=m.channel_add_conv)
+        assert type(y.grad_fn).__name__ == '_FuseAddBackward'
+        grads = torch.autograd.grad(y, [x] + params, gy)
+    return [y] + list(grads)
+
+
+@pytest.mark.parametrize('shape', [(2, 16, 5, 7), (3, 18, 4, 9),
+                                   (1, 5, 1, 1), (2, 9, 1, 37)])
+@pytest.mark.parametrize('chunk_bytes', [None, '1024'])
+def test_fused_matches_ops_and_mmcv_float64(isa, shape, chunk_bytes,
+                                            monkeypatch):
+    """Channels not a multiple of 4, positions not a multiple of the vector
+    width, and (with 1 KiB chunks: 16 positions) several chunks per sample
+    with a short last one, so the softmax and dw merges across chunks run."""
+    if chunk_bytes:
+        monkeypatch.setenv('GCNET_MM_CHUNK_BYTES', chunk_bytes)
+    m = block(shape[1], torch.float64)
+    x = torch.randn(shape, dtype=torch.float64)
+    gy = torch.randn_like(x)
+    fused = run(m, x, gy, True)
+    ops = run(m, x, gy, False)
+    with torch.no_grad():
+        ref = m(x)
+    torch.testing.assert_close(fused[0], ref, atol=1e-12, rtol=1e-10)
+    for a, b in zip(fused, ops):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_concentrated_attention_across_chunks(isa, monkeypatch):
+    """Logits a thousand apart: whole chunks get exactly zero attention (exp
+    underflows), which the merges of the softmax and of dw must survive."""
+    monkeypatch.setenv('GCNET_MM_CHUNK_BYTES', '1024')  # 16 positions
+    m = block(8, torch.float64)
+    nn.init.uniform_(m.conv_mask.weight, 0.5, 1.5)
+    x = torch.randn(2, 8, 66, dtype=torch.float64)
+    x[:, :, 16:32] -= 200  # logits >= 800 below the rest
+    x = x.view(2, 8, 6, 11)
+    gy = torch.randn_like(x)
+    with torch.no_grad():
+        attn = torch.einsum('c,bcp->bp', m.conv_mask.weight.flatten(),
+                            x.flatten(2)).softmax(1)
+    assert any((attn[:, p:p + 16] == 0).all(1).any() for p in range(0, 66, 16))
+    fused, ops = run(m, x, gy, True), run(m, x, gy, False)
+    for a, b in zip(fused, ops):
+        assert torch.isfinite(a).all()
+        # Logits of magnitude ~100 carry rounding errors 100x larger (and
+        # the weight's gradient is a near-cancelling sum): 1e-10, not 1e-12.
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_float32_within_rounding_of_float64(isa):
+    """At a c4-like shape (the default chunks), as close to the float64
+    result as the PyTorch-ops path is."""
+    m64 = block(256, torch.float64)
+    x64 = torch.randn(2, 256, 13, 17, dtype=torch.float64)
+    gy64 = torch.randn_like(x64)
+    ref = run(m64, x64, gy64, False)
+    m32 = block(256, torch.float32)
+    m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
+    fused = run(m32, x64.float(), gy64.float(), True)
+    ops = run(m32, x64.float(), gy64.float(), False)
+    for f, o, r in zip(fused, ops, ref):
+        err_f = (f.double() - r).abs().max().item()
+        err_o = (o.double() - r).abs().max().item()
+        scale = r.abs().max().item()
+        assert err_f <= max(4 * err_o, 1e-6 * scale), (err_f, err_o, scale)
+
+
+@needs_ext
+def test_gradcheck_through_the_loops(monkeypatch):
+    monkeypatch.setenv('GCNET_MM_CHUNK_BYTES', '1024')
+    m = block(6, torch.float64)
+    x = torch.randn(2, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = m.conv_mask.weight.detach().clone().requires_grad_()
+
+    def fn(x, w):
+        with use_extension(True):
+            return global_context(x, w, None, add_transform=m.channel_add_conv)
+
+    assert torch.autograd.gradcheck(fn, (x, w))
+
+
+@needs_ext
+def test_errors_name_what_was_given():
+    with pytest.raises(RuntimeError, match=r'x must be \(B, C, HW\), got '
+                       r'shape \[4, 5\]'):
+        _ext.attention_pool_forward(torch.randn(4, 5), torch.randn(5))
+    with pytest.raises(RuntimeError, match='float32 or float64, got Half'):
+        _ext.attention_pool_forward(torch.randn(1, 4, 5).half(),
+                                    torch.randn(4).half())
+    with pytest.raises(RuntimeError, match=r'weight must have shape \[4\], '
+                       r'got \[5\]'):
+        _ext.attention_pool_forward(torch.randn(1, 4, 5), torch.randn(5))
+    with pytest.raises(RuntimeError, match='unit stride along HW'):
+        _ext.attention_pool_forward(
+            torch.randn(1, 5, 4).transpose(1, 2), torch.randn(4))
