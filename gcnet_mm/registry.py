@@ -28,6 +28,37 @@ __all__ = [
 # imported, as tools/train.py and tools/test.py do before reading a config.
 MODULE2PACKAGE.setdefault('gcnet_mm', 'gcnet_mm')
 
+
+def _find_package_configs() -> None:
+    """Point mmengine's ``gcnet_mm::`` lookups at this package's directory.
+
+    mmengine looks for ``<package>/.mim/configs`` next to the package's
+    installed metadata (``get_installed_path``), which for an editable install
+    (``pip install -e .``, PEP 660) is a site-packages directory that does not
+    exist.  The package's own ``__file__`` is right for every kind of install;
+    other packages are left to mmengine.
+    """
+    import os.path as osp
+
+    import mmengine.config.config as config_module
+    import mmengine.hub.hub as hub_module
+    upstream = config_module.get_installed_path
+    if getattr(upstream, 'gcnet_mm', False):
+        return
+    here = osp.dirname(osp.abspath(__file__))
+
+    def get_installed_path(package: str) -> str:
+        if package == 'gcnet_mm':
+            return here
+        return upstream(package)
+
+    get_installed_path.gcnet_mm = True
+    config_module.get_installed_path = get_installed_path
+    hub_module.get_installed_path = get_installed_path
+
+
+_find_package_configs()
+
 #: Blocks, heads and the block-placing backbone builder.
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS, scope='gcnet_mm',

@@ -8,10 +8,10 @@ import textwrap
 import pytest
 
 
-def run_fresh(code: str) -> str:
+def run_fresh(code: str, cwd=None) -> str:
     """Run ``code`` in a new interpreter, where gcnet_mm is not imported."""
     proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.strip().splitlines()[-1]
 
@@ -81,18 +81,24 @@ def test_custom_imports_and_unprefixed_names(tmp_path):
 
 
 def test_package_base_config_resolves(tmp_path):
-    """A user's config inherits from the package's with 'gcnet_mm::'."""
-    from mmengine.config import Config
-
-    import gcnet_mm  # noqa: F401  (tools/train.py imports it first too)
+    """A user's config inherits from the package's with 'gcnet_mm::', from
+    any working directory and with the editable install the README uses
+    (whose site-packages holds no gcnet_mm directory for mmengine to find)."""
     cfg = tmp_path / 'mine.py'
     cfg.write_text("_base_ = 'gcnet_mm::detection/gcnet/"
                    "mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'\n"
                    "train_cfg = dict(max_epochs=1)\n")
-    loaded = Config.fromfile(str(cfg))
-    plugin = loaded.model.backbone.plugins[0]
-    assert plugin.cfg.type == 'gcnet_mm.ContextBlock'
-    assert loaded.train_cfg.max_epochs == 1
+    out = run_fresh(f"""
+        import gcnet_mm  # tools/train.py imports it first too
+        from mmengine.config import Config
+        from mmengine.hub import get_config
+        loaded = Config.fromfile({str(cfg)!r})
+        hub = get_config('gcnet_mm::detection/gcnet/'
+                         'mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py')
+        print(loaded.model.backbone.plugins[0].cfg.type,
+              loaded.train_cfg.max_epochs, hub.model.type)
+    """, cwd=str(tmp_path))
+    assert out == 'gcnet_mm.ContextBlock 1 MaskRCNN'
 
 
 @pytest.mark.parametrize('name', ['ContextBlock', 'SNLBlock', 'NonLocalBlock',
