@@ -220,9 +220,11 @@ def _ops_grads(s3: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
     if need_x:
         # dx = g + dctx attn^T + w dl^T: two elementwise passes, in the
         # layout of x (a gemm with K = 2 is slower on the CPU).
-        dx = torch.empty(b, c, n, dtype=dtype, device=s3.device)
-        if channels_last:
-            dx = dx.transpose(1, 2).contiguous().transpose(1, 2)
+        if channels_last:  # (B, HW, C) memory, viewed as (B, C, HW)
+            dx = torch.empty(b, n, c, dtype=dtype,
+                             device=s3.device).transpose(1, 2)
+        else:
+            dx = torch.empty(b, c, n, dtype=dtype, device=s3.device)
         a3 = attn.view(b, 1, n)
         if g is None:
             torch.mul(dctx.view(b, c, 1), a3, out=dx)
