@@ -1,6 +1,7 @@
 """gcnet_mm._ext, the fused CPU loops of the GC block's attention pooling,
 against the PyTorch-ops path and mmcv's ContextBlock on random inputs."""
 import os
+import warnings
 
 import pytest
 import torch
@@ -22,6 +23,28 @@ def test_extension_is_built():
     assert extension_isa() in ('avx2', 'generic')
     with use_extension(False):
         assert extension_isa() is None
+
+
+def test_extension_that_does_not_load_warns(monkeypatch):
+    """Built against another torch: a warning that says how to rebuild, and
+    the PyTorch-ops path; not built at all: the ops path, silently."""
+    from gcnet_mm.ops import attention_pool
+
+    def broken(name):
+        raise ImportError(f'{name}: undefined symbol: _ZN3c104cuda9SetDevice')
+
+    monkeypatch.setattr(attention_pool.importlib, 'import_module', broken)
+    with pytest.warns(UserWarning, match=r'does not load \(gcnet_mm._ext: '
+                      r'undefined symbol.*--no-build-isolation'):
+        assert attention_pool._load_extension() is None
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named '{name}'")
+
+    monkeypatch.setattr(attention_pool.importlib, 'import_module', missing)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert attention_pool._load_extension() is None
 
 
 @pytest.fixture(params=['avx2', 'generic'])

@@ -46,7 +46,9 @@ references to batch norm's saved input and statistics instead of ``x``: no new
 full-size storage at all.
 """
 import contextlib
+import importlib
 import os
+import warnings
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -60,10 +62,24 @@ __all__ = [
     'use_extension'
 ]
 
-try:  # the fused CPU loops (gcnet_mm/csrc), built by setup.py when it can
-    from gcnet_mm import _ext
-except ImportError:
-    _ext = None
+
+def _load_extension():
+    """``gcnet_mm._ext``, the fused CPU loops (gcnet_mm/csrc) that setup.py
+    builds when it can, or ``None``; one that is built but does not load
+    (compiled against another torch) says so once."""
+    try:
+        return importlib.import_module('gcnet_mm._ext')
+    except ModuleNotFoundError:
+        return None  # not built: the PyTorch-ops path, as documented
+    except ImportError as e:
+        warnings.warn(
+            f'gcnet_mm._ext does not load ({e}); the GC block runs its '
+            'PyTorch-ops path (same results, slower on the CPU). Rebuild it '
+            'against this torch: pip install --no-build-isolation -e .')
+        return None
+
+
+_ext = _load_extension()
 # GCNET_MM_EXT=0 runs the PyTorch-ops path even where _ext is built.
 _ext_enabled = os.environ.get('GCNET_MM_EXT', '1') != '0'
 
