@@ -4,8 +4,9 @@
 //
 // Every loop is over a chunk of positions p of one sample: a (C, P) slice of
 // the (C, HW) feature matrix, rows `stride` apart, each row P contiguous
-// values.  P is chosen so that the slice stays in the core's L2 cache: the
-// chunk is read once from memory and once more from cache.
+// values.  P is chosen so that the slice (about 1 MiB) stays in cache: the
+// chunk is read once from memory (rows prefetched a few ahead) and once more
+// from cache.
 
 // One 32-byte vector of T (8 floats or 4 doubles): GCC/Clang vector
 // extensions, lowered to AVX2 in the avx2 copy and to SSE2 pairs otherwise.
