@@ -108,7 +108,7 @@ def bench_blocks(args) -> None:
     print('## GC block forward + backward (float32, ratio 1/16)')
     print(f"{'shape':>22} {'gcnet_mm ms':>12} {'mmcv ms':>9} {'timm ms':>9}"
           f" {'vs mmcv':>8} {'vs timm':>8} {'max|dy|':>9} {'max|dx|':>9}"
-          f"{' ops ms' if fused_loops() else ''}")
+          f"{' ops ms' if fused_loops(args.device) else ''}")
     for shape in BLOCK_SHAPES:
         torch.manual_seed(0)
         c = shape[1]
@@ -133,7 +133,7 @@ def bench_blocks(args) -> None:
         dy = (y_ref - y_new).abs().max().item()
         ddx = (dx_ref - dx_new).abs().max().item()
         fns = {'gcnet_mm': step(ours), 'mmcv': step(ref), 'timm': step(tim)}
-        if fused_loops():
+        if fused_loops(args.device):
             fns['ops'] = step(ours, fused=False)
         t = time_interleaved(fns, args.repeat, f'block {shape}', args.clock)
         print(f"{str(shape):>22} {t['gcnet_mm'] * 1e3:12.1f} "
@@ -211,7 +211,7 @@ def bench_resnet(args) -> None:
     diff = max((a - b).abs().max().item()
                for a, b in zip(outs['mmcv GC'], outs['gcnet_mm GC']))
     steps = {k: step(m) for k, m in models.items()}
-    if fused_loops():  # the same model on the PyTorch-ops path
+    if fused_loops(args.device):  # the same model, PyTorch-ops path
         steps[OPS] = step(models['gcnet_mm GC'], fused=False)
     mem = {k: saved_activation_bytes(m, step(m)) for k, m in models.items()}
     mem[OPS] = mem['gcnet_mm GC']
@@ -233,10 +233,11 @@ def bench_resnet(args) -> None:
 OPS = 'gcnet_mm ops'
 
 
-def fused_loops() -> bool:
-    """Whether gcnet_mm's fused CPU loops (gcnet_mm._ext) are built and on;
-    then the tables add gcnet_mm on its PyTorch-ops path ('ops')."""
-    return extension_isa() is not None
+def fused_loops(device: str) -> bool:
+    """Whether gcnet_mm's fused CPU loops (gcnet_mm._ext) are built, on and
+    used on ``device``; then the tables add gcnet_mm on its PyTorch-ops path
+    ('ops')."""
+    return extension_isa() is not None and torch.device(device).type == 'cpu'
 
 
 def load_average() -> str:
