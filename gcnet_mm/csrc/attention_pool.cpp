@@ -141,7 +141,6 @@ std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x3,
   const int64_t per_sample = (positions + chunk - 1) / chunk;
   const int64_t tasks = batch * per_sample;
   auto opts = x3.options();
-  at::Tensor logits = at::empty({batch, positions}, opts);
   at::Tensor part_ctx = at::empty({tasks, channels}, opts);
   at::Tensor part_max = at::empty({tasks}, opts);
   at::Tensor part_sum = at::empty({tasks}, opts);
@@ -152,54 +151,46 @@ std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x3,
     const Kernels<T> k = kernels<T>();
     const T* x = x3.data_ptr<T>();
     const T* w = weight.data_ptr<T>();
-    T* l = logits.data_ptr<T>();
+    T* a = attn.data_ptr<T>();  // each chunk's exp(l - m_k) first
     T* pc = part_ctx.data_ptr<T>();
     T* pm = part_max.data_ptr<T>();
     T* ps = part_sum.data_ptr<T>();
     const int64_t sb = x3.stride(0), sc = x3.stride(1);
     for_each_chunk(batch, positions, chunk,
                    [&](int64_t t, int64_t b, int64_t p0, int64_t n) {
-                     std::vector<T> e(n);
                      k.forward_chunk(x + b * sb + p0, channels, sc, n, w,
-                                     l + b * positions + p0, e.data(),
-                                     pc + t * channels, pm + t, ps + t);
+                                     a + b * positions + p0, pc + t * channels,
+                                     pm + t, ps + t);
                    });
-    // Merge the chunks: softmax = exp(l - M) / S over the whole sample.
-    std::vector<double> scale(tasks), top(batch), total(batch);
+    // Merge the chunks: softmax = exp(l - m_k) exp(m_k - M) / S with M the
+    // sample's largest logit and S its sum of exp(l - M).  The merges are
+    // small, (B, C) and (B, HW), and run on one thread: a parallel region
+    // costs more than they do.
+    std::vector<double> scale(tasks);
+    T* ctx = context.data_ptr<T>();
     for (int64_t b = 0; b < batch; ++b) {
-      double m = pm[b * per_sample], s = 0;
-      for (int64_t i = 1; i < per_sample; ++i) {
-        m = std::max(m, double(pm[b * per_sample + i]));
+      const int64_t t0 = b * per_sample;
+      double m = pm[t0], s = 0;
+      for (int64_t i = 1; i < per_sample; ++i) m = std::max(m, double(pm[t0 + i]));
+      for (int64_t i = 0; i < per_sample; ++i) {
+        scale[t0 + i] = std::exp(double(pm[t0 + i]) - m);
+        s += double(ps[t0 + i]) * scale[t0 + i];
+      }
+      for (int64_t i = 0; i < per_sample; ++i) scale[t0 + i] /= s;
+      for (int64_t c = 0; c < channels; ++c) {
+        double v = 0;
+        for (int64_t i = 0; i < per_sample; ++i) {
+          v += double(pc[(t0 + i) * channels + c]) * scale[t0 + i];
+        }
+        ctx[b * channels + c] = T(v);
       }
       for (int64_t i = 0; i < per_sample; ++i) {
-        const int64_t t = b * per_sample + i;
-        scale[t] = std::exp(double(pm[t]) - m);
-        s += double(ps[t]) * scale[t];
+        const T f = T(scale[t0 + i]);
+        T* ai = a + b * positions + i * chunk;
+        const int64_t n = std::min(chunk, positions - i * chunk);
+        for (int64_t p = 0; p < n; ++p) ai[p] *= f;
       }
-      for (int64_t i = 0; i < per_sample; ++i) scale[b * per_sample + i] /= s;
-      top[b] = m;
-      total[b] = s;
     }
-    T* ctx = context.data_ptr<T>();
-    T* a = attn.data_ptr<T>();
-    at::parallel_for(0, batch * channels, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / channels, c = i % channels;
-        double v = 0;
-        for (int64_t j = 0; j < per_sample; ++j) {
-          const int64_t t = b * per_sample + j;
-          v += double(pc[t * channels + c]) * scale[t];
-        }
-        ctx[i] = T(v);
-      }
-    });
-    at::parallel_for(0, batch * positions, 4096, [&](int64_t begin,
-                                                     int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / positions;
-        a[i] = T(std::exp(double(l[i]) - top[b]) / total[b]);
-      }
-    });
   });
   return {context, attn};
 }
@@ -270,25 +261,22 @@ std::vector<at::Tensor> attention_pool_backward(
         shift[t] = mu - s;
       }
     }
-    // dl = a (da - <a, da>), in place of da.
-    at::parallel_for(0, batch * positions, 4096, [&](int64_t begin,
-                                                     int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        dap[i] = T(a[i] * (double(dap[i]) - mean[i / positions]));
-      }
-    });
+    // dl = a (da - <a, da>), in place of da, and dw: small, on one thread
+    // (as the forward's merges).
+    for (int64_t i = 0; i < batch * positions; ++i) {
+      dap[i] = T(a[i] * (double(dap[i]) - mean[i / positions]));
+    }
     if (need_w) {
-      T* dwp = dw.data_ptr<T>();
-      at::parallel_for(0, channels, 64, [&](int64_t begin, int64_t end) {
-        for (int64_t c = begin; c < end; ++c) {
-          double v = 0;
-          for (int64_t t = 0; t < tasks; ++t) {
-            v += double(pw[t * channels + c]) +
-                 shift[t] * double(pa[t * channels + c]);
-          }
-          dwp[c] = T(v);
+      std::vector<double> acc(channels, 0.0);
+      for (int64_t t = 0; t < tasks; ++t) {
+        const T* pwt = pw + t * channels;
+        const T* pat = pa + t * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+          acc[c] += double(pwt[c]) + shift[t] * double(pat[c]);
         }
-      });
+      }
+      T* dwp = dw.data_ptr<T>();
+      for (int64_t c = 0; c < channels; ++c) dwp[c] = T(acc[c]);
     }
     if (need_x) {
       T* out = dx.data_ptr<T>();

@@ -151,19 +151,20 @@ inline void rank2_update(T* __restrict__ out, const T* __restrict__ g,
   }
 }
 
-// Forward over one chunk: logits l = w . x, e = exp(l - m) with m the chunk's
-// largest logit, ctx = x @ e; returns m and sum(e) through m_out / s_out.
+// Forward over one chunk: logits l = w . x, then in place e = exp(l - m)
+// with m the chunk's largest logit, and ctx = x @ e; returns m and sum(e)
+// through m_out / s_out.
 template <typename T>
 inline void forward_chunk(const T* __restrict__ x, int64_t rows,
                           int64_t stride, int64_t n, const T* __restrict__ w,
-                          T* __restrict__ l, T* __restrict__ e,
-                          T* __restrict__ ctx, T* m_out, T* s_out) {
-  vec_mat(l, w, x, rows, stride, n);
-  T m = l[0];
-  for (int64_t p = 1; p < n; ++p) m = l[p] > m ? l[p] : m;
+                          T* __restrict__ e, T* __restrict__ ctx, T* m_out,
+                          T* s_out) {
+  vec_mat(e, w, x, rows, stride, n);
+  T m = e[0];
+  for (int64_t p = 1; p < n; ++p) m = e[p] > m ? e[p] : m;
   T s = 0;
   for (int64_t p = 0; p < n; ++p) {
-    e[p] = std::exp(l[p] - m);
+    e[p] = std::exp(e[p] - m);
     s += e[p];
   }
   mat_vecs<T, 1>(ctx, nullptr, x, e, nullptr, rows, stride, n);
