@@ -1,7 +1,8 @@
 """Time and memory of the GC block: gcnet_mm against mmcv and timm.
 
 Two parts, every ratio measured in one process on the same inputs, candidates
-interleaved within each repeat and summarised by the median:
+interleaved within each repeat (in an order rotated from repeat to repeat)
+and summarised by the median:
 
 * blocks: forward + backward of one GC r16 block (float32) at the c3/c4/c5
   shapes of an 800x1088 Mask R-CNN input, batch 2;
@@ -15,6 +16,7 @@ interleaved within each repeat and summarised by the median:
   excluded).
 
     python tools/benchmark/benchmark_blocks.py --repeat 9 --threads 2
+    python tools/benchmark/benchmark_blocks.py --plot benchmark.png
 """
 import argparse
 import os
@@ -23,7 +25,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +35,7 @@ from gcnet_mm.ops.attention_pool import extension_isa, use_extension
 BLOCK_SHAPES = [(2, 512, 100, 136), (2, 1024, 50, 68), (2, 2048, 25, 34)]
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeat', type=int, default=9,
                         help='timed repeats per candidate (median reported)')
@@ -47,7 +49,9 @@ def parse_args():
     parser.add_argument('--clock', default='wall', choices=['wall', 'cpu'],
                         help="'cpu': process CPU time, steadier than wall "
                         'time on a machine shared with other jobs')
-    return parser.parse_args()
+    parser.add_argument('--plot', metavar='PNG',
+                        help='also draw the ratios, with the goals, as a PNG')
+    return parser.parse_args(argv)
 
 
 RESNET_CONFIGS = {
@@ -67,23 +71,32 @@ def progress(msg: str) -> None:
 
 
 def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
-                     label: str, clock: str = 'wall') -> Dict[str, float]:
-    """Median seconds of each function, run in turn ``repeat`` times."""
+                     label: str, clock: str = 'wall') -> Dict[str, List[float]]:
+    """Seconds of each function in each of ``repeat`` rounds, the functions
+    run in turn within a round, in rotated order (after one warm-up round)."""
     now = time.process_time if clock == 'cpu' else time.perf_counter
     sync = (torch.cuda.synchronize
             if torch.cuda.is_available() else (lambda: None))
     for fn in fns.values():  # warm-up
         fn()
     times: Dict[str, List[float]] = {k: [] for k in fns}
+    names = list(fns)
     for i in range(repeat):
         progress(f'{label}: repeat {i + 1}/{repeat}')
-        for name, fn in fns.items():
+        # Each round starts with the next function: no one always runs
+        # first (or right after the same neighbour).
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            fn = fns[name]
             sync()
             t0 = now()
             fn()
             sync()
             times[name].append(now() - t0)
     progress('')
+    return times
+
+
+def medians(times: Dict[str, List[float]]) -> Dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -101,7 +114,8 @@ def gcnet_block(mmcv_block: nn.Module) -> Callable[[Tensor], Tensor]:
     return block.to(next(mmcv_block.parameters()).device)
 
 
-def bench_blocks(args) -> None:
+def bench_blocks(args) -> Dict[str, Dict[str, float]]:
+    """Print the block table; return each shape's median seconds by name."""
     from mmcv.cnn import ContextBlock as MMCVContextBlock
     from timm.layers import GlobalContext
 
@@ -109,6 +123,7 @@ def bench_blocks(args) -> None:
     print(f"{'shape':>22} {'gcnet_mm ms':>12} {'mmcv ms':>9} {'timm ms':>9}"
           f" {'vs mmcv':>8} {'vs timm':>8} {'max|dy|':>9} {'max|dx|':>9}"
           f"{' ops ms' if fused_loops(args.device) else ''}")
+    results: Dict[str, Dict[str, float]] = {}
     for shape in BLOCK_SHAPES:
         torch.manual_seed(0)
         c = shape[1]
@@ -135,13 +150,16 @@ def bench_blocks(args) -> None:
         fns = {'gcnet_mm': step(ours), 'mmcv': step(ref), 'timm': step(tim)}
         if fused_loops(args.device):
             fns['ops'] = step(ours, fused=False)
-        t = time_interleaved(fns, args.repeat, f'block {shape}', args.clock)
+        t = medians(time_interleaved(fns, args.repeat, f'block {shape}',
+                                     args.clock))
+        results[f'C={c}, {shape[2]}x{shape[3]}'] = t
         print(f"{str(shape):>22} {t['gcnet_mm'] * 1e3:12.1f} "
               f"{t['mmcv'] * 1e3:9.1f} {t['timm'] * 1e3:9.1f} "
               f"{t['gcnet_mm'] / t['mmcv']:8.3f} "
               f"{t['gcnet_mm'] / t['timm']:8.3f} {dy:9.1e} {ddx:9.1e}"
               + (f" {t['ops'] * 1e3:6.1f}" if 'ops' in t else ''),
               flush=True)
+    return results
 
 
 def saved_activation_bytes(model: nn.Module, fn: Callable[[], None]) -> int:
@@ -176,7 +194,9 @@ def backbone(config: str, device: str) -> nn.Module:
     return model
 
 
-def bench_resnet(args) -> None:
+def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
+    """Print the step table; return median seconds and saved bytes by
+    model."""
     from mmdet.utils import register_all_modules
     register_all_modules()
     models = {k: backbone(c, args.device) for k, c in RESNET_CONFIGS.items()}
@@ -215,8 +235,8 @@ def bench_resnet(args) -> None:
         steps[OPS] = step(models['gcnet_mm GC'], fused=False)
     mem = {k: saved_activation_bytes(m, step(m)) for k, m in models.items()}
     mem[OPS] = mem['gcnet_mm GC']
-    t = time_interleaved(steps, args.resnet_repeat or args.repeat,
-                         'resnet step', args.clock)
+    t = medians(time_interleaved(steps, args.resnet_repeat or args.repeat,
+                                 'resnet step', args.clock))
     print('\n## Mask R-CNN ResNet-50 backbone train step (frozen_stages=1, '
           'norm_eval=True, batch 2, 512x640), GC r16 after conv3 in c3-c5')
     print(f"{'model':>12} {'step s':>8} {'time x':>7} {'saved MiB':>10} "
@@ -228,6 +248,67 @@ def bench_resnet(args) -> None:
     for k, types in gc_types.items():
         print(f"{k}: {RESNET_CONFIGS[k].replace(os.getcwd() + os.sep, '')}"
               f"{' (' + ', '.join(types) + ')' if types else ''}")
+    return t, mem
+
+
+def plot_results(path: str, title: str,
+                 blocks: Optional[Dict[str, Dict[str, float]]] = None,
+                 resnet: Optional[Tuple[Dict[str, float],
+                                        Dict[str, int]]] = None) -> None:
+    """Bar charts of the ratios against the issue's goals: block time over
+    mmcv's (goal 0.5x), and the step's time and saved activations over the
+    plain backbone's (goal 1.05x)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [p for p in (blocks, resnet) if p]
+    if not panels:
+        raise ValueError('nothing to plot: no part of the benchmark ran')
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2),
+                             squeeze=False)
+    axes = list(axes[0])
+    if blocks:
+        ax = axes.pop(0)
+        names = [n for n in ('gcnet_mm', 'ops', 'timm')
+                 if all(n in t for t in blocks.values())]
+        labels = {'gcnet_mm': 'gcnet_mm', 'ops': 'gcnet_mm, PyTorch ops',
+                  'timm': 'timm GlobalContext'}
+        xs = np.arange(len(blocks))
+        width = 0.8 / len(names)
+        for i, n in enumerate(names):
+            ratios = [t[n] / t['mmcv'] for t in blocks.values()]
+            bars = ax.bar(xs + (i - (len(names) - 1) / 2) * width, ratios,
+                          width, label=labels[n])
+            ax.bar_label(bars, fmt='%.2f', fontsize=7)
+        ax.axhline(1.0, color='k', lw=0.8)
+        ax.axhline(0.5, color='r', ls='--', lw=1, label='goal (0.5x)')
+        ax.set_xticks(xs, list(blocks))
+        ax.set_ylabel("forward + backward time / mmcv's")
+        ax.set_title('GC r16 block, float32, batch 2')
+        ax.legend(fontsize=8)
+    if resnet:
+        ax = axes.pop(0)
+        t, mem = resnet
+        models = list(t)
+        xs = np.arange(len(models))
+        for i, (what, values) in enumerate(
+                (('time', t), ('saved activations', mem))):
+            ratios = [values[k] / values['plain'] for k in models]
+            bars = ax.bar(xs + (i - 0.5) * 0.4, ratios, 0.4, label=what)
+            ax.bar_label(bars, fmt='%.3f', fontsize=7)
+        ax.axhline(1.05, color='r', ls='--', lw=1, label='goal (1.05x)')
+        ax.set_xticks(xs, models, fontsize=8)
+        ax.set_ylim(0.9, max(1.35, max(
+            v[k] / v['plain'] for v in (t, mem) for k in models) + 0.05))
+        ax.set_ylabel("ratio to the plain backbone's")
+        ax.set_title('ResNet-50 backbone train step, batch 2, 512x640')
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 OPS = 'gcnet_mm ops'
@@ -263,17 +344,19 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     import gcnet_mm  # noqa: F401  (registers gcnet_mm.ContextBlock)
-    print(f'# {cpu_name()}, '
-          f'{torch.get_num_threads()} threads, torch {torch.__version__}, '
-          f'device {args.device}, {args.clock} clock, median of '
-          f'{args.repeat} (ResNet {args.resnet_repeat or args.repeat}), '
-          f'fused CPU loops: {extension_isa() or "off"}, '
-          f'load average {load_average()}')
-    if 'blocks' in args.parts:
-        bench_blocks(args)
-    if 'resnet' in args.parts:
-        bench_resnet(args)
+    header = (f'{cpu_name()}, '
+              f'{torch.get_num_threads()} threads, torch {torch.__version__}, '
+              f'device {args.device}, {args.clock} clock, median of '
+              f'{args.repeat} (ResNet {args.resnet_repeat or args.repeat}), '
+              f'fused CPU loops: {extension_isa() or "off"}, '
+              f'load average {load_average()}')
+    print(f'# {header}')
+    blocks = bench_blocks(args) if 'blocks' in args.parts else None
+    resnet = bench_resnet(args) if 'resnet' in args.parts else None
     print(f'# load average at the end: {load_average()}')
+    if args.plot:
+        plot_results(args.plot, header, blocks, resnet)
+        print(f'# plot: {args.plot}')
 
 
 if __name__ == '__main__':
