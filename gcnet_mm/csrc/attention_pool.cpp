@@ -113,18 +113,35 @@ void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape,
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
 }
 
-// Parallel over (sample, chunk) tasks; fn(task, b, p0, n) for each.
-template <typename F>
-void for_each_chunk(int64_t batch, int64_t positions, int64_t chunk,
-                    const F& fn) {
-  const int64_t per_sample = (positions + chunk - 1) / chunk;
-  at::parallel_for(0, batch * per_sample, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / per_sample, p0 = (t % per_sample) * chunk;
-      fn(t, b, p0, std::min(chunk, positions - p0));
-    }
-  });
-}
+// How a (B, C, HW) matrix splits into (sample, chunk) tasks.
+struct Chunks {
+  int64_t batch, channels, positions;
+  int64_t len;         // positions per chunk (the last may have fewer)
+  int64_t per_sample;  // chunks per sample
+  int64_t tasks;       // batch * per_sample; task t = (t / per_sample, ...)
+
+  explicit Chunks(const at::Tensor& m)
+      : batch(m.size(0)),
+        channels(m.size(1)),
+        positions(m.size(2)),
+        len(chunk_len(channels, positions, m.element_size())),
+        per_sample((positions + len - 1) / len),
+        tasks(batch * per_sample) {}
+
+  // Positions in chunk i of a sample.
+  int64_t size(int64_t i) const { return std::min(len, positions - i * len); }
+
+  // Parallel over the tasks; fn(task, b, p0, n) for each.
+  template <typename F>
+  void for_each(const F& fn) const {
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / per_sample, i = t % per_sample;
+        fn(t, b, i * len, size(i));
+      }
+    });
+  }
+};
 
 }  // namespace
 
@@ -132,18 +149,16 @@ void for_each_chunk(int64_t batch, int64_t positions, int64_t chunk,
 std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x3,
                                                const at::Tensor& weight) {
   check_matrix(x3, "x");
-  const int64_t batch = x3.size(0), channels = x3.size(1),
-                positions = x3.size(2);
-  TORCH_CHECK(positions > 0 && channels > 0, "x must not be empty, got ",
+  TORCH_CHECK(x3.size(1) > 0 && x3.size(2) > 0, "x must not be empty, got ",
               x3.sizes());
+  const Chunks ch(x3);
+  const int64_t batch = ch.batch, channels = ch.channels,
+                positions = ch.positions, per_sample = ch.per_sample;
   check_like(weight, "weight", {channels}, x3.scalar_type());
-  const int64_t chunk = chunk_len(channels, positions, x3.element_size());
-  const int64_t per_sample = (positions + chunk - 1) / chunk;
-  const int64_t tasks = batch * per_sample;
   auto opts = x3.options();
-  at::Tensor part_ctx = at::empty({tasks, channels}, opts);
-  at::Tensor part_max = at::empty({tasks}, opts);
-  at::Tensor part_sum = at::empty({tasks}, opts);
+  at::Tensor part_ctx = at::empty({ch.tasks, channels}, opts);
+  at::Tensor part_max = at::empty({ch.tasks}, opts);
+  at::Tensor part_sum = at::empty({ch.tasks}, opts);
   at::Tensor context = at::empty({batch, channels}, opts);
   at::Tensor attn = at::empty({batch, positions}, opts);
   AT_DISPATCH_FLOATING_TYPES(x3.scalar_type(), "attention_pool_forward", [&] {
@@ -156,22 +171,23 @@ std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x3,
     T* pm = part_max.data_ptr<T>();
     T* ps = part_sum.data_ptr<T>();
     const int64_t sb = x3.stride(0), sc = x3.stride(1);
-    for_each_chunk(batch, positions, chunk,
-                   [&](int64_t t, int64_t b, int64_t p0, int64_t n) {
-                     k.forward_chunk(x + b * sb + p0, channels, sc, n, w,
-                                     a + b * positions + p0, pc + t * channels,
-                                     pm + t, ps + t);
-                   });
+    ch.for_each([&](int64_t t, int64_t b, int64_t p0, int64_t n) {
+      k.forward_chunk(x + b * sb + p0, channels, sc, n, w,
+                      a + b * positions + p0, pc + t * channels, pm + t,
+                      ps + t);
+    });
     // Merge the chunks: softmax = exp(l - m_k) exp(m_k - M) / S with M the
     // sample's largest logit and S its sum of exp(l - M).  The merges are
     // small, (B, C) and (B, HW), and run on one thread: a parallel region
     // costs more than they do.
-    std::vector<double> scale(tasks);
+    std::vector<double> scale(ch.tasks);
     T* ctx = context.data_ptr<T>();
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t t0 = b * per_sample;
       double m = pm[t0], s = 0;
-      for (int64_t i = 1; i < per_sample; ++i) m = std::max(m, double(pm[t0 + i]));
+      for (int64_t i = 1; i < per_sample; ++i) {
+        m = std::max(m, double(pm[t0 + i]));
+      }
       for (int64_t i = 0; i < per_sample; ++i) {
         scale[t0 + i] = std::exp(double(pm[t0 + i]) - m);
         s += double(ps[t0 + i]) * scale[t0 + i];
@@ -186,9 +202,8 @@ std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x3,
       }
       for (int64_t i = 0; i < per_sample; ++i) {
         const T f = T(scale[t0 + i]);
-        T* ai = a + b * positions + i * chunk;
-        const int64_t n = std::min(chunk, positions - i * chunk);
-        for (int64_t p = 0; p < n; ++p) ai[p] *= f;
+        T* ai = a + b * positions + i * ch.len;
+        for (int64_t p = 0; p < ch.size(i); ++p) ai[p] *= f;
       }
     }
   });
@@ -205,8 +220,10 @@ std::vector<at::Tensor> attention_pool_backward(
     const at::Tensor& dctx, const at::Tensor& weight,
     const c10::optional<at::Tensor>& g3, bool need_x, bool need_w) {
   check_matrix(src3, "source");
-  const int64_t batch = src3.size(0), channels = src3.size(1),
-                positions = src3.size(2);
+  const Chunks ch(src3);
+  const int64_t batch = ch.batch, channels = ch.channels,
+                positions = ch.positions, per_sample = ch.per_sample,
+                tasks = ch.tasks;
   const auto dtype = src3.scalar_type();
   check_like(attn, "attn", {batch, positions}, dtype);
   check_like(u, "u", {batch, channels}, dtype);
@@ -214,9 +231,6 @@ std::vector<at::Tensor> attention_pool_backward(
   check_like(weight, "weight", {channels}, dtype);
   const bool has_g = g3.has_value() && g3->defined();
   if (has_g) check_like(*g3, "grad", src3.sizes(), dtype);
-  const int64_t chunk = chunk_len(channels, positions, src3.element_size());
-  const int64_t per_sample = (positions + chunk - 1) / chunk;
-  const int64_t tasks = batch * per_sample;
   auto opts = src3.options();
   at::Tensor da = at::empty({batch, positions}, opts);
   at::Tensor part_mass = at::empty({tasks}, opts);
@@ -240,15 +254,13 @@ std::vector<at::Tensor> attention_pool_backward(
     T* pw = need_w ? part_w.data_ptr<T>() : nullptr;
     T* pa = need_w ? part_a.data_ptr<T>() : nullptr;
     const int64_t sb = src3.stride(0), sc = src3.stride(1);
-    for_each_chunk(batch, positions, chunk,
-                   [&](int64_t t, int64_t b, int64_t p0, int64_t n) {
-                     std::vector<T> q(need_w ? n : 0);
-                     k.backward_chunk(
-                         x + b * sb + p0, channels, sc, n, up + b * channels,
-                         a + b * positions + p0, dap + b * positions + p0,
-                         q.data(), pw ? pw + t * channels : nullptr,
-                         pa ? pa + t * channels : nullptr, pmass + t, pad + t);
-                   });
+    ch.for_each([&](int64_t t, int64_t b, int64_t p0, int64_t n) {
+      std::vector<T> q(need_w ? n : 0);
+      k.backward_chunk(x + b * sb + p0, channels, sc, n, up + b * channels,
+                       a + b * positions + p0, dap + b * positions + p0,
+                       q.data(), pw ? pw + t * channels : nullptr,
+                       pa ? pa + t * channels : nullptr, pmass + t, pad + t);
+    });
     // <a, da> per sample, and each chunk's offset from it.
     std::vector<double> mean(batch), shift(tasks);
     for (int64_t b = 0; b < batch; ++b) {
