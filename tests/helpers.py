@@ -1,6 +1,9 @@
-"""Helpers shared by the block, head and placement tests."""
+"""Helpers shared by the block, head, op and placement tests."""
 import torch
+from mmcv.cnn import ContextBlock as MMCVContextBlock
 from torch import nn
+
+from gcnet_mm.ops import global_context
 
 
 def randomize_(model: nn.Module, seed: int = 0, scale: float = 0.2,
@@ -29,3 +32,33 @@ def run_fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor):
     out.backward(grad)
     grads = {n: p.grad.clone() for n, p in module.named_parameters()}
     return out.detach(), x.grad.clone(), grads
+
+
+def mmcv_block(c=16, pooling='att', fusions=('channel_add', ), ratio=0.25,
+               dtype=torch.float32, seed=0):
+    """mmcv's ContextBlock with random weights, none of them zero."""
+    torch.manual_seed(seed)
+    block = MMCVContextBlock(c, ratio, pooling_type=pooling,
+                             fusion_types=fusions).to(dtype)
+    for p in block.parameters():  # random, never zero
+        nn.init.normal_(p, mean=0.1, std=0.5)
+    return block
+
+
+def ours(block, x):
+    """gcnet_mm's global_context op with ``block``'s (mmcv's) weights."""
+    mask = getattr(block, 'conv_mask', None)
+    return global_context(
+        x, None if mask is None else mask.weight,
+        None if mask is None else mask.bias,
+        add_transform=block.channel_add_conv,
+        mul_transform=block.channel_mul_conv)
+
+
+def outputs_and_grads(fn, block, x, gy):
+    """``fn(x)`` and the gradients of ``x`` and ``block``'s parameters."""
+    x = x.detach().requires_grad_()
+    y = fn(x)
+    params = list(block.parameters())
+    grads = torch.autograd.grad(y, [x] + params, gy)
+    return y, grads

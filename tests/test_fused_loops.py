@@ -5,11 +5,11 @@ import warnings
 
 import pytest
 import torch
-from mmcv.cnn import ContextBlock as MMCVContextBlock
 from torch import nn
 
 from gcnet_mm.ops import global_context
 from gcnet_mm.ops.attention_pool import _ext, extension_isa, use_extension
+from helpers import mmcv_block, ours, outputs_and_grads
 
 needs_ext = pytest.mark.skipif(_ext is None, reason='gcnet_mm._ext not built')
 
@@ -60,22 +60,11 @@ def isa(request, monkeypatch):
     return request.param
 
 
-def block(c, dtype, seed=0):
-    torch.manual_seed(seed)
-    m = MMCVContextBlock(c, 0.25).to(dtype)
-    for p in m.parameters():
-        nn.init.normal_(p, mean=0.1, std=0.5)
-    return m
-
-
 def run(m, x, gy, fused):
-    x = x.detach().requires_grad_()
-    params = list(m.parameters())
+    """Output and gradients (x, then m's parameters) on the lean path."""
     with use_extension(fused):
-        y = global_context(x, m.conv_mask.weight, m.conv_mask.bias,
-                           add_transform=m.channel_add_conv)
-        assert type(y.grad_fn).__name__ == '_FuseAddBackward'
-        grads = torch.autograd.grad(y, [x] + params, gy)
+        y, grads = outputs_and_grads(lambda t: ours(m, t), m, x, gy)
+    assert type(y.grad_fn).__name__ == '_FuseAddBackward'
     return [y] + list(grads)
 
 
@@ -89,7 +78,7 @@ def test_fused_matches_ops_and_mmcv_float64(isa, shape, chunk_bytes,
     with a short last one, so the softmax and dw merges across chunks run."""
     if chunk_bytes:
         monkeypatch.setenv('GCNET_MM_CHUNK_BYTES', chunk_bytes)
-    m = block(shape[1], torch.float64)
+    m = mmcv_block(shape[1], dtype=torch.float64)
     x = torch.randn(shape, dtype=torch.float64)
     gy = torch.randn_like(x)
     fused = run(m, x, gy, True)
@@ -105,7 +94,7 @@ def test_concentrated_attention_across_chunks(isa, monkeypatch):
     """Logits a thousand apart: whole chunks get exactly zero attention (exp
     underflows), which the merges of the softmax and of dw must survive."""
     monkeypatch.setenv('GCNET_MM_CHUNK_BYTES', '1024')  # 16 positions
-    m = block(8, torch.float64)
+    m = mmcv_block(8, dtype=torch.float64)
     nn.init.uniform_(m.conv_mask.weight, 0.5, 1.5)
     x = torch.randn(2, 8, 66, dtype=torch.float64)
     x[:, :, 16:32] -= 200  # logits >= 800 below the rest
@@ -126,11 +115,11 @@ def test_concentrated_attention_across_chunks(isa, monkeypatch):
 def test_float32_within_rounding_of_float64(isa):
     """At a c4-like shape (the default chunks), as close to the float64
     result as the PyTorch-ops path is."""
-    m64 = block(256, torch.float64)
+    m64 = mmcv_block(256, dtype=torch.float64)
     x64 = torch.randn(2, 256, 13, 17, dtype=torch.float64)
     gy64 = torch.randn_like(x64)
     ref = run(m64, x64, gy64, False)
-    m32 = block(256, torch.float32)
+    m32 = mmcv_block(256)
     m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
     fused = run(m32, x64.float(), gy64.float(), True)
     ops = run(m32, x64.float(), gy64.float(), False)
@@ -144,7 +133,7 @@ def test_float32_within_rounding_of_float64(isa):
 @needs_ext
 def test_gradcheck_through_the_loops(monkeypatch):
     monkeypatch.setenv('GCNET_MM_CHUNK_BYTES', '1024')
-    m = block(6, torch.float64)
+    m = mmcv_block(6, dtype=torch.float64)
     x = torch.randn(2, 6, 5, 5, dtype=torch.float64, requires_grad=True)
     w = m.conv_mask.weight.detach().clone().requires_grad_()
 

@@ -1,43 +1,16 @@
 """gcnet_mm.ops.global_context against mmcv's ContextBlock, on every path."""
 import pytest
 import torch
-from mmcv.cnn import ContextBlock as MMCVContextBlock
 from torch import nn
 
 from gcnet_mm.ops import global_context
 from gcnet_mm.ops.affine_source import batch_norm_source
 from gcnet_mm.ops.attention_pool import extension_isa, use_extension
 from gcnet_mm.ops.global_context import plain_global_context
+from helpers import mmcv_block, ours, outputs_and_grads
 
 FUSIONS = [('channel_add', ), ('channel_mul', ),
            ('channel_add', 'channel_mul')]
-
-
-def mmcv_block(c=16, pooling='att', fusions=('channel_add', ), ratio=0.25,
-               dtype=torch.float32, seed=0):
-    torch.manual_seed(seed)
-    block = MMCVContextBlock(c, ratio, pooling_type=pooling,
-                             fusion_types=fusions).to(dtype)
-    for p in block.parameters():  # random, never zero
-        nn.init.normal_(p, mean=0.1, std=0.5)
-    return block
-
-
-def ours(block, x):
-    mask = getattr(block, 'conv_mask', None)
-    return global_context(
-        x, None if mask is None else mask.weight,
-        None if mask is None else mask.bias,
-        add_transform=block.channel_add_conv,
-        mul_transform=block.channel_mul_conv)
-
-
-def outputs_and_grads(fn, block, x, gy):
-    x = x.detach().requires_grad_()
-    y = fn(x)
-    params = list(block.parameters())
-    grads = torch.autograd.grad(y, [x] + params, gy)
-    return y, grads
 
 
 def assert_matches_mmcv(block, x, atol=1e-10, rtol=1e-8):
