@@ -63,6 +63,16 @@ RESNET_CONFIGS = {
 }
 
 
+OPS = 'gcnet_mm ops'
+
+
+def fused_loops(device: str) -> bool:
+    """Whether gcnet_mm's fused CPU loops (gcnet_mm._ext) are built, on and
+    used on ``device``; then the tables add gcnet_mm on its PyTorch-ops path
+    ('ops')."""
+    return extension_isa() is not None and torch.device(device).type == 'cpu'
+
+
 def progress(msg: str) -> None:
     """One status line on a terminal's stderr, overwritten in place; the
     caller clears it (``progress('')``) before printing a table row."""
@@ -71,8 +81,8 @@ def progress(msg: str) -> None:
 
 
 def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
-                     label: str, clock: str = 'wall') -> Dict[str, List[float]]:
-    """Seconds of each function in each of ``repeat`` rounds, the functions
+                     label: str, clock: str = 'wall') -> Dict[str, float]:
+    """Median seconds of each function over ``repeat`` rounds, the functions
     run in turn within a round, in rotated order (after one warm-up round)."""
     now = time.process_time if clock == 'cpu' else time.perf_counter
     sync = (torch.cuda.synchronize
@@ -93,22 +103,12 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
             sync()
             times[name].append(now() - t0)
     progress('')
-    return times
-
-
-def medians(times: Dict[str, List[float]]) -> Dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def gcnet_block(mmcv_block: nn.Module) -> Callable[[Tensor], Tensor]:
+def gcnet_block(mmcv_block: nn.Module) -> nn.Module:
     """gcnet_mm's block with the weights of ``mmcv_block``."""
-    try:
-        from gcnet_mm.models.blocks import ContextBlock
-    except ImportError:  # before the module exists: the op with mmcv params
-        from gcnet_mm.ops import global_context
-        m = mmcv_block
-        return lambda x: global_context(x, m.conv_mask.weight,
-                                        m.conv_mask.bias, m.channel_add_conv)
+    from gcnet_mm.models.blocks import ContextBlock
     block = ContextBlock(mmcv_block.in_channels, ratio=mmcv_block.ratio)
     block.load_state_dict(mmcv_block.state_dict())
     return block.to(next(mmcv_block.parameters()).device)
@@ -150,8 +150,7 @@ def bench_blocks(args) -> Dict[str, Dict[str, float]]:
         fns = {'gcnet_mm': step(ours), 'mmcv': step(ref), 'timm': step(tim)}
         if fused_loops(args.device):
             fns['ops'] = step(ours, fused=False)
-        t = medians(time_interleaved(fns, args.repeat, f'block {shape}',
-                                     args.clock))
+        t = time_interleaved(fns, args.repeat, f'block {shape}', args.clock)
         results[f'C={c}, {shape[2]}x{shape[3]}'] = t
         print(f"{str(shape):>22} {t['gcnet_mm'] * 1e3:12.1f} "
               f"{t['mmcv'] * 1e3:9.1f} {t['timm'] * 1e3:9.1f} "
@@ -230,13 +229,14 @@ def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
     outs = {k: [o.detach() for o in m(img)] for k, m in models.items()}
     diff = max((a - b).abs().max().item()
                for a, b in zip(outs['mmcv GC'], outs['gcnet_mm GC']))
-    steps = {k: step(m) for k, m in models.items()}
+    runs = {k: (m, step(m)) for k, m in models.items()}
     if fused_loops(args.device):  # the same model, PyTorch-ops path
-        steps[OPS] = step(models['gcnet_mm GC'], fused=False)
-    mem = {k: saved_activation_bytes(m, step(m)) for k, m in models.items()}
-    mem[OPS] = mem['gcnet_mm GC']
-    t = medians(time_interleaved(steps, args.resnet_repeat or args.repeat,
-                                 'resnet step', args.clock))
+        runs[OPS] = (models['gcnet_mm GC'],
+                     step(models['gcnet_mm GC'], fused=False))
+    mem = {k: saved_activation_bytes(m, run) for k, (m, run) in runs.items()}
+    steps = {k: run for k, (_, run) in runs.items()}
+    t = time_interleaved(steps, args.resnet_repeat or args.repeat,
+                         'resnet step', args.clock)
     print('\n## Mask R-CNN ResNet-50 backbone train step (frozen_stages=1, '
           'norm_eval=True, batch 2, 512x640), GC r16 after conv3 in c3-c5')
     print(f"{'model':>12} {'step s':>8} {'time x':>7} {'saved MiB':>10} "
@@ -309,16 +309,6 @@ def plot_results(path: str, title: str,
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-OPS = 'gcnet_mm ops'
-
-
-def fused_loops(device: str) -> bool:
-    """Whether gcnet_mm's fused CPU loops (gcnet_mm._ext) are built, on and
-    used on ``device``; then the tables add gcnet_mm on its PyTorch-ops path
-    ('ops')."""
-    return extension_isa() is not None and torch.device(device).type == 'cpu'
 
 
 def load_average() -> str:
