@@ -158,3 +158,66 @@ def test_errors_name_what_was_given():
     with pytest.raises(RuntimeError, match='unit stride along HW'):
         _ext.attention_pool_forward(
             torch.randn(1, 5, 4).transpose(1, 2), torch.randn(4))
+
+
+def load_setup_py(monkeypatch):
+    """setup.py's namespace, with setuptools.setup() not run."""
+    import runpy
+
+    import setuptools
+    monkeypatch.setattr(setuptools, 'setup', lambda **kwargs: None)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(repo)
+    return runpy.run_path(os.path.join(repo, 'setup.py'), run_name='setup')
+
+
+@pytest.mark.parametrize('mode', ['', '1'])
+def test_setup_build_is_optional_unless_required(monkeypatch, capsys, mode):
+    """GCNET_MM_WITH_EXT unset: a failed compile warns and the install goes
+    on; =1: it fails the install; =0: nothing to build."""
+    from torch.utils.cpp_extension import BuildExtension
+    setup_ns = load_setup_py(monkeypatch)
+    monkeypatch.setenv('GCNET_MM_WITH_EXT', '0')
+    assert setup_ns['ext_modules']() == ([], {})
+
+    monkeypatch.setenv('GCNET_MM_WITH_EXT', mode)
+    (ext, ), cmdclass = setup_ns['ext_modules']()
+    assert ext.name == 'gcnet_mm._ext'
+    assert '-fopenmp' in ext.extra_compile_args['cxx']
+
+    def no_compiler(self, ext):
+        raise RuntimeError('command \'c++\' failed: No such file')
+
+    monkeypatch.setattr(BuildExtension, 'build_extension', no_compiler)
+    build = cmdclass['build_ext'].__new__(cmdclass['build_ext'])
+    if mode == '1':
+        with pytest.raises(RuntimeError, match='No such file'):
+            build.build_extension(ext)
+    else:
+        build.build_extension(ext)
+        assert 'building gcnet_mm._ext failed' in capsys.readouterr().err
+
+
+def test_switched_off_at_run_time():
+    """GCNET_MM_EXT=0: the PyTorch-ops path, and env_check says so."""
+    import subprocess
+    import sys
+    code = ('from gcnet_mm.ops.attention_pool import extension_isa\n'
+            'from gcnet_mm.utils.env_check import _check_fused_loops\n'
+            'print(extension_isa(), "|", _check_fused_loops())')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, env={**os.environ, 'GCNET_MM_EXT': '0'})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == (
+        'None | gcnet_mm._ext: off (GCNET_MM_WITH_EXT=0 or GCNET_MM_EXT=0)')
+
+
+def test_env_check_fails_without_the_extension(monkeypatch, capsys):
+    from gcnet_mm.ops import attention_pool
+    from gcnet_mm.utils import env_check
+    monkeypatch.delenv('GCNET_MM_EXT', raising=False)
+    monkeypatch.delenv('GCNET_MM_WITH_EXT', raising=False)
+    monkeypatch.setattr(attention_pool, '_ext', None)
+    assert env_check.main(['--quick']) == 1
+    err = capsys.readouterr().err
+    assert 'FAIL  gcnet_mm._ext' in err and '--no-build-isolation' in err
