@@ -1,9 +1,24 @@
 """Helpers shared by the block, head, op and placement tests."""
+import pytest
 import torch
 from mmcv.cnn import ContextBlock as MMCVContextBlock
 from torch import nn
 
 from gcnet_mm.ops import global_context
+from gcnet_mm.ops.attention_pool import extension_isa, use_extension
+
+
+@pytest.fixture(params=['fused', 'ops'])
+def lean_path(request):
+    """Both implementations of the lean path: the fused CPU loops
+    (gcnet_mm._ext, float32/float64 with unit stride along HW) and PyTorch
+    ops (everything, and the only one without the extension).  Import it
+    into a test module to use it."""
+    fused = request.param == 'fused'
+    if fused and extension_isa() is None:
+        pytest.skip('gcnet_mm._ext not built')
+    with use_extension(fused):
+        yield request.param
 
 
 def randomize_(model: nn.Module, seed: int = 0, scale: float = 0.2,

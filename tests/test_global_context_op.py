@@ -5,9 +5,8 @@ from torch import nn
 
 from gcnet_mm.ops import global_context
 from gcnet_mm.ops.affine_source import batch_norm_source
-from gcnet_mm.ops.attention_pool import extension_isa, use_extension
 from gcnet_mm.ops.global_context import plain_global_context
-from helpers import mmcv_block, ours, outputs_and_grads
+from helpers import lean_path, mmcv_block, ours, outputs_and_grads  # noqa: F401
 
 FUSIONS = [('channel_add', ), ('channel_mul', ),
            ('channel_add', 'channel_mul')]
@@ -24,18 +23,6 @@ def assert_matches_mmcv(block, x, atol=1e-10, rtol=1e-8):
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
     return y, g
-
-
-@pytest.fixture(params=['fused', 'ops'])
-def lean_path(request):
-    """Both implementations of the lean path: the fused CPU loops
-    (gcnet_mm._ext, float32/float64 with unit stride along HW) and PyTorch
-    ops (everything, and the only one without the extension)."""
-    fused = request.param == 'fused'
-    if fused and extension_isa() is None:
-        pytest.skip('gcnet_mm._ext not built')
-    with use_extension(fused):
-        yield request.param
 
 
 def lean(y):

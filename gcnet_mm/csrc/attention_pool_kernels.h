@@ -194,3 +194,53 @@ inline void backward_chunk(const T* __restrict__ x, int64_t rows,
   for (int64_t p = 0; p < n; ++p) q[p] = a[p] * (da[p] - mu);
   mat_vecs<T, 2>(pw, qa, x, q, a, rows, stride, n);
 }
+
+// Residual fusion of a Bottleneck ending in a GC block, over one row of n
+// positions: out = x + t + r, then max(., 0) when relu.  out may be x (the
+// caller's in-place form), so neither carries __restrict__.
+template <typename T>
+inline void residual_row(T* out, const T* x, T t, const T* __restrict__ r,
+                         int64_t n, bool relu) {
+  if (relu) {
+    for (int64_t p = 0; p < n; ++p) {
+      const T v = x[p] + t + r[p];
+      out[p] = v > T(0) ? v : T(0);
+    }
+  } else {
+    for (int64_t p = 0; p < n; ++p) out[p] = x[p] + t + r[p];
+  }
+}
+
+// Its backward over one row: g = grad where out > 0 (relu only), and
+// returns sum(g), the gradient of the broadcast term t (summed in vectors of
+// T over blocks of 16 vectors, the block sums in double).
+template <typename T>
+inline double residual_row_backward(T* __restrict__ g,  // null without relu
+                                    const T* __restrict__ grad,
+                                    const T* __restrict__ out, int64_t n,
+                                    bool relu) {
+  typedef typename Vec<T>::type V;
+  constexpr int64_t L = Vec<T>::lanes, kBlock = 16 * L;
+  const V zero = {};
+  double s = 0;
+  int64_t p = 0;
+  for (; p + kBlock <= n; p += kBlock) {
+    V acc = zero;
+    if (relu) {
+      for (int64_t q = p; q < p + kBlock; q += L) {
+        const V v = load(out + q) > zero ? load(grad + q) : zero;
+        store(g + q, v);
+        acc += v;
+      }
+    } else {
+      for (int64_t q = p; q < p + kBlock; q += L) acc += load(grad + q);
+    }
+    s += hsum<T>(acc);
+  }
+  for (; p < n; ++p) {
+    const T v = relu ? (out[p] > T(0) ? grad[p] : T(0)) : grad[p];
+    if (relu) g[p] = v;
+    s += v;
+  }
+  return s;
+}

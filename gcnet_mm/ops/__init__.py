@@ -1,4 +1,4 @@
 """Functional kernels behind the blocks."""
-from .global_context import global_context
+from .global_context import global_context, global_context_residual
 
-__all__ = ['global_context']
+__all__ = ['global_context', 'global_context_residual']

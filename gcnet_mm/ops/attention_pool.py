@@ -58,8 +58,8 @@ from torch.autograd.function import once_differentiable
 from .affine_source import AffineSource
 
 __all__ = [
-    'GradLink', 'attention_pool', 'fuse_add', 'as_matrix', 'extension_isa',
-    'use_extension'
+    'GradLink', 'attention_pool', 'fuse_add', 'fuse_residual', 'as_matrix',
+    'extension_isa', 'use_extension'
 ]
 
 
@@ -305,6 +305,81 @@ class _FuseAdd(torch.autograd.Function):
         return None, dt, None
 
 
+class _FuseResidual(torch.autograd.Function):
+    """``out = x + t + identity``, then ReLU when ``relu``: the end of a
+    Bottleneck whose last layer is a GC block, where mmdet runs ``y = x + t``,
+    ``y += identity`` and an in-place ReLU (three passes, seven streams over
+    the feature map).  The fused CPU loops take one pass (read x and
+    identity, write out) and, in backward, one more (read the gradient and
+    ``out``, write ``g``) that also sums ``dt``, which ``_FuseAdd`` reads
+    ``g`` again for.  Like ``_FuseAdd``, dL/dx goes to the pooling node
+    through ``link``; ``identity`` gets ``g``.  Saved for backward: ``out``
+    (with ``relu``), which the ReLU after mmdet's residual add saves too.
+    """
+
+    @staticmethod
+    def forward(fctx, x: Tensor, t: Tensor, identity: Tensor, link: GradLink,
+                relu: bool, overwrite_x: bool) -> Tensor:
+        fctx.link = link
+        fctx.relu = relu
+        fctx.t_dtype = t.dtype
+        with _no_autocast(x.device.type):
+            if _fused_elementwise(x, t, identity):
+                b, c = x.shape[:2]
+                if overwrite_x:  # x's storage, as mmdet's in-place add
+                    out = x
+                    fctx.mark_dirty(x)
+                else:
+                    out = torch.empty_like(x)
+                _ext.residual_forward(x.view(b, c, -1),
+                                      t.reshape(b, c).contiguous(),
+                                      identity.view(b, c, -1), relu,
+                                      out.view(b, c, -1))
+            else:  # mmdet's ops, in its order
+                out = x + t
+                out += identity
+                if relu:
+                    out.relu_()
+        if relu:
+            fctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(fctx, grad: Tensor):
+        relu = fctx.relu
+        out = fctx.saved_tensors[0] if relu else None
+        need_x, need_t, need_id = fctx.needs_input_grad[:3]
+        b, c = grad.shape[:2]
+        if _fused_elementwise(grad, None, out if relu else grad):
+            g, dt = _ext.residual_backward(grad.view(b, c, -1),
+                                           out.view(b, c, -1) if relu else
+                                           grad.view(b, c, -1), relu)
+            g = grad if g is None else g.view_as(grad)
+        else:
+            g = torch.where(out > 0, grad, 0) if relu else grad
+            acc = torch.promote_types(g.dtype, torch.float32)
+            dt = g.sum(dim=(2, 3), dtype=acc)
+        if need_x:
+            fctx.link.grad = g
+        dt = dt.view(b, c, 1, 1).to(fctx.t_dtype) if need_t else None
+        return None, dt, g if need_id else None, None, None, None
+
+
+def _fused_elementwise(x: Tensor, t: Optional[Tensor],
+                       other: Tensor) -> bool:
+    """Whether the fused CPU loops take ``_FuseResidual``'s pass over ``x``
+    and ``other``: both contiguous, of one shape and dtype (float32 or
+    float64, on the CPU), and ``t`` (if given) of that dtype too."""
+    return (_ext is not None and _ext_enabled and x.device.type == 'cpu'
+            and x.dtype in (torch.float32, torch.float64)
+            and other.dtype == x.dtype and other.shape == x.shape
+            and other.device == x.device and x.is_contiguous()
+            and other.is_contiguous()
+            and (t is None or (t.dtype == x.dtype
+                               and t.numel() == x.shape[0] * x.shape[1])))
+
+
 def attention_pool(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                    link: GradLink,
                    source: Optional[AffineSource] = None) -> Tensor:
@@ -324,6 +399,18 @@ def fuse_add(x: Tensor, t: Tensor, link: GradLink) -> Tensor:
     checks this (``depends_on``) and falls back to ``x + t`` otherwise.
     """
     return _FuseAdd.apply(x, t, link)
+
+
+def fuse_residual(x: Tensor, t: Tensor, identity: Tensor, link: GradLink,
+                  relu: bool = True, overwrite_x: bool = False) -> Tensor:
+    """``x + t + identity`` (then ReLU) whose dL/dx is produced by the pooling
+    node sharing ``link``; the same condition as :func:`fuse_add` applies.
+
+    ``overwrite_x=True`` lets the fused loops write the result into ``x``'s
+    storage (as mmdet's ``out += identity`` does): only for an ``x`` that
+    nothing else reads or has saved for backward.
+    """
+    return _FuseResidual.apply(x, t, identity, link, relu, overwrite_x)
 
 
 def depends_on(t: Tensor, node, max_nodes: int = 256) -> bool:

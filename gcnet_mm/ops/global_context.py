@@ -21,9 +21,11 @@ from torch import Tensor
 
 from .affine_source import batch_norm_source
 from .attention_pool import GradLink, as_matrix, attention_pool, depends_on, \
-    fuse_add
+    fuse_add, fuse_residual
 
-__all__ = ['global_context', 'plain_global_context']
+__all__ = [
+    'global_context', 'global_context_residual', 'plain_global_context'
+]
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -51,6 +53,38 @@ def global_context(x: Tensor,
         return _lean_global_context(x, mask_weight, mask_bias, add_transform)
     return plain_global_context(x, mask_weight, mask_bias, add_transform,
                                 mul_transform)
+
+
+def global_context_residual(x: Tensor,
+                            mask_weight: Optional[Tensor],
+                            mask_bias: Optional[Tensor],
+                            add_transform: Optional[Transform],
+                            mul_transform: Optional[Transform],
+                            identity: Tensor,
+                            relu: bool = True,
+                            overwrite_x: bool = False) -> Tensor:
+    """``relu(global_context(x, ...) + identity)``: a Bottleneck ending in a
+    GC block (``after_conv3``), its residual add and ReLU.
+
+    On the lean path the block's fusion, the residual add and the ReLU are one
+    pass over the feature map (``attention_pool.py``, ``_FuseResidual``);
+    otherwise mmdet's order of ops: ``out = block(x); out += identity;
+    relu_(out)``.  ``relu=False`` leaves the ReLU out.
+
+    ``overwrite_x=True`` promises that nothing else reads ``x`` afterwards
+    (mmdet's Bottleneck adds the identity into it in place): the result may
+    then reuse its storage, where ``x`` is a batch-norm output that the
+    pooling does not save (see ``affine_source.py``).
+    """
+    if (identity.shape == x.shape
+            and _lean_path_applies(x, mask_weight, add_transform,
+                                   mul_transform)):
+        return _lean_global_context(x, mask_weight, mask_bias, add_transform,
+                                    identity, relu, overwrite_x)
+    out = global_context(x, mask_weight, mask_bias, add_transform,
+                         mul_transform)
+    out += identity
+    return out.relu_() if relu else out
 
 
 def plain_global_context(x: Tensor,
@@ -98,17 +132,29 @@ def _lean_path_applies(x: Tensor, mask_weight: Optional[Tensor],
 
 def _lean_global_context(x: Tensor, mask_weight: Tensor,
                          mask_bias: Optional[Tensor],
-                         add_transform: Transform) -> Tensor:
+                         add_transform: Transform,
+                         identity: Optional[Tensor] = None,
+                         relu: bool = False,
+                         overwrite_x: bool = False) -> Tensor:
     b, c = x.shape[:2]
     source = batch_norm_source(x)
     if source is not None and as_matrix(source.input)[0] is None:
         source = None
     if as_matrix(x)[0] is None:
         x = x.contiguous()  # one copy; the pooling reads x twice
+    # Only where the pooling saves batch norm's tensors instead of x.
+    overwrite_x = overwrite_x and source is not None
     link = GradLink()
     context = attention_pool(x, mask_weight, mask_bias, link, source)
     t = add_transform(context.view(b, c, 1, 1))  # (B, C, 1, 1)
     if x.requires_grad and not depends_on(t, context.grad_fn):
         # dL/dx would never reach the pooling node; let autograd add it.
-        return x + t
+        out = x + t
+        if identity is not None:
+            out += identity
+            if relu:
+                out.relu_()
+        return out
+    if identity is not None:
+        return fuse_residual(x, t, identity, link, relu, overwrite_x)
     return fuse_add(x, t, link)

@@ -25,7 +25,7 @@ from mmengine.model import BaseModule, constant_init, kaiming_init
 from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 
-from gcnet_mm.ops import global_context
+from gcnet_mm.ops import global_context, global_context_residual
 from gcnet_mm.registry import MODELS
 from ._utils import (check_choice, check_choices, check_input,
                      check_positive_int, reduced_channels)
@@ -176,18 +176,40 @@ class ContextBlock(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_channels)  # (B, C, H, W)
+        # context (B, C, 1, 1) -> transforms -> fused into x: (B, C, H, W)
+        return global_context(x, *self._context_args())
+
+    def forward_residual(self, x: Tensor, identity: Tensor,
+                         relu: bool = True,
+                         overwrite_x: bool = False) -> Tensor:
+        """``relu(self(x) + identity)``, the end of a residual block whose
+        last layer is this block (mmdet's ``after_conv3``), in one pass over
+        the feature map where the fused CPU loops apply (see
+        :func:`gcnet_mm.ops.global_context_residual`).  ``overwrite_x=True``
+        lets the result reuse ``x``'s storage when nothing else reads ``x``.
+
+        Shape:
+            x, identity: (B, C, H, W) -> (B, C, H, W).
+        """
+        check_input(x, self.in_channels)
+        if identity.shape != x.shape:
+            raise ValueError(
+                f'{type(self).__name__}.forward_residual expects identity of '
+                f'the shape of x {tuple(x.shape)}, got {tuple(identity.shape)}')
+        return global_context_residual(x, *self._context_args(), identity,
+                                       relu, overwrite_x)
+
+    def _context_args(self):
+        """(mask_weight, mask_bias, add_transform, mul_transform) for
+        :func:`gcnet_mm.ops.global_context`."""
         if self.conv_mask is None:
             mask_weight = mask_bias = None
         else:
             mask_weight = self.conv_mask.weight  # (1, C, 1, 1)
             mask_bias = self.conv_mask.bias  # (1, )
-        # context (B, C, 1, 1) -> transforms -> fused into x: (B, C, H, W)
-        return global_context(
-            x,
-            mask_weight,
-            mask_bias,
-            add_transform=_flat_transform(self.channel_add_conv),
-            mul_transform=_flat_transform(self.channel_mul_conv))
+        return (mask_weight, mask_bias,
+                _flat_transform(self.channel_add_conv),
+                _flat_transform(self.channel_mul_conv))
 
     def extra_repr(self) -> str:
         return (f'pooling_type={self.pooling_type!r}, '
