@@ -244,6 +244,13 @@ def test_residual_loops(monkeypatch, dtype, isa, relu, n):
         assert g is None  # the gradient passes unchanged
     torch.testing.assert_close(dt, g_ref.double().sum(2).to(dtype),
                                rtol=1e-6, atol=1e-6)
+    # (B, C, H, W) as well; g is a tensor of its own, not a view (autograd
+    # accumulates into it in place only then).
+    g4, _ = _ext.residual_backward(grad.view(2, 3, n, 1), out.view(2, 3, n, 1),
+                                   relu)
+    if relu:
+        assert g4.shape == (2, 3, n, 1) and g4._base is None
+        assert torch.equal(g4.view(2, 3, n), g_ref)
 
 
 @needs_ext

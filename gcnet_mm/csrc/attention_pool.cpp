@@ -325,12 +325,13 @@ std::vector<at::Tensor> attention_pool_backward(
 // Residual fusion of a Bottleneck whose last layer is a GC block:
 // out = x + t + identity, then ReLU when relu: one pass (read x and
 // identity, write out) where the block's y = x + t, the residual add and the
-// ReLU took three.  x3, identity3, out3 contiguous (B, C, HW), t (B, C);
-// out3 may be x3.
+// ReLU took three.  x3, identity3, out3 contiguous (B, C, ...) of one shape,
+// t (B, C); out3 may be x3.
 void residual_forward(const at::Tensor& x3, const at::Tensor& t,
                       const at::Tensor& identity3, bool relu,
-                      at::Tensor& out3) {
-  TORCH_CHECK(x3.dim() == 3, "x must be (B, C, HW), got shape ", x3.sizes());
+                      const at::Tensor& out3) {
+  TORCH_CHECK(x3.dim() >= 2, "x must be (B, C, ...), got shape ",
+              x3.sizes());
   const auto dtype = x3.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
               "x must be float32 or float64, got ", dtype);
@@ -338,7 +339,8 @@ void residual_forward(const at::Tensor& x3, const at::Tensor& t,
   check_like(identity3, "identity", x3.sizes(), dtype);
   check_like(out3, "out", x3.sizes(), dtype);
   check_like(t, "t", {x3.size(0), x3.size(1)}, dtype);
-  const int64_t rows = x3.size(0) * x3.size(1), n = x3.size(2);
+  const int64_t rows = x3.size(0) * x3.size(1);
+  const int64_t n = rows > 0 ? x3.numel() / rows : 0;
   AT_DISPATCH_FLOATING_TYPES(dtype, "residual_forward", [&] {
     using T = scalar_t;
     const auto row = kernels<T>().residual_row;
@@ -359,14 +361,17 @@ void residual_forward(const at::Tensor& x3, const at::Tensor& t,
 // dt (B, C) = sum of g over HW, from one read of grad3 (and out3).
 std::vector<at::Tensor> residual_backward(const at::Tensor& grad3,
                                          const at::Tensor& out3, bool relu) {
-  TORCH_CHECK(grad3.dim() == 3, "grad must be (B, C, HW), got shape ",
+  TORCH_CHECK(grad3.dim() >= 2, "grad must be (B, C, ...), got shape ",
               grad3.sizes());
   const auto dtype = grad3.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
               "grad must be float32 or float64, got ", dtype);
   check_like(grad3, "grad", grad3.sizes(), dtype);
   if (relu) check_like(out3, "out", grad3.sizes(), dtype);
-  const int64_t rows = grad3.size(0) * grad3.size(1), n = grad3.size(2);
+  const int64_t rows = grad3.size(0) * grad3.size(1);
+  const int64_t n = rows > 0 ? grad3.numel() / rows : 0;
+  // g in grad's own shape: a view of it would keep autograd from
+  // accumulating into g in place later (identity's gradient).
   at::Tensor g = relu ? at::empty_like(grad3) : at::Tensor();
   at::Tensor dt = at::empty({grad3.size(0), grad3.size(1)}, grad3.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, "residual_backward", [&] {

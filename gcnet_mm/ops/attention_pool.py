@@ -331,10 +331,8 @@ class _FuseResidual(torch.autograd.Function):
                     fctx.mark_dirty(x)
                 else:
                     out = torch.empty_like(x)
-                _ext.residual_forward(x.view(b, c, -1),
-                                      t.reshape(b, c).contiguous(),
-                                      identity.view(b, c, -1), relu,
-                                      out.view(b, c, -1))
+                _ext.residual_forward(x, t.reshape(b, c).contiguous(),
+                                      identity, relu, out)
             else:  # mmdet's ops, in its order
                 out = x + t
                 out += identity
@@ -352,10 +350,9 @@ class _FuseResidual(torch.autograd.Function):
         need_x, need_t, need_id = fctx.needs_input_grad[:3]
         b, c = grad.shape[:2]
         if _fused_elementwise(grad, None, out if relu else grad):
-            g, dt = _ext.residual_backward(grad.view(b, c, -1),
-                                           out.view(b, c, -1) if relu else
-                                           grad.view(b, c, -1), relu)
-            g = grad if g is None else g.view_as(grad)
+            g, dt = _ext.residual_backward(grad, out if relu else grad, relu)
+            if g is None:  # no ReLU: the gradient passes unchanged
+                g = grad
         else:
             g = torch.where(out > 0, grad, 0) if relu else grad
             acc = torch.promote_types(g.dtype, torch.float32)
