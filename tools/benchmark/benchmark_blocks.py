@@ -10,18 +10,32 @@ and summarised by the median:
   Mask R-CNN ResNet-50 backbone: plain (mmdet's
   ``mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``), with mmcv's ContextBlock
   (mmdet's ``gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py``) and with
-  gcnet_mm's (this package's config of that name); ``model.backbone`` of
-  each, ``init_cfg=None``.  Time, and bytes of activations saved for backward
+  gcnet_mm's (this package's config of that name: ``gcnet_mm.ResNet``, whose
+  Bottlenecks fuse the block with the residual add and ReLU);
+  ``model.backbone`` of each, ``init_cfg=None``.  Time, and bytes of activations saved for backward
   (unique storages seen by ``saved_tensors_hooks``, parameters and buffers
   excluded).
+
+The allocator: glibc's malloc hands large freed blocks back to the kernel,
+so the next step writes fresh pages and pays a page fault per 4 KiB.  How
+many depends on the heap's layout, which the candidates sharing one process
+disturb: measured here, 0 to 180,000 faults per ResNet step (up to 0.35 s of
+system time in a 1.3 s step) for the same model from one round to the next.
+``--malloc steady`` (the default) sets glibc's mmap and trim thresholds so
+that freed memory is reused, as the jemalloc or tcmalloc that PyTorch's CPU
+performance guide recommends do, and the timings measure the work;
+``--malloc default`` keeps glibc's behaviour.  The step table shows the
+faults per step either way.
 
     python tools/benchmark/benchmark_blocks.py --repeat 9 --threads 2
     python tools/benchmark/benchmark_blocks.py --plot benchmark.png
 """
 import argparse
+import ctypes
 import os
 import os.path as osp
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -51,7 +65,31 @@ def parse_args(argv=None):
                         'time on a machine shared with other jobs')
     parser.add_argument('--plot', metavar='PNG',
                         help='also draw the ratios, with the goals, as a PNG')
+    parser.add_argument('--malloc', default='steady',
+                        choices=['steady', 'default'],
+                        help="'steady': glibc reuses freed memory instead of "
+                        "returning it to the kernel (see the module doc); "
+                        "'default': glibc's own thresholds")
     return parser.parse_args(argv)
+
+
+def steady_malloc() -> str:
+    """Make glibc's malloc keep and reuse freed memory: no trimming of the
+    heap, and blocks up to 1 GiB from the heap rather than from fresh mmaps.
+    Returns what was set, for the header."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+    except OSError:
+        return 'default (not glibc)'
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    ok = (libc.mallopt(m_trim_threshold, 2**30) == 1
+          and libc.mallopt(m_mmap_threshold, 2**30) == 1)
+    return 'steady (mallopt)' if ok else 'default (mallopt refused)'
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 RESNET_CONFIGS = {
@@ -81,15 +119,20 @@ def progress(msg: str) -> None:
 
 
 def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
-                     label: str, clock: str = 'wall') -> Dict[str, float]:
+                     label: str, clock: str = 'wall',
+                     record: Optional[Dict[str, Dict[str, List]]] = None
+                     ) -> Dict[str, float]:
     """Median seconds of each function over ``repeat`` rounds, the functions
-    run in turn within a round, in rotated order (after one warm-up round)."""
+    run in turn within a round, in rotated order (after one warm-up round).
+    ``record``, if given, receives each function's seconds and page faults
+    per round (``record[name]['times' | 'faults']``)."""
     now = time.process_time if clock == 'cpu' else time.perf_counter
     sync = (torch.cuda.synchronize
             if torch.cuda.is_available() else (lambda: None))
     for fn in fns.values():  # warm-up
         fn()
     times: Dict[str, List[float]] = {k: [] for k in fns}
+    faults: Dict[str, List[int]] = {k: [] for k in fns}
     names = list(fns)
     for i in range(repeat):
         progress(f'{label}: repeat {i + 1}/{repeat}')
@@ -98,11 +141,16 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
         for name in names[i % len(names):] + names[:i % len(names)]:
             fn = fns[name]
             sync()
+            f0 = minor_faults()
             t0 = now()
             fn()
             sync()
             times[name].append(now() - t0)
+            faults[name].append(minor_faults() - f0)
     progress('')
+    if record is not None:
+        for k in fns:
+            record[k] = {'times': times[k], 'faults': faults[k]}
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -201,7 +249,7 @@ def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
     models = {k: backbone(c, args.device) for k, c in RESNET_CONFIGS.items()}
     gc_types = {k: sorted({f'{type(m).__module__}.{type(m).__name__}'
                            for n, m in model.named_modules()
-                           if n.endswith('context_block')})
+                           if n.endswith('context_block') or not n})
                 for k, model in models.items()}
     # Same weights everywhere (the GC ones random, not the zero init).
     for p in models['mmcv GC'].parameters():
@@ -235,15 +283,24 @@ def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
                      step(models['gcnet_mm GC'], fused=False))
     mem = {k: saved_activation_bytes(m, run) for k, (m, run) in runs.items()}
     steps = {k: run for k, (_, run) in runs.items()}
+    rounds: Dict[str, Dict[str, List]] = {}
     t = time_interleaved(steps, args.resnet_repeat or args.repeat,
-                         'resnet step', args.clock)
+                         'resnet step', args.clock, record=rounds)
+    plain = rounds['plain']['times']
     print('\n## Mask R-CNN ResNet-50 backbone train step (frozen_stages=1, '
           'norm_eval=True, batch 2, 512x640), GC r16 after conv3 in c3-c5')
-    print(f"{'model':>12} {'step s':>8} {'time x':>7} {'saved MiB':>10} "
-          f"{'memory x':>9}")
+    print(f"{'model':>12} {'step s':>8} {'time x':>7} {'paired x':>9} "
+          f"{'saved MiB':>10} {'memory x':>9} {'faults/step':>12}")
     for k in t:
-        print(f"{k:>12} {t[k]:8.3f} {t[k] / t['plain']:7.3f} "
-              f"{mem[k] / 2**20:10.1f} {mem[k] / mem['plain']:9.3f}")
+        paired = statistics.median(
+            a / b for a, b in zip(rounds[k]['times'], plain))
+        faults = statistics.median(rounds[k]['faults'])
+        print(f"{k:>12} {t[k]:8.3f} {t[k] / t['plain']:7.3f} {paired:9.3f} "
+              f"{mem[k] / 2**20:10.1f} {mem[k] / mem['plain']:9.3f} "
+              f"{faults:12.0f}")
+    print("time x: median step time over the plain one's; paired x: median "
+          "over rounds of the step time over the plain step's in the same "
+          'round; faults/step: median minor page faults per step')
     print(f'max |output difference| gcnet_mm vs mmcv: {diff:.1e}')
     for k, types in gc_types.items():
         print(f"{k}: {RESNET_CONFIGS[k].replace(os.getcwd() + os.sep, '')}"
@@ -331,6 +388,7 @@ def cpu_name() -> str:
 
 def main():
     args = parse_args()
+    malloc = steady_malloc() if args.malloc == 'steady' else 'default'
     if args.threads:
         torch.set_num_threads(args.threads)
     import gcnet_mm  # noqa: F401  (registers gcnet_mm.ContextBlock)
@@ -339,7 +397,7 @@ def main():
               f'device {args.device}, {args.clock} clock, median of '
               f'{args.repeat} (ResNet {args.resnet_repeat or args.repeat}), '
               f'fused CPU loops: {extension_isa() or "off"}, '
-              f'load average {load_average()}')
+              f'malloc {malloc}, load average {load_average()}')
     print(f'# {header}')
     blocks = bench_blocks(args) if 'blocks' in args.parts else None
     resnet = bench_resnet(args) if 'resnet' in args.parts else None
