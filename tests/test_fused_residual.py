@@ -12,7 +12,7 @@ from gcnet_mm.models import ResNet, ResNeXt
 from gcnet_mm.models.blocks import ContextBlock
 from gcnet_mm.ops import global_context, global_context_residual
 from gcnet_mm.ops.attention_pool import extension_isa, use_extension
-from helpers import lean_path, mmcv_block  # noqa: F401
+from helpers import lean_path, mmcv_block, randomize_  # noqa: F401
 
 needs_ext = pytest.mark.skipif(extension_isa() is None,
                                reason='gcnet_mm._ext not built')
@@ -45,15 +45,7 @@ def pair(fusions=('channel_add', ), resnext=False, ref_block='ContextBlock',
     ref = ref_cls(**backbone_cfg(ref_block, fusions, **kwargs))
     ours = cls(**backbone_cfg('gcnet_mm.ContextBlock', fusions, **kwargs))
     ref, ours = ref.double(), ours.double()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, t in ref.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith('running_var'):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.2)
+    randomize_(ref, seed=1, eval_mode=False)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ref.train()
     ours.train()

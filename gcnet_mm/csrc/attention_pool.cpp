@@ -117,6 +117,18 @@ void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape,
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
 }
 
+// A contiguous float32/float64 CPU tensor (B, C, ...), the rows of an
+// elementwise pass; returns its dtype.
+at::ScalarType check_rows(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() >= 2, name, " must be (B, C, ...), got shape ",
+              t.sizes());
+  const auto dtype = t.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, name,
+              " must be float32 or float64, got ", dtype);
+  check_like(t, name, t.sizes(), dtype);
+  return dtype;
+}
+
 // Rows of n values per task of an elementwise pass: about 16K values.
 int64_t row_grain(int64_t n) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
@@ -330,12 +342,7 @@ std::vector<at::Tensor> attention_pool_backward(
 void residual_forward(const at::Tensor& x3, const at::Tensor& t,
                       const at::Tensor& identity3, bool relu,
                       const at::Tensor& out3) {
-  TORCH_CHECK(x3.dim() >= 2, "x must be (B, C, ...), got shape ",
-              x3.sizes());
-  const auto dtype = x3.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
-              "x must be float32 or float64, got ", dtype);
-  check_like(x3, "x", x3.sizes(), dtype);
+  const auto dtype = check_rows(x3, "x");
   check_like(identity3, "identity", x3.sizes(), dtype);
   check_like(out3, "out", x3.sizes(), dtype);
   check_like(t, "t", {x3.size(0), x3.size(1)}, dtype);
@@ -361,12 +368,7 @@ void residual_forward(const at::Tensor& x3, const at::Tensor& t,
 // dt (B, C) = sum of g over HW, from one read of grad3 (and out3).
 std::vector<at::Tensor> residual_backward(const at::Tensor& grad3,
                                          const at::Tensor& out3, bool relu) {
-  TORCH_CHECK(grad3.dim() >= 2, "grad must be (B, C, ...), got shape ",
-              grad3.sizes());
-  const auto dtype = grad3.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
-              "grad must be float32 or float64, got ", dtype);
-  check_like(grad3, "grad", grad3.sizes(), dtype);
+  const auto dtype = check_rows(grad3, "grad");
   if (relu) check_like(out3, "out", grad3.sizes(), dtype);
   const int64_t rows = grad3.size(0) * grad3.size(1);
   const int64_t n = rows > 0 ? grad3.numel() / rows : 0;
