@@ -52,3 +52,42 @@ def test_arguments():
                                    '--threads', '1'])
     assert args.parts == ['blocks'] and args.plot == 'b.png'
     assert args.threads == 1 and args.device == 'cpu'
+    assert args.malloc == 'steady'
+    assert load_tool().parse_args(['--malloc', 'default']).malloc == 'default'
+    with pytest.raises(SystemExit):  # argparse names the allowed choices
+        load_tool().parse_args(['--malloc', 'jemalloc'])
+
+
+def test_interleaved_timing_records_rounds_and_faults():
+    tool = load_tool()
+    calls = []
+    record = {}
+    medians = tool.time_interleaved(
+        {'a': lambda: calls.append('a'),
+         'b': lambda: bytearray(8 << 20)},  # 8 MiB written: faults likely
+        repeat=3, label='t', record=record)
+    assert set(medians) == set(record) == {'a', 'b'}
+    assert len(calls) == 4  # one warm-up round, three timed
+    for name in ('a', 'b'):
+        assert len(record[name]['times']) == 3
+        assert len(record[name]['faults']) == 3
+        assert all(f >= 0 for f in record[name]['faults'])
+        assert medians[name] == sorted(record[name]['times'])[1]
+
+
+def test_steady_malloc_reports_what_it_set():
+    # In a child process: mallopt changes this process's allocator for good.
+    import subprocess
+    import sys
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'tools', 'benchmark', 'benchmark_blocks.py')
+    code = ('import importlib.util as u; s = u.spec_from_file_location('
+            f'"b", {path!r}); m = u.module_from_spec(s); '
+            's.loader.exec_module(m); print(m.steady_malloc())')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout.strip().splitlines()
+    import platform
+    if platform.libc_ver()[0] == 'glibc':
+        assert out[-1] == 'steady (mallopt)'
+    else:
+        assert out[-1].startswith('default (')
