@@ -282,6 +282,13 @@ def _mat_vec(m: Tensor, v: Tensor) -> Tensor:
     return torch.bmm(v.unsqueeze(1), m.transpose(1, 2)).squeeze(1)
 
 
+def _channel_sums(g: Tensor) -> Tensor:
+    """``sum_p g`` per sample and channel, (B, C, 1, 1), accumulated in
+    float32 or wider: the gradient of a broadcast (B, C, 1, 1) term."""
+    acc = torch.promote_types(g.dtype, torch.float32)
+    return g.sum(dim=(2, 3), keepdim=True, dtype=acc)
+
+
 class _FuseAdd(torch.autograd.Function):
     """``y = x + t``; dL/dx is left to the pooling node through ``link``."""
 
@@ -299,9 +306,7 @@ class _FuseAdd(torch.autograd.Function):
             fctx.link.grad = g
         dt = None
         if fctx.needs_input_grad[1]:
-            acc = torch.promote_types(g.dtype, torch.float32)
-            dt = g.sum(dim=(2, 3), keepdim=True, dtype=acc)
-            dt = dt.to(fctx.t_dtype)
+            dt = _channel_sums(g).to(fctx.t_dtype)
         return None, dt, None
 
 
@@ -355,8 +360,7 @@ class _FuseResidual(torch.autograd.Function):
                 g = grad
         else:
             g = torch.where(out > 0, grad, 0) if relu else grad
-            acc = torch.promote_types(g.dtype, torch.float32)
-            dt = g.sum(dim=(2, 3), dtype=acc)
+            dt = _channel_sums(g)
         if need_x:
             fctx.link.grad = g
         dt = dt.view(b, c, 1, 1).to(fctx.t_dtype) if need_t else None

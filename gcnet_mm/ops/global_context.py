@@ -83,6 +83,12 @@ def global_context_residual(x: Tensor,
                                     identity, relu, overwrite_x)
     out = global_context(x, mask_weight, mask_bias, add_transform,
                          mul_transform)
+    return _add_residual(out, identity, relu)
+
+
+def _add_residual(out: Tensor, identity: Tensor, relu: bool) -> Tensor:
+    """mmdet's end of a Bottleneck on a fresh ``out``: ``out += identity``,
+    then the in-place ReLU."""
     out += identity
     return out.relu_() if relu else out
 
@@ -150,11 +156,7 @@ def _lean_global_context(x: Tensor, mask_weight: Tensor,
     if x.requires_grad and not depends_on(t, context.grad_fn):
         # dL/dx would never reach the pooling node; let autograd add it.
         out = x + t
-        if identity is not None:
-            out += identity
-            if relu:
-                out.relu_()
-        return out
+        return out if identity is None else _add_residual(out, identity, relu)
     if identity is not None:
         return fuse_residual(x, t, identity, link, relu, overwrite_x)
     return fuse_add(x, t, link)
