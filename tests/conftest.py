@@ -1,0 +1,12 @@
+"""Shared pytest configuration.
+
+``slow`` marks the end-to-end runs of the tools (subprocesses training and
+testing on generated data, minutes on 2 cores); skip them locally with
+``pytest -m 'not slow'``.  CI runs everything.
+"""
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'slow: end-to-end runs of the tools (minutes); deselect '
+        "with -m 'not slow'")
