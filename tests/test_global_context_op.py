@@ -5,7 +5,7 @@ from torch import nn
 
 from gcnet_mm.ops import global_context
 from gcnet_mm.ops.affine_source import batch_norm_source
-from gcnet_mm.ops.global_context import plain_global_context
+from gcnet_mm.ops.global_context import reference_global_context
 from helpers import lean_path, mmcv_block, ours, outputs_and_grads  # noqa: F401
 
 FUSIONS = [('channel_add', ), ('channel_mul', ),
@@ -342,7 +342,7 @@ def test_onnx_export_matches_eager(fusions, tmp_path):
 def test_plain_matches_mmcv():
     block = mmcv_block(fusions=('channel_add', 'channel_mul'))
     x = torch.randn(2, 16, 4, 4)
-    y = plain_global_context(x, block.conv_mask.weight, block.conv_mask.bias,
+    y = reference_global_context(x, block.conv_mask.weight, block.conv_mask.bias,
                              block.channel_add_conv, block.channel_mul_conv)
     torch.testing.assert_close(y, block(x), atol=1e-5, rtol=1e-4)
 

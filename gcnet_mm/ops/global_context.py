@@ -9,7 +9,7 @@ Two paths behind one signature:
   when autograd records the call in eager mode.  0.2x to 0.4x of mmcv's time
   for forward + backward on the CPU, and it saves no copy of ``x`` when ``x`` is a
   batch-norm output (a Bottleneck's ``norm3``), see ``affine_source.py``.
-* plain (``plain_global_context``): everything else -- average pooling, the
+* plain (``reference_global_context``): everything else -- average pooling, the
   multiplicative fusion, inference, ``torch.jit`` tracing or scripting,
   ``torch.compile`` / ``torch.export`` / ONNX export -- written with ops those
   tools know (``matmul``, not a 1x1 conv, for the attention logits).
@@ -20,11 +20,12 @@ import torch
 from torch import Tensor
 
 from .affine_source import batch_norm_source
+from .dispatch import use_fused
 from .attention_pool import GradLink, as_matrix, attention_pool, depends_on, \
     fuse_add, fuse_residual
 
 __all__ = [
-    'global_context', 'global_context_residual', 'plain_global_context'
+    'global_context', 'global_context_residual', 'reference_global_context'
 ]
 
 Transform = Callable[[Tensor], Tensor]
@@ -51,7 +52,7 @@ def global_context(x: Tensor,
     """
     if _lean_path_applies(x, mask_weight, add_transform, mul_transform):
         return _lean_global_context(x, mask_weight, mask_bias, add_transform)
-    return plain_global_context(x, mask_weight, mask_bias, add_transform,
+    return reference_global_context(x, mask_weight, mask_bias, add_transform,
                                 mul_transform)
 
 
@@ -93,7 +94,7 @@ def _add_residual(out: Tensor, identity: Tensor, relu: bool) -> Tensor:
     return out.relu_() if relu else out
 
 
-def plain_global_context(x: Tensor,
+def reference_global_context(x: Tensor,
                          mask_weight: Optional[Tensor],
                          mask_bias: Optional[Tensor],
                          add_transform: Optional[Transform] = None,
@@ -122,7 +123,7 @@ def plain_global_context(x: Tensor,
 
 def _lean_path_applies(x: Tensor, mask_weight: Optional[Tensor],
                        add_transform, mul_transform) -> bool:
-    if (mask_weight is None or add_transform is None
+    if (not use_fused() or mask_weight is None or add_transform is None
             or mul_transform is not None):
         return False
     if not torch.is_grad_enabled() or not (x.requires_grad

@@ -138,9 +138,14 @@ class ContextBlock(BaseModule):
         self.fusion_types = fusion_types
         self.transform = transform
 
-        self.conv_mask = (
-            nn.Conv2d(in_channels, 1, kernel_size=1)
-            if pooling_type == 'att' else None)
+        # mmcv's submodules; the softmax and the pooling themselves run in
+        # gcnet_mm.ops.global_context (neither has parameters).
+        if pooling_type == 'att':
+            self.conv_mask = nn.Conv2d(in_channels, 1, kernel_size=1)
+            self.softmax = nn.Softmax(dim=2)
+        else:
+            self.conv_mask = None
+            self.avg_pool = nn.AdaptiveAvgPool2d(1)
         for fusion, attr in FUSIONS.items():
             branch = None
             if fusion in fusion_types:
