@@ -65,8 +65,6 @@ struct Kernels {
   decltype(&generic::forward_chunk<T>) forward_chunk;
   decltype(&generic::backward_chunk<T>) backward_chunk;
   decltype(&generic::rank2_update<T>) rank2_update;
-  decltype(&generic::residual_row<T>) residual_row;
-  decltype(&generic::residual_row_backward<T>) residual_row_backward;
 };
 
 template <typename T>
@@ -74,13 +72,11 @@ Kernels<T> kernels() {
 #ifdef GCNET_MM_HAVE_AVX2
   if (use_avx2()) {
     return {&avx2::forward_chunk<T>, &avx2::backward_chunk<T>,
-            &avx2::rank2_update<T>, &avx2::residual_row<T>,
-            &avx2::residual_row_backward<T>};
+            &avx2::rank2_update<T>};
   }
 #endif
   return {&generic::forward_chunk<T>, &generic::backward_chunk<T>,
-          &generic::rank2_update<T>, &generic::residual_row<T>,
-          &generic::residual_row_backward<T>};
+          &generic::rank2_update<T>};
 }
 
 // Positions per chunk: a (C, P) slice of about 1 MiB (a core's L2 on recent
@@ -115,23 +111,6 @@ void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape,
               t.scalar_type());
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-}
-
-// A contiguous float32/float64 CPU tensor (B, C, ...), the rows of an
-// elementwise pass; returns its dtype.
-at::ScalarType check_rows(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dim() >= 2, name, " must be (B, C, ...), got shape ",
-              t.sizes());
-  const auto dtype = t.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, name,
-              " must be float32 or float64, got ", dtype);
-  check_like(t, name, t.sizes(), dtype);
-  return dtype;
-}
-
-// Rows of n values per task of an elementwise pass: about 16K values.
-int64_t row_grain(int64_t n) {
-  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
 }
 
 // How a (B, C, HW) matrix splits into (sample, chunk) tasks.
@@ -334,65 +313,6 @@ std::vector<at::Tensor> attention_pool_backward(
   return {dx, dw};
 }
 
-// Residual fusion of a Bottleneck whose last layer is a GC block:
-// out = x + t + identity, then ReLU when relu: one pass (read x and
-// identity, write out) where the block's y = x + t, the residual add and the
-// ReLU took three.  x3, identity3, out3 contiguous (B, C, ...) of one shape,
-// t (B, C); out3 may be x3.
-void residual_forward(const at::Tensor& x3, const at::Tensor& t,
-                      const at::Tensor& identity3, bool relu,
-                      const at::Tensor& out3) {
-  const auto dtype = check_rows(x3, "x");
-  check_like(identity3, "identity", x3.sizes(), dtype);
-  check_like(out3, "out", x3.sizes(), dtype);
-  check_like(t, "t", {x3.size(0), x3.size(1)}, dtype);
-  const int64_t rows = x3.size(0) * x3.size(1);
-  const int64_t n = rows > 0 ? x3.numel() / rows : 0;
-  AT_DISPATCH_FLOATING_TYPES(dtype, "residual_forward", [&] {
-    using T = scalar_t;
-    const auto row = kernels<T>().residual_row;
-    const T* x = x3.data_ptr<T>();
-    const T* r = identity3.data_ptr<T>();
-    const T* tp = t.data_ptr<T>();
-    T* out = out3.data_ptr<T>();
-    at::parallel_for(0, rows, row_grain(n), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        row(out + i * n, x + i * n, tp[i], r + i * n, n, relu);
-      }
-    });
-  });
-}
-
-// (g, dt) of residual_forward's output gradient grad3: g = grad3 where
-// out3 > 0 (relu; undefined without relu: the gradient is grad3 itself) and
-// dt (B, C) = sum of g over HW, from one read of grad3 (and out3).
-std::vector<at::Tensor> residual_backward(const at::Tensor& grad3,
-                                         const at::Tensor& out3, bool relu) {
-  const auto dtype = check_rows(grad3, "grad");
-  if (relu) check_like(out3, "out", grad3.sizes(), dtype);
-  const int64_t rows = grad3.size(0) * grad3.size(1);
-  const int64_t n = rows > 0 ? grad3.numel() / rows : 0;
-  // g in grad's own shape: a view of it would keep autograd from
-  // accumulating into g in place later (identity's gradient).
-  at::Tensor g = relu ? at::empty_like(grad3) : at::Tensor();
-  at::Tensor dt = at::empty({grad3.size(0), grad3.size(1)}, grad3.options());
-  AT_DISPATCH_FLOATING_TYPES(dtype, "residual_backward", [&] {
-    using T = scalar_t;
-    const auto row = kernels<T>().residual_row_backward;
-    const T* grad = grad3.data_ptr<T>();
-    const T* out = relu ? out3.data_ptr<T>() : nullptr;
-    T* gp = relu ? g.data_ptr<T>() : nullptr;
-    T* dtp = dt.data_ptr<T>();
-    at::parallel_for(0, rows, row_grain(n), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        dtp[i] = T(row(gp ? gp + i * n : nullptr, grad + i * n,
-                       out ? out + i * n : nullptr, n, relu));
-      }
-    });
-  });
-  return {g, dt};
-}
-
 std::string isa() { return use_avx2() ? "avx2" : "generic"; }
 
 }  // namespace gcnet_mm
@@ -403,9 +323,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(context, attn) of x (B, C, HW) under logits weight . x");
   m.def("attention_pool_backward", &gcnet_mm::attention_pool_backward,
         "(dx, dw) of the attention pooling");
-  m.def("residual_forward", &gcnet_mm::residual_forward,
-        "out = x + t + identity (then ReLU), out may be x");
-  m.def("residual_backward", &gcnet_mm::residual_backward,
-        "(g, dt) of residual_forward");
   m.def("isa", &gcnet_mm::isa, "instruction set of the loops in use");
 }

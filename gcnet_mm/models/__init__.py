@@ -1,13 +1,6 @@
-"""Blocks, backbones, heads and block placement; importing registers them."""
+"""Blocks, heads and block placement; importing registers them."""
 from .blocks import *  # noqa: F401,F403
 from .placement import *  # noqa: F401,F403
-
-try:  # the fused ResNets extend mmdet's
-    from .backbones import *  # noqa: F401,F403
-except ImportError as e:  # pragma: no cover - only without mmdet
-    import warnings
-    warnings.warn(f'gcnet_mm: backbones unavailable ({e}); '
-                  'install mmdet to use gcnet_mm.ResNet')
 
 try:  # the decode heads need mmsegmentation
     from .heads import *  # noqa: F401,F403

@@ -1,12 +1,9 @@
-# mmdet's config with gcnet_mm's ContextBlock and ResNet: same modules and
-# state dict; the ResNet fuses each GC block with its residual add and ReLU.
+# mmdet's config with gcnet_mm's ContextBlock: same modules and state dict.
 _base_ = 'mmdet::gcnet/mask-rcnn_x101-32x4d-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py'
 model = dict(
-    backbone=dict(
-        type='gcnet_mm.ResNeXt',
-        plugins=[
-            dict(
-                cfg=dict(type='gcnet_mm.ContextBlock', ratio=1. / 16),
-                stages=(False, True, True, True),
-                position='after_conv3')
-        ]))
+    backbone=dict(plugins=[
+        dict(
+            cfg=dict(type='gcnet_mm.ContextBlock', ratio=1. / 16),
+            stages=(False, True, True, True),
+            position='after_conv3')
+    ]))
