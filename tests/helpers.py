@@ -5,20 +5,36 @@ from mmcv.cnn import ContextBlock as MMCVContextBlock
 from torch import nn
 
 from gcnet_mm.ops import global_context
-from gcnet_mm.ops.attention_pool import extension_isa, use_extension
+from gcnet_mm.ops.dispatch import force_kernels, fused_kernels
+from gcnet_mm.ops.cpu_kernels import extension_isa
+from gcnet_mm.ops.triton_kernels import triton
 
 
-@pytest.fixture(params=['fused', 'ops'])
-def lean_path(request):
-    """Both implementations of the lean path: the fused CPU loops
-    (gcnet_mm._ext, float32/float64 with unit stride along HW) and PyTorch
-    ops (everything, and the only one without the extension).  Import it
-    into a test module to use it."""
-    fused = request.param == 'fused'
-    if fused and extension_isa() is None:
+@pytest.fixture(params=['cpu', 'torch', 'triton'])
+def kernels(request):
+    """Each kernel set of the fused path in turn: the fused CPU loops
+    (gcnet_mm._ext), PyTorch ops, and the Triton kernels (on a machine
+    without a GPU through Triton's interpreter, TRITON_INTERPRET=1, which
+    conftest.py sets).  Import it into a test module to use it; a test
+    checks with :func:`runs_on` that its inputs take the set."""
+    if request.param == 'cpu' and extension_isa() is None:
         pytest.skip('gcnet_mm._ext not built')
-    with use_extension(fused):
+    if request.param == 'triton' and triton is None:
+        pytest.skip('Triton not installed')
+    with force_kernels(request.param):
         yield request.param
+
+
+def runs_on(name, x, block=None):
+    """Skip unless the fused path takes ``x`` to kernel set ``name`` (e.g.
+    float64 is not a Triton dtype); returns ``name``."""
+    weight = torch.ones(1, x.shape[1], 1, 1) if block is None else \
+        block.conv_mask.weight
+    chosen = fused_kernels(x, weight, nn.Identity(), None)
+    if chosen is None or chosen.name != name:
+        pytest.skip(f'{name} kernels do not take {x.dtype} '
+                    f'{tuple(x.stride())} on {x.device}')
+    return name
 
 
 def randomize_(model: nn.Module, seed: int = 0, scale: float = 0.2,

@@ -7,6 +7,8 @@ from torch import nn
 
 from gcnet_mm.models.blocks import ContextBlock, SNLBlock
 from gcnet_mm.models.blocks import context_block as context_block_module
+from gcnet_mm.ops import set_fused
+from gcnet_mm.ops.global_context import flat_transform
 from gcnet_mm.registry import MODELS
 from helpers import run_fwd_bwd
 
@@ -339,7 +341,7 @@ def test_flat_transform_matches_modules(transform, fusion):
         branch = getattr(block, attr)
         if branch is None:
             continue
-        flat = context_block_module._flat_transform(branch)
+        flat = flat_transform(branch)
         assert flat is not branch
         gy = torch.randn(3, 8, 1, 1, dtype=torch.float64)
         ref = torch.autograd.grad(branch(ctx), [ctx, *branch.parameters()],
@@ -350,10 +352,21 @@ def test_flat_transform_matches_modules(transform, fusion):
             torch.testing.assert_close(a, b)
 
 
-def test_hooks_keep_the_module_path():
+def test_hooks_on_transform_layers_see_the_reference_path():
+    """The fused path runs the transform as linear layers on (B, C); with
+    set_fused(False) every layer is called as a module, so hooks on them
+    (feature extraction, counters) fire; hooks on the block always do."""
     block = randomize_(ContextBlock(8, 1 / 4))
-    calls = []
+    layer_calls, block_calls = [], []
     block.channel_add_conv[0].register_forward_hook(
-        lambda *args: calls.append(1))
-    block(torch.randn(2, 8, 3, 3))
-    assert calls == [1]
+        lambda *args: layer_calls.append(1))
+    block.register_forward_hook(lambda *args: block_calls.append(1))
+    x = torch.randn(2, 8, 3, 3)
+    y = block(x)
+    assert layer_calls == [] and block_calls == [1]
+    set_fused(False)
+    try:
+        torch.testing.assert_close(block(x), y, atol=1e-6, rtol=1e-5)
+    finally:
+        set_fused(True)
+    assert layer_calls == [1] and block_calls == [1, 1]

@@ -1,5 +1,6 @@
 """gcnet_mm._ext, the fused CPU loops of the GC block's attention pooling,
-against the PyTorch-ops path and mmcv's ContextBlock on random inputs."""
+against the fused path's PyTorch-ops kernels and mmcv's ContextBlock on
+random inputs."""
 import os
 import warnings
 
@@ -8,7 +9,9 @@ import torch
 from torch import nn
 
 from gcnet_mm.ops import global_context
-from gcnet_mm.ops.attention_pool import _ext, extension_isa, use_extension
+from gcnet_mm.ops import cpu_kernels
+from gcnet_mm.ops.cpu_kernels import _ext, extension_isa
+from gcnet_mm.ops.dispatch import force_kernels
 from helpers import mmcv_block, ours, outputs_and_grads
 
 needs_ext = pytest.mark.skipif(_ext is None, reason='gcnet_mm._ext not built')
@@ -21,14 +24,12 @@ def test_extension_is_built():
         pytest.skip('installed with GCNET_MM_WITH_EXT=0')
     assert _ext is not None
     assert extension_isa() in ('avx2', 'generic')
-    with use_extension(False):
-        assert extension_isa() is None
 
 
 def test_extension_that_does_not_load_warns(monkeypatch):
     """Built against another torch: a warning that says how to rebuild, and
-    the PyTorch-ops path; not built at all: the ops path, silently."""
-    from gcnet_mm.ops import attention_pool
+    the PyTorch-ops kernels; not built at all: those kernels, silently."""
+    attention_pool = cpu_kernels
 
     def broken(name):
         raise ImportError(f'{name}: undefined symbol: _ZN3c104cuda9SetDevice')
@@ -61,8 +62,9 @@ def isa(request, monkeypatch):
 
 
 def run(m, x, gy, fused):
-    """Output and gradients (x, then m's parameters) on the lean path."""
-    with use_extension(fused):
+    """Output and gradients (x, then m's parameters) on the fused path, in
+    the CPU loops (``fused``) or in PyTorch ops."""
+    with force_kernels('cpu' if fused else 'torch'):
         y, grads = outputs_and_grads(lambda t: ours(m, t), m, x, gy)
     assert type(y.grad_fn).__name__ == '_FuseAddBackward'
     return [y] + list(grads)
@@ -138,7 +140,7 @@ def test_gradcheck_through_the_loops(monkeypatch):
     w = m.conv_mask.weight.detach().clone().requires_grad_()
 
     def fn(x, w):
-        with use_extension(True):
+        with force_kernels('cpu'):
             return global_context(x, w, None, add_transform=m.channel_add_conv)
 
     assert torch.autograd.gradcheck(fn, (x, w))
@@ -198,26 +200,35 @@ def test_setup_build_is_optional_unless_required(monkeypatch, capsys, mode):
         assert 'building gcnet_mm._ext failed' in capsys.readouterr().err
 
 
-def test_switched_off_at_run_time():
-    """GCNET_MM_EXT=0: the PyTorch-ops path, and env_check says so."""
+@pytest.mark.parametrize('value,expected', [
+    ('0', 'GC blocks: reference PyTorch ops (GCNET_MM_FUSED=0)'),
+    ('1', 'GC blocks: fused path, CPU loops'),
+])
+def test_switched_at_run_time(value, expected):
+    """GCNET_MM_FUSED=0: the reference path everywhere, and env_check says
+    so; a value other than 0/1 is an error naming the variable."""
     import subprocess
     import sys
-    code = ('from gcnet_mm.ops.attention_pool import extension_isa\n'
+    code = ('import torch\n'
+            'from gcnet_mm.ops import use_fused\n'
             'from gcnet_mm.utils.env_check import _check_fused_loops\n'
-            'print(extension_isa(), "|", _check_fused_loops())')
+            'print(use_fused(), "|", _check_fused_loops())')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, env={**os.environ, 'GCNET_MM_EXT': '0'})
+                         text=True, env={**os.environ, 'GCNET_MM_FUSED': value})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == (
-        'None | gcnet_mm._ext: off (GCNET_MM_WITH_EXT=0 or GCNET_MM_EXT=0)')
+    assert out.stdout.strip().splitlines()[-1].startswith(
+        f'{value == "1"} | {expected}')
+    bad = subprocess.run([sys.executable, '-c', 'import gcnet_mm'],
+                         capture_output=True, text=True,
+                         env={**os.environ, 'GCNET_MM_FUSED': 'yes'})
+    assert bad.returncode != 0
+    assert "GCNET_MM_FUSED='yes': expected 1" in bad.stderr
 
 
 def test_env_check_fails_without_the_extension(monkeypatch, capsys):
-    from gcnet_mm.ops import attention_pool
     from gcnet_mm.utils import env_check
-    monkeypatch.delenv('GCNET_MM_EXT', raising=False)
     monkeypatch.delenv('GCNET_MM_WITH_EXT', raising=False)
-    monkeypatch.setattr(attention_pool, '_ext', None)
+    monkeypatch.setattr(cpu_kernels, '_ext', None)
     assert env_check.main(['--quick']) == 1
     err = capsys.readouterr().err
-    assert 'FAIL  gcnet_mm._ext' in err and '--no-build-isolation' in err
+    assert 'FAIL  fused path' in err and '--no-build-isolation' in err

@@ -1,12 +1,16 @@
-"""gcnet_mm.ops.global_context against mmcv's ContextBlock, on every path."""
+"""gcnet_mm.ops.global_context against mmcv's ContextBlock, on both paths
+and every kernel set of the fused path."""
+import copy
+import pickle
+
 import pytest
 import torch
 from torch import nn
 
-from gcnet_mm.ops import global_context
-from gcnet_mm.ops.affine_source import batch_norm_source
+from gcnet_mm.ops import global_context, set_fused, use_fused
 from gcnet_mm.ops.global_context import reference_global_context
-from helpers import lean_path, mmcv_block, ours, outputs_and_grads  # noqa: F401
+from helpers import (kernels, mmcv_block, ours,  # noqa: F401
+                     outputs_and_grads, runs_on)
 
 FUSIONS = [('channel_add', ), ('channel_mul', ),
            ('channel_add', 'channel_mul')]
@@ -25,30 +29,64 @@ def assert_matches_mmcv(block, x, atol=1e-10, rtol=1e-8):
     return y, g
 
 
-def lean(y):
+def fused(y):
     return type(y.grad_fn).__name__.startswith('_FuseAdd')
 
 
 @pytest.mark.parametrize('pooling', ['att', 'avg'])
 @pytest.mark.parametrize('fusions', FUSIONS)
 @pytest.mark.parametrize('batch', [1, 3])
-@pytest.mark.usefixtures('lean_path')
-def test_matches_mmcv(pooling, fusions, batch):
-    block = mmcv_block(pooling=pooling, fusions=fusions, dtype=torch.float64)
-    x = torch.randn(batch, 16, 5, 7, dtype=torch.float64)
-    y, _ = assert_matches_mmcv(block, x)
-    assert lean(y) == (pooling == 'att' and fusions == ('channel_add', ))
+def test_matches_mmcv(kernels, pooling, fusions, batch):
+    dtype = torch.float32 if kernels == 'triton' else torch.float64
+    tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else {}
+    block = mmcv_block(pooling=pooling, fusions=fusions, dtype=dtype)
+    x = torch.randn(batch, 16, 5, 7, dtype=dtype)
+    runs_on(kernels, x)
+    y, _ = assert_matches_mmcv(block, x, **tol)
+    assert fused(y) == (pooling == 'att' and fusions == ('channel_add', ))
+
+
+@pytest.mark.parametrize('shape', [(2, 70, 9, 11), (1, 5, 1, 1),
+                                   (3, 130, 1, 37)])
+def test_float32_shapes_across_blocks(kernels, shape):
+    """Channels and positions not multiples of the kernels' block sizes (64
+    channels, 16 to 64 positions): the tails and the merges across blocks."""
+    block = mmcv_block(c=shape[1], ratio=1 / 5)
+    x = torch.randn(shape)
+    runs_on(kernels, x)
+    y, _ = assert_matches_mmcv(block, x, atol=1e-4, rtol=1e-3)
+    assert fused(y)
+
+
+def test_set_fused_switches_every_block_to_the_reference_path():
+    block = mmcv_block()
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    assert use_fused() and fused(ours(block, x))
+    set_fused(False)
+    try:
+        assert not use_fused()
+        y = ours(block, x)
+        assert not fused(y)
+        torch.testing.assert_close(y, block(x), atol=1e-6, rtol=1e-5)
+    finally:
+        set_fused(True)
+    with pytest.raises(TypeError, match="expects a bool, got 'no'"):
+        set_fused('no')
 
 
 @pytest.mark.parametrize('fusions', FUSIONS)
-def test_channels_last(fusions):
-    block = mmcv_block(fusions=fusions, dtype=torch.float64)
-    x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+def test_channels_last(kernels, fusions):
+    dtype = torch.float32 if kernels == 'triton' else torch.float64
+    tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else {}
+    block = mmcv_block(fusions=fusions, dtype=dtype)
+    x = torch.randn(2, 16, 6, 5, dtype=dtype)
     x = x.contiguous(memory_format=torch.channels_last)
-    y, g = assert_matches_mmcv(block, x)
+    if kernels != 'cpu':  # the CPU loops need unit stride along H*W
+        runs_on(kernels, x)
+    y, g = assert_matches_mmcv(block, x, **tol)
     assert y.is_contiguous(memory_format=torch.channels_last)
     if fusions == ('channel_add', ):
-        assert lean(y)
+        assert fused(y)
         assert g[0].is_contiguous(memory_format=torch.channels_last)
 
 
@@ -58,50 +96,58 @@ def test_channels_last(fusions):
     lambda d: torch.randn(2, 18, 6, 8, dtype=d)[:, 1:17],  # channel slice
     lambda d: torch.randn(2, 6, 8, 18, dtype=d).permute(0, 3, 1, 2)[:, 1:17],
 ])
-@pytest.mark.usefixtures('lean_path')
-def test_non_contiguous(make):
+def test_non_contiguous(kernels, make):
     block = mmcv_block(dtype=torch.float64)
     x = make(torch.float64)
     assert not x.is_contiguous()
     y, _ = assert_matches_mmcv(block, x)
-    assert lean(y)
+    assert fused(y)
 
 
 @pytest.mark.parametrize('batch', [1, 2])
-@pytest.mark.usefixtures('lean_path')
-def test_float32_within_rounding(batch):
+def test_float32_within_rounding(kernels, batch):
     block = mmcv_block(c=64, ratio=1 / 16)
     x = torch.randn(batch, 64, 9, 11)
+    runs_on(kernels, x)
     y, _ = assert_matches_mmcv(block, x, atol=1e-4, rtol=1e-4)
-    assert lean(y)
+    assert fused(y)
 
 
-def test_no_grad_and_inference_use_plain_path():
+def test_no_grad_and_inference_run_the_fused_kernels(kernels, monkeypatch):
+    """test.py's forward: the fused kernels, no graph, mmcv's values."""
+    import importlib
+    from gcnet_mm.ops import attention_pool
+    op = importlib.import_module('gcnet_mm.ops.global_context')
     block = mmcv_block()
     x = torch.randn(2, 16, 4, 4)
+    runs_on(kernels, x)
+    calls = []
+    monkeypatch.setattr(op, 'attention_pool',
+                        lambda *a: calls.append(a[4].name)
+                        or attention_pool._AttentionPool.apply(*a))
     with torch.no_grad():
         y = ours(block, x)
+    assert y.grad_fn is None
     torch.testing.assert_close(y, block(x), atol=1e-5, rtol=1e-4)
     with torch.inference_mode():
         torch.testing.assert_close(ours(block, x), block(x), atol=1e-5,
                                    rtol=1e-4)
+    assert calls == [kernels, kernels]
 
 
-@pytest.mark.usefixtures('lean_path')
-def test_only_parameter_grads_and_frozen_input():
+def test_only_parameter_grads_and_frozen_input(kernels):
     block = mmcv_block()
     x = torch.randn(2, 16, 4, 5)  # does not require grad
     gy = torch.randn_like(x)
     params = list(block.parameters())
     g_ref = torch.autograd.grad(block(x), params, gy)
     y = ours(block, x)
-    assert lean(y)
+    assert fused(y)
     for a, b in zip(torch.autograd.grad(y, params, gy), g_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.usefixtures('lean_path')
-def test_retain_graph_twice():
+def test_retain_graph_twice(kernels):
     block = mmcv_block()
     x = torch.randn(2, 16, 4, 5, requires_grad=True)
     y = ours(block, x)
@@ -111,8 +157,7 @@ def test_retain_graph_twice():
     torch.testing.assert_close(g1, g2)
 
 
-@pytest.mark.usefixtures('lean_path')
-def test_transform_ignoring_context_keeps_dx():
+def test_transform_ignoring_context_keeps_dx(kernels):
     """If t does not depend on the context, dL/dx must still include g."""
     bias = nn.Parameter(torch.randn(1, 16, 1, 1))
     w = torch.randn(1, 16, 1, 1, requires_grad=True)
@@ -124,8 +169,9 @@ def test_transform_ignoring_context_keeps_dx():
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
-@pytest.mark.usefixtures('lean_path')
-def test_gradcheck_float64(channels_last):
+def test_gradcheck_float64(kernels, channels_last):
+    if kernels == 'triton':
+        pytest.skip('the Triton kernels take float32/16 and bfloat16')
     block = mmcv_block(dtype=torch.float64, c=8, ratio=0.5)
     x = torch.randn(2, 8, 3, 4, dtype=torch.float64)
     if channels_last:
@@ -143,16 +189,21 @@ def test_gradcheck_float64(channels_last):
 
         return global_context(x, mw, mb, add_transform=transform)
 
-    assert lean(fn(x, *params))
+    assert fused(fn(x, *params))
     assert torch.autograd.gradcheck(fn, (x, ) + params)
 
 
-def bottleneck(gc: bool, seed=0):
+def bottleneck(gc, dtype=torch.float64, seed=0):
+    """mmdet's Bottleneck, with mmcv's (``gc='mmcv'``) or gcnet_mm's GC block
+    after conv3, or none; random weights and statistics."""
     from mmdet.models.backbones.resnet import Bottleneck
     torch.manual_seed(seed)
-    plugins = [dict(cfg=dict(type='ContextBlock', ratio=0.25),
-                    position='after_conv3')] if gc else None
-    block = Bottleneck(16, 4, plugins=plugins).double()
+    plugins = None
+    if gc:
+        kind = 'ContextBlock' if gc == 'mmcv' else 'gcnet_mm.ContextBlock'
+        plugins = [dict(cfg=dict(type=kind, ratio=0.25),
+                        position='after_conv3')]
+    block = Bottleneck(16, 4, plugins=plugins).to(dtype)
     for name, p in block.named_parameters():
         nn.init.normal_(p, mean=0.5 if 'norm' in name else 0.0, std=0.3)
     for m in block.modules():
@@ -162,16 +213,8 @@ def bottleneck(gc: bool, seed=0):
     return block
 
 
-def with_our_op(block):
-    """A copy of an mmcv-GC Bottleneck whose plugin runs global_context."""
-    import copy
-    block = copy.deepcopy(block)
-    plugin = getattr(block, block.after_conv3_plugin_names[0])
-    plugin.forward = lambda x: ours(plugin, x)
-    return block
-
-
 def saved_storages(fn):
+    """``fn()`` and {storage: bytes} of every tensor autograd saved."""
     storages = {}
 
     def pack(t):
@@ -183,81 +226,218 @@ def saved_storages(fn):
     return out, storages
 
 
+def n_big(storages, x):
+    return sum(v >= x.numel() * x.element_size() for v in storages.values())
+
+
 @pytest.mark.parametrize('train', [True, False])
 @pytest.mark.parametrize('channels_last', [False, True])
-@pytest.mark.usefixtures('lean_path')
-def test_bottleneck_batch_norm_recompute(train, channels_last):
-    ref = bottleneck(gc=True)
-    new = with_our_op(ref)
-    plain = bottleneck(gc=False)
+def test_bottleneck_keeps_no_copy_of_its_input(kernels, train,
+                                               channels_last):
+    """After norm3 the block keeps batch norm's input, not a copy of x: the
+    same full-size saved storages as the plain Bottleneck, once the block
+    has found its batch norm (its first call keeps x)."""
+    dtype = torch.float32 if kernels == 'triton' else torch.float64
+    tol = dict(atol=2e-5, rtol=2e-4) if dtype == torch.float32 else dict(
+        atol=1e-10, rtol=1e-8)
+    ref, new, plain = (bottleneck(gc, dtype) for gc in ('mmcv', 'ours', None))
+    new.load_state_dict(ref.state_dict())
     for m in (ref, new, plain):
         m.train(train)
-    x = torch.randn(2, 16, 6, 5, dtype=torch.float64) * 2 + 1
+    x = torch.randn(2, 16, 6, 5, dtype=dtype) * 2 + 1
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    gy = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    if kernels != 'cpu' or not channels_last:
+        runs_on(kernels, x)
+    gy = torch.randn(2, 16, 6, 5, dtype=dtype)
 
     x_ref = x.clone().requires_grad_()
     y_ref = ref(x_ref)
     g_ref = torch.autograd.grad(y_ref, [x_ref] + list(ref.parameters()), gy)
-    x_new = x.clone().requires_grad_()
-    y_new, saved = saved_storages(lambda: new(x_new))
-    g_new = torch.autograd.grad(y_new, [x_new] + list(new.parameters()), gy)
-    torch.testing.assert_close(y_new, y_ref)
-    for a, b in zip(g_new, g_ref):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
-
-    # The block saved no new full-size tensor: the same big storages as plain.
     _, saved_plain = saved_storages(lambda: plain(x.clone().requires_grad_()))
-    big = x.numel() * x.element_size()
-    n_big = sum(v >= big for v in saved.values())
-    assert n_big == sum(v >= big for v in saved_plain.values())
+    for call in range(3):
+        x_new = x.clone().requires_grad_()
+        y_new, saved = saved_storages(lambda: new(x_new))
+        g_new = torch.autograd.grad(y_new, [x_new] + list(new.parameters()),
+                                    gy)
+        torch.testing.assert_close(y_new, y_ref, **tol)
+        for a, b in zip(g_new, g_ref):
+            torch.testing.assert_close(a, b, **tol)
+        extra = n_big(saved, x) - n_big(saved_plain, x)
+        assert extra == (1 if call == 0 else 0), (call, extra)
+        if train:  # the running statistics moved: start again from ref's
+            new.load_state_dict(ref.state_dict())
 
 
-@pytest.mark.parametrize('train', [True, False])
-@pytest.mark.usefixtures('lean_path')
-def test_batch_norm_source(train):
-    bn = nn.BatchNorm2d(4).train(train)
-    x = torch.randn(2, 4, 3, 3, requires_grad=True)
-    y = bn(x)
-    src = batch_norm_source(y)
-    assert src is not None and src.input is x
-    alpha = bn.weight / torch.sqrt(
-        (x.var((0, 2, 3), unbiased=False) if train else bn.running_var)
-        + bn.eps)
-    torch.testing.assert_close(src.alpha(), alpha.detach())
-    assert batch_norm_source(y.relu()) is None
-    assert batch_norm_source(y[:, :2]) is None
+def gc_after(norm, c=16):
+    from gcnet_mm.models import ContextBlock
+    block = ContextBlock(c, 1 / 4)
+    for p in block.parameters():
+        nn.init.normal_(p, 0.1, 0.5)
+    return nn.Sequential(norm, block)
+
+
+def test_norm_tracker_finds_the_batch_norm_once():
+    from gcnet_mm.ops import norm_source
+    model = gc_after(nn.BatchNorm2d(16))
+    model.add_module('other', nn.BatchNorm2d(16))  # a sibling, after it
+    tracker = model[1]._norm_tracker
+    assert tracker._parent() is model
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    model(x).sum().backward()
+    assert tracker.state == tracker.LOOKING
+    assert getattr(model[0], norm_source._HOOKED)
+    assert getattr(model.other, norm_source._HOOKED)
+    with torch.no_grad():  # validation in between changes nothing
+        model(x)
+    assert tracker.state == tracker.LOOKING
+    model(x).sum().backward()
+    assert tracker.state == tracker.FOUND
+    assert getattr(model[0], norm_source._HOOKED)
+    assert not getattr(model.other, norm_source._HOOKED)
+    copies = (copy.deepcopy(model), pickle.loads(pickle.dumps(model)))
+    for dup in copies:
+        found = dup[1]._norm_tracker
+        assert found.state == found.FOUND
+        _, saved = saved_storages(lambda: dup(x))
+        # x (the first batch norm's input, which the block shares) and the
+        # block's output (the input of the sibling after it)
+        assert n_big(saved, x) == 2
+    assert copies[0][1]._norm_tracker._parent() is copies[0]
+
+
+def test_a_block_alone_finds_nothing_and_leaves_no_hook():
+    from gcnet_mm.models import ContextBlock
+    from torch.nn.modules import module as module_hooks
+    before = len(module_hooks._global_module_registration_hooks)
+    block = ContextBlock(16, 1 / 4)
+    assert len(module_hooks._global_module_registration_hooks) == before + 1
+    bn = nn.BatchNorm2d(16)
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    for _ in range(2):
+        block(bn(x)).sum().backward()
+    assert block._norm_tracker.state == block._norm_tracker.NONE
+    del block
+    nn.Sequential(nn.ReLU())  # the next registration drops the hook
+    assert len(module_hooks._global_module_registration_hooks) == before
+
+
+@pytest.mark.parametrize('case', ['conv', 'functional', 'inplace_relu'])
+def test_no_batch_norm_layer_keeps_x(case):
+    """Where no batch-norm layer produced x, unmodified, the block keeps x:
+    gradients stay right and the learning ends."""
+    from gcnet_mm.ops import norm_source
+    norm = {'conv': nn.Conv2d(16, 16, 1),
+            'functional': nn.Identity(),
+            'inplace_relu': nn.Sequential(nn.BatchNorm2d(16),
+                                          nn.ReLU(inplace=True))}[case]
+    model = gc_after(norm)
+    if case == 'functional':
+        model[0].forward = lambda t: nn.functional.batch_norm(
+            t, None, None, training=True)
+    ref = gc_after(norm)
+    ref[1].load_state_dict(model[1].state_dict())
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    gy = torch.randn(2, 16, 4, 4)
+    for _ in range(3):
+        y = model(x)
+        (dx, ) = torch.autograd.grad(y, [x], gy)
+        set_fused(False)
+        try:
+            y_ref = ref(x)
+            (dx_ref, ) = torch.autograd.grad(y_ref, [x], gy)
+        finally:
+            set_fused(True)
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(dx, dx_ref, atol=1e-5, rtol=1e-4)
+    tracker = model[1]._norm_tracker
+    assert tracker.state in (tracker.UNKNOWN, tracker.NONE)
+    assert not any(getattr(m, norm_source._HOOKED, False)
+                   for m in model.modules())
+
+
+def test_swapped_batch_norm_is_found_again():
+    """A conversion that replaces the norm layer (revert_sync_batchnorm,
+    convert_sync_batchnorm) drops its hook: the block learns once more."""
+    from gcnet_mm.ops import norm_source
+    model = gc_after(nn.BatchNorm2d(16))
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    for _ in range(2):
+        model(x).sum().backward()
+    model[0] = nn.BatchNorm2d(16)
+    model(x).sum().backward()
+    assert model[1]._norm_tracker.state == norm_source.NormTracker.LOOKING
+    model(x).sum().backward()
+    assert model[1]._norm_tracker.state == norm_source.NormTracker.FOUND
+    _, saved = saved_storages(lambda: model(x))
+    assert n_big(saved, x) == 1
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval', 'synchronised'])
+def test_alpha_of_each_batch_norm_mode(mode, monkeypatch):
+    """x = input * alpha + beta: eval mode from the running variance, train
+    mode from the batch variance, a SyncBN that synchronises processes from
+    the least-squares slope (exact for its global statistics)."""
+    from gcnet_mm.ops import norm_source
+    bn = nn.SyncBatchNorm(6) if mode == 'synchronised' else nn.BatchNorm2d(6)
     with torch.no_grad():
-        y.mul_(2)
-    assert batch_norm_source(y) is None  # modified after batch norm
+        bn.weight.normal_()
+        bn.bias.normal_()
+        bn.running_var.uniform_(0.5, 2)
+        bn.running_mean.normal_()
+    bn.train(mode != 'eval')
+    if mode == 'synchronised':
+        monkeypatch.setattr(norm_source, '_synchronised',
+                            lambda module, training: True)
+    inp = torch.randn(3, 6, 5, 4, dtype=torch.float64) * 3 + 2
+    bn = bn.double()
+    x = nn.functional.batch_norm(inp, None if mode != 'eval' else
+                                 bn.running_mean, None if mode != 'eval'
+                                 else bn.running_var, bn.weight, bn.bias,
+                                 training=mode != 'eval', eps=bn.eps)
+    alpha = norm_source._alpha(bn, inp, x)
+    beta = (x - inp * alpha.view(1, -1, 1, 1)).detach()
+    # beta is one constant per channel
+    torch.testing.assert_close(beta, beta[:, :, :1, :1].expand_as(beta)[:1]
+                               .expand_as(beta), atol=1e-10, rtol=0)
 
 
 def test_in_place_change_of_batch_norm_input_raises():
     bn = nn.BatchNorm2d(16)
-    block = mmcv_block()
+    model = gc_after(bn)
     z = torch.randn(2, 16, 4, 4)
+    for _ in range(2):  # learn
+        model(z * 2).sum().backward()
     inp = z * 2  # not a leaf, so it can be modified in place
-    y = ours(block, bn(inp))
+    y = model(inp)
     with torch.no_grad():
         inp.add_(1)
     with pytest.raises(RuntimeError, match='modified by an inplace'):
         y.sum().backward()
 
 
-@pytest.mark.usefixtures('lean_path')
-def test_checkpoint_hooks_keep_saving_x():
+@pytest.mark.parametrize('reentrant', [False, True])
+def test_activation_checkpointing(reentrant):
+    """torch.utils.checkpoint around batch norm + block (mmdet's with_cp)."""
     from torch.utils.checkpoint import checkpoint
-    bn = nn.BatchNorm2d(16)
-    block = mmcv_block()
+    model = gc_after(nn.BatchNorm2d(16))
+    ref = gc_after(nn.BatchNorm2d(16))
+    ref.load_state_dict(model.state_dict())
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
     gy = torch.randn(2, 16, 4, 4)
-    y_ref = block(bn(x))
-    g_ref = torch.autograd.grad(y_ref, [x], gy)
-    y = checkpoint(lambda t: ours(block, bn(t)), x, use_reentrant=False)
-    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(torch.autograd.grad(y, [x], gy)[0], g_ref[0],
-                               atol=1e-5, rtol=1e-4)
+    set_fused(False)
+    try:
+        y_ref = ref(x)
+        (g_ref, ) = torch.autograd.grad(y_ref, [x], gy)
+    finally:
+        set_fused(True)
+    for _ in range(3):
+        x.grad = None
+        y = checkpoint(model, x, use_reentrant=reentrant)
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
+        y.backward(gy)  # (reentrant checkpointing takes no autograd.grad)
+        torch.testing.assert_close(x.grad, g_ref, atol=1e-5, rtol=1e-4)
+        model.load_state_dict(ref.state_dict())  # undo the BN statistics
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
@@ -280,7 +460,7 @@ def test_low_precision_inputs():
     block = mmcv_block(c=32, dtype=torch.bfloat16)
     x = torch.randn(2, 32, 6, 6, dtype=torch.bfloat16, requires_grad=True)
     y = ours(block, x)
-    assert lean(y) and y.dtype == torch.bfloat16
+    assert fused(y) and y.dtype == torch.bfloat16
     (dx, ) = torch.autograd.grad(y, [x], torch.randn_like(y))
     assert dx.dtype == torch.bfloat16 and torch.isfinite(dx).all()
 

@@ -1,30 +1,54 @@
-"""The one switch between the GC block's two paths.
+"""The one place that decides between the GC block's two paths.
 
-* **fused**: the package's autograd Function (``attention_pool.py``), with
-  fused loops where the device has them; fewer passes over the feature map,
-  and no saved copy of the block's input when a batch norm's can recompute it.
-* **reference**: plain PyTorch ops with mmcv's arithmetic
-  (``global_context.reference_global_context``).
+* **fused**: the package's autograd Functions (``attention_pool.py``): attention
+  pooling and the additive fusion in fewer passes over the feature map, and,
+  after a batch norm, no saved copy of the block's input
+  (``norm_source.py``).  Their passes over the feature map run in one of
+  three kernel sets, picked here by device, dtype and layout:
 
-``set_fused(False)`` (or ``GCNET_MM_FUSED=0`` in the environment) runs the
-reference path everywhere, as timm's ``set_fused_attn`` does for attention.
+  ========== ============================================= ==================
+  kernels    where                                         file
+  ========== ============================================= ==================
+  ``cpu``    float32/float64 CPU tensors with unit stride  ``cpu_kernels.py``
+             along H*W, when ``gcnet_mm._ext`` is built    (``csrc/``)
+  ``triton`` CUDA tensors (float32/16, bfloat16), when     ``triton_kernels.py``
+             Triton is installed
+  ``torch``  everything else: PyTorch ops (batched         ``torch_kernels.py``
+             matrix-vector products, in-place updates)
+  ========== ============================================= ==================
+
+* **reference**: plain PyTorch ops with mmcv's arithmetic, every module
+  called as a module (``global_context.reference_global_context``); for
+  average pooling and multiplicative fusion, under ``torch.jit`` tracing or
+  scripting, ``torch.compile``, ``torch.export`` and ONNX export, and
+  everywhere after ``set_fused(False)`` or with ``GCNET_MM_FUSED=0``.
+
+:func:`fused_kernels` is the only function that makes this decision; every
+caller asks it.  :func:`use_fused` / :func:`set_fused` are the public switch,
+as timm's ``use_fused_attn`` / ``set_fused_attn`` are for attention.
 """
+import contextlib
 import os
+from typing import Iterator, Optional
 
-__all__ = ['use_fused', 'set_fused']
+import torch
+from torch import Tensor
 
-_ENV = 'GCNET_MM_FUSED'
+__all__ = ['use_fused', 'set_fused', 'fused_kernels']
+
+ENV = 'GCNET_MM_FUSED'
 
 
 def _from_env() -> bool:
-    value = os.environ.get(_ENV, '1').strip().lower()
+    value = os.environ.get(ENV, '1').strip().lower()
     if value not in ('0', '1', 'false', 'true', ''):
-        raise ValueError(f'{_ENV}={value!r}: expected 1 (fused path, the '
+        raise ValueError(f'{ENV}={value!r}: expected 1 (fused path, the '
                          'default) or 0 (reference PyTorch ops)')
     return value not in ('0', 'false')
 
 
 _fused = _from_env()
+_forced: Optional[str] = None  # a kernel set name, for tests and benchmarks
 
 
 def use_fused() -> bool:
@@ -39,3 +63,73 @@ def set_fused(enable: bool = True) -> None:
     if not isinstance(enable, bool):
         raise TypeError(f'set_fused expects a bool, got {enable!r}')
     _fused = enable
+
+
+def _kernel_sets():
+    from . import cpu_kernels, torch_kernels, triton_kernels
+    return {
+        'cpu': cpu_kernels.KERNELS,
+        'triton': triton_kernels.KERNELS,
+        'torch': torch_kernels.KERNELS,
+    }
+
+
+@contextlib.contextmanager
+def force_kernels(name: Optional[str]) -> Iterator[None]:
+    """Run the fused path on kernel set ``name`` (``'cpu'``, ``'triton'``,
+    ``'torch'``) wherever it accepts the tensors, inside the ``with`` block;
+    for tests and benchmarks.  ``None`` restores the automatic choice."""
+    global _forced
+    if name is not None and name not in _kernel_sets():
+        raise ValueError(f'unknown kernel set {name!r}, expected one of '
+                         f'{sorted(_kernel_sets())}')
+    before, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = before
+
+
+# Kernel sets tried in turn, per device type; the first that accepts the
+# input runs.  A set that measures slower than the reference ops on a device
+# (tools/gpu_check, tools/benchmark) is taken out of that device's list.
+_ORDER = {
+    'cpu': ('cpu', 'torch'),
+    'cuda': ('triton', 'torch'),
+}
+
+
+def _exporting() -> bool:
+    return (torch.jit.is_scripting() or torch.jit.is_tracing()
+            or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
+def fused_kernels(x: Tensor, mask_weight: Optional[Tensor],
+                  add_transform, mul_transform):
+    """The kernel set that runs a GC block's fused path on ``x``, or ``None``
+    for the reference path.
+
+    Args:
+        x: the block's input, (B, C, H, W).
+        mask_weight: the attention conv's weight, ``None`` for average
+            pooling.
+        add_transform / mul_transform: the fusion branches given to
+            :func:`~gcnet_mm.ops.global_context`.
+    """
+    if not _fused or _exporting():
+        return None
+    if (mask_weight is None or add_transform is None
+            or mul_transform is not None):
+        return None  # average pooling or multiplicative fusion
+    if (x.dim() != 4 or not x.is_floating_point() or x.numel() == 0
+            or mask_weight.numel() != x.shape[1]):
+        return None
+    sets = _kernel_sets()
+    order = _ORDER.get(x.device.type, ('torch', ))
+    if _forced:
+        order = (_forced, ) + order
+    for name in order:
+        if sets[name].accepts(x):
+            return sets[name]
+    return None

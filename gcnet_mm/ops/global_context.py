@@ -3,30 +3,28 @@
 GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond,
 https://arxiv.org/abs/1904.11492; same arithmetic as mmcv's ContextBlock.
 
-Two paths behind one signature:
+Two paths behind one signature, chosen by
+:func:`gcnet_mm.ops.dispatch.fused_kernels` (see there):
 
-* lean (``attention_pool.py``): attention pooling with additive fusion only,
-  when autograd records the call in eager mode.  0.2x to 0.4x of mmcv's time
-  for forward + backward on the CPU, and it saves no copy of ``x`` when ``x`` is a
-  batch-norm output (a Bottleneck's ``norm3``), see ``affine_source.py``.
-* plain (``reference_global_context``): everything else -- average pooling, the
-  multiplicative fusion, inference, ``torch.jit`` tracing or scripting,
-  ``torch.compile`` / ``torch.export`` / ONNX export -- written with ops those
-  tools know (``matmul``, not a 1x1 conv, for the attention logits).
+* fused (``attention_pool.py``): attention pooling with additive fusion;
+  fewer passes over the feature map than mmcv's block, and after a batch
+  norm no saved copy of ``x`` (``norm_source.py``).
+* reference (:func:`reference_global_context`): plain differentiable ops,
+  written with ops tracing and export know (``matmul``, not a 1x1 conv, for
+  the attention logits); the transforms run as the modules they are.
 """
 from typing import Callable, Optional
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from .affine_source import batch_norm_source
-from .dispatch import use_fused
-from .attention_pool import GradLink, as_matrix, attention_pool, depends_on, \
-    fuse_add, fuse_residual
+from .attention_pool import (GradLink, as_matrix, attention_pool, depends_on,
+                             fuse_add)
+from .dispatch import fused_kernels
+from .norm_source import NormTracker
 
-__all__ = [
-    'global_context', 'global_context_residual', 'reference_global_context'
-]
+__all__ = ['global_context', 'reference_global_context']
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -36,7 +34,8 @@ def global_context(x: Tensor,
                    mask_bias: Optional[Tensor],
                    add_transform: Optional[Transform] = None,
                    mul_transform: Optional[Transform] = None,
-                   ) -> Tensor:
+                   *,
+                   norm_tracker: Optional[NormTracker] = None) -> Tensor:
     """``out = x * sigmoid(mul_transform(ctx)) + add_transform(ctx)``.
 
     Args:
@@ -46,61 +45,29 @@ def global_context(x: Tensor,
         mask_bias: its bias, (1,), or ``None``.
         add_transform / mul_transform: maps the context (B, C, 1, 1) to a
             (B, C, 1, 1) term; ``None`` skips that fusion.
+        norm_tracker: lets the fused path keep a batch norm's input instead
+            of ``x`` for the backward pass when ``x`` is that batch norm's
+            output (``ContextBlock`` passes its own).
 
     Returns:
         (B, C, H, W), in the memory layout of ``x``.
     """
-    if _lean_path_applies(x, mask_weight, add_transform, mul_transform):
-        return _lean_global_context(x, mask_weight, mask_bias, add_transform)
-    return reference_global_context(x, mask_weight, mask_bias, add_transform,
-                                mul_transform)
-
-
-def global_context_residual(x: Tensor,
-                            mask_weight: Optional[Tensor],
-                            mask_bias: Optional[Tensor],
-                            add_transform: Optional[Transform],
-                            mul_transform: Optional[Transform],
-                            identity: Tensor,
-                            relu: bool = True,
-                            overwrite_x: bool = False) -> Tensor:
-    """``relu(global_context(x, ...) + identity)``: a Bottleneck ending in a
-    GC block (``after_conv3``), its residual add and ReLU.
-
-    On the lean path the block's fusion, the residual add and the ReLU are one
-    pass over the feature map (``attention_pool.py``, ``_FuseResidual``);
-    otherwise mmdet's order of ops: ``out = block(x); out += identity;
-    relu_(out)``.  ``relu=False`` leaves the ReLU out.
-
-    ``overwrite_x=True`` promises that nothing else reads ``x`` afterwards
-    (mmdet's Bottleneck adds the identity into it in place): the result may
-    then reuse its storage, where ``x`` is a batch-norm output that the
-    pooling does not save (see ``affine_source.py``).
-    """
-    if (identity.shape == x.shape
-            and _lean_path_applies(x, mask_weight, add_transform,
-                                   mul_transform)):
-        return _lean_global_context(x, mask_weight, mask_bias, add_transform,
-                                    identity, relu, overwrite_x)
-    out = global_context(x, mask_weight, mask_bias, add_transform,
-                         mul_transform)
-    return _add_residual(out, identity, relu)
-
-
-def _add_residual(out: Tensor, identity: Tensor, relu: bool) -> Tensor:
-    """mmdet's end of a Bottleneck on a fresh ``out``: ``out += identity``,
-    then the in-place ReLU."""
-    out += identity
-    return out.relu_() if relu else out
+    kernels = fused_kernels(x, mask_weight, add_transform, mul_transform)
+    if kernels is None:
+        return reference_global_context(x, mask_weight, mask_bias,
+                                        add_transform, mul_transform)
+    return _fused_global_context(kernels, x, mask_weight, mask_bias,
+                                 add_transform, norm_tracker)
 
 
 def reference_global_context(x: Tensor,
-                         mask_weight: Optional[Tensor],
-                         mask_bias: Optional[Tensor],
-                         add_transform: Optional[Transform] = None,
-                         mul_transform: Optional[Transform] = None,
-                         ) -> Tensor:
-    """Reference :func:`global_context` in plain differentiable ops."""
+                             mask_weight: Optional[Tensor],
+                             mask_bias: Optional[Tensor],
+                             add_transform: Optional[Transform] = None,
+                             mul_transform: Optional[Transform] = None,
+                             ) -> Tensor:
+    """:func:`global_context` in plain differentiable ops (mmcv's
+    arithmetic)."""
     b, c, h, w = x.shape
     if mask_weight is None:
         context = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
@@ -121,43 +88,70 @@ def reference_global_context(x: Tensor,
     return out
 
 
-def _lean_path_applies(x: Tensor, mask_weight: Optional[Tensor],
-                       add_transform, mul_transform) -> bool:
-    if (not use_fused() or mask_weight is None or add_transform is None
-            or mul_transform is not None):
-        return False
-    if not torch.is_grad_enabled() or not (x.requires_grad
-                                           or mask_weight.requires_grad):
-        return False  # nothing to save: the plain ops are as fast
-    if (torch.jit.is_scripting() or torch.jit.is_tracing()
-            or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export()):
-        return False
-    return (x.dim() == 4 and x.is_floating_point() and x.numel() > 0
-            and mask_weight.numel() == x.shape[1])
-
-
-def _lean_global_context(x: Tensor, mask_weight: Tensor,
-                         mask_bias: Optional[Tensor],
-                         add_transform: Transform,
-                         identity: Optional[Tensor] = None,
-                         relu: bool = False,
-                         overwrite_x: bool = False) -> Tensor:
+def _fused_global_context(kernels, x: Tensor, mask_weight: Tensor,
+                          mask_bias: Optional[Tensor],
+                          add_transform: Transform,
+                          norm_tracker: Optional[NormTracker]) -> Tensor:
     b, c = x.shape[:2]
-    source = batch_norm_source(x)
-    if source is not None and as_matrix(source.input)[0] is None:
-        source = None
+    source = None
+    if norm_tracker is not None and (x.requires_grad
+                                     or mask_weight.requires_grad):
+        source = norm_tracker.source(x)
+        if source is not None and not (
+                kernels.accepts(source.input)
+                and as_matrix(source.input)[0] is not None):
+            source = None
     if as_matrix(x)[0] is None:
         x = x.contiguous()  # one copy; the pooling reads x twice
-    # Only where the pooling saves batch norm's tensors instead of x.
-    overwrite_x = overwrite_x and source is not None
     link = GradLink()
-    context = attention_pool(x, mask_weight, mask_bias, link, source)
-    t = add_transform(context.view(b, c, 1, 1))  # (B, C, 1, 1)
+    context = attention_pool(x, mask_weight, mask_bias, link, kernels, source)
+    t = flat_transform(add_transform)(context.view(b, c, 1, 1))  # (B, C, 1, 1)
     if x.requires_grad and not depends_on(t, context.grad_fn):
-        # dL/dx would never reach the pooling node; let autograd add it.
-        out = x + t
-        return out if identity is None else _add_residual(out, identity, relu)
-    if identity is not None:
-        return fuse_residual(x, t, identity, link, relu, overwrite_x)
+        return x + t  # dL/dx would never reach the pooling node
     return fuse_add(x, t, link)
+
+
+def flat_transform(branch: Transform) -> Transform:
+    """``branch`` as one callable on the (B, C, 1, 1) context.
+
+    A 1x1 conv and a ``LayerNorm([P, 1, 1])`` on a (B, C, 1, 1) tensor are a
+    linear layer and a ``LayerNorm(P)`` on its (B, C) view; run that way, with
+    the same parameters viewed as matrices and vectors, the transform skips
+    the fixed cost of a convolution forward and backward.  Other branches run
+    as they are.  Only the fused path flattens; the reference path (tracing,
+    export, ``set_fused(False)``) calls every layer as a module, so hooks on
+    the layers see them there.
+    """
+    if not isinstance(branch, nn.Sequential) or not all(
+            map(_has_flat_form, branch)):
+        return branch
+    return lambda context: _run_flat(branch, context)
+
+
+def _has_flat_form(layer: nn.Module) -> bool:
+    if type(layer) is nn.Conv2d:
+        return (layer.kernel_size == (1, 1) and layer.stride == (1, 1)
+                and layer.padding == (0, 0) and layer.dilation == (1, 1)
+                and layer.groups == 1)
+    if type(layer) is nn.LayerNorm:
+        return tuple(layer.normalized_shape[1:]) == (1, 1)
+    return type(layer) is nn.ReLU
+
+
+def _run_flat(branch: nn.Sequential, context: Tensor) -> Tensor:
+    b = context.shape[0]
+    z = context.reshape(b, -1)  # (B, C)
+    for layer in branch:
+        if type(layer) is nn.Conv2d:
+            weight = layer.weight.view(layer.out_channels, layer.in_channels)
+            z = F.linear(z, weight, layer.bias)  # (B, out_channels)
+        elif type(layer) is nn.LayerNorm:
+            shape = layer.normalized_shape[:1]
+            z = F.layer_norm(
+                z, shape,
+                None if layer.weight is None else layer.weight.view(shape),
+                None if layer.bias is None else layer.bias.view(shape),
+                layer.eps)
+        else:
+            z = F.relu(z, inplace=layer.inplace)
+    return z.view(b, -1, 1, 1)  # (B, C, 1, 1)

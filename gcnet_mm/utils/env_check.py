@@ -34,24 +34,34 @@ def _check_mmcv_ops():
 
 
 def _check_fused_loops():
-    """gcnet_mm._ext, the GC block's fused CPU loops, built by setup.py.
+    """The GC block's fused path: gcnet_mm._ext (its CPU loops, built by
+    setup.py) and, with a GPU, Triton.
 
-    Without them the package runs its PyTorch-ops path (same results,
-    slower); the check fails unless they were skipped on purpose
-    (GCNET_MM_WITH_EXT=0 at install, or GCNET_MM_EXT=0).
+    Without the loops the fused path runs PyTorch ops on the CPU (same
+    results, slower); the check fails unless they were skipped on purpose
+    (GCNET_MM_WITH_EXT=0 at install) or the fused path is off
+    (GCNET_MM_FUSED=0).
     """
     import os
-    from gcnet_mm.ops.attention_pool import _ext, extension_isa
+    import torch
+    from gcnet_mm.ops import use_fused
+    from gcnet_mm.ops.cpu_kernels import extension_isa
+    from gcnet_mm.ops.triton_kernels import triton
+    if not use_fused():
+        return 'GC blocks: reference PyTorch ops (GCNET_MM_FUSED=0)'
     isa = extension_isa()
-    if isa is not None:
-        return f'gcnet_mm._ext: fused CPU loops ({isa})'
-    if '0' in (os.environ.get('GCNET_MM_WITH_EXT'),
-               os.environ.get('GCNET_MM_EXT')):
-        return 'gcnet_mm._ext: off (GCNET_MM_WITH_EXT=0 or GCNET_MM_EXT=0)'
-    assert _ext is not None, (
-        'gcnet_mm._ext is not built: reinstall with a C++ compiler '
-        '(pip install --no-build-isolation -e .), or set GCNET_MM_WITH_EXT=0')
-    return 'gcnet_mm._ext: built'
+    if isa is None and os.environ.get('GCNET_MM_WITH_EXT') != '0':
+        raise AssertionError(
+            'gcnet_mm._ext is not built: reinstall with a C++ compiler '
+            '(pip install --no-build-isolation -e .), or set '
+            'GCNET_MM_WITH_EXT=0')
+    cpu = f'CPU loops ({isa})' if isa else 'CPU: PyTorch ops ' \
+        '(GCNET_MM_WITH_EXT=0)'
+    gpu = ''
+    if torch.cuda.is_available():
+        gpu = ', CUDA: ' + ('Triton kernels' if triton is not None else
+                            'PyTorch ops (no Triton)')
+    return f'GC blocks: fused path, {cpu}{gpu}'
 
 
 def _check_host(name):
@@ -68,7 +78,7 @@ def main(argv=None):
     checks += [(h, lambda h=h: _check_host(h))
                for h in ('mmengine', 'mmdet', 'mmseg', 'mmpretrain')]
     checks.append(('gcnet_mm', lambda: _check_host('gcnet_mm')))
-    checks.append(('gcnet_mm._ext', _check_fused_loops))
+    checks.append(('fused path', _check_fused_loops))
     failed = []
     for name, fn in checks:
         try:

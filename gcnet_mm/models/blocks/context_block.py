@@ -20,12 +20,11 @@ so every user of the block gets its fast path.
 """
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
-import torch.nn.functional as F
 from mmengine.model import BaseModule, constant_init, kaiming_init
 from torch import Tensor, nn
-from torch.nn.modules import module as _module_hooks
 
-from gcnet_mm.ops import global_context, global_context_residual
+from gcnet_mm.ops import global_context
+from gcnet_mm.ops.norm_source import NormTracker
 from gcnet_mm.registry import MODELS
 from ._utils import (check_choice, check_choices, check_input,
                      check_positive_int, reduced_channels)
@@ -154,6 +153,9 @@ class ContextBlock(BaseModule):
                     for layer in TRANSFORMS[transform]
                 ])
             setattr(self, attr, branch)
+        # Finds the batch norm before the block, whose input the fused path
+        # keeps instead of x (gcnet_mm/ops/norm_source.py).
+        self._norm_tracker = NormTracker(self)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -182,27 +184,8 @@ class ContextBlock(BaseModule):
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_channels)  # (B, C, H, W)
         # context (B, C, 1, 1) -> transforms -> fused into x: (B, C, H, W)
-        return global_context(x, *self._context_args())
-
-    def forward_residual(self, x: Tensor, identity: Tensor,
-                         relu: bool = True,
-                         overwrite_x: bool = False) -> Tensor:
-        """``relu(self(x) + identity)``, the end of a residual block whose
-        last layer is this block (mmdet's ``after_conv3``), in one pass over
-        the feature map where the fused CPU loops apply (see
-        :func:`gcnet_mm.ops.global_context_residual`).  ``overwrite_x=True``
-        lets the result reuse ``x``'s storage when nothing else reads ``x``.
-
-        Shape:
-            x, identity: (B, C, H, W) -> (B, C, H, W).
-        """
-        check_input(x, self.in_channels)
-        if identity.shape != x.shape:
-            raise ValueError(
-                f'{type(self).__name__}.forward_residual expects identity of '
-                f'the shape of x {tuple(x.shape)}, got {tuple(identity.shape)}')
-        return global_context_residual(x, *self._context_args(), identity,
-                                       relu, overwrite_x)
+        return global_context(x, *self._context_args(),
+                              norm_tracker=self._norm_tracker)
 
     def _context_args(self):
         """(mask_weight, mask_bias, add_transform, mul_transform) for
@@ -212,63 +195,13 @@ class ContextBlock(BaseModule):
         else:
             mask_weight = self.conv_mask.weight  # (1, C, 1, 1)
             mask_bias = self.conv_mask.bias  # (1, )
-        return (mask_weight, mask_bias,
-                _flat_transform(self.channel_add_conv),
-                _flat_transform(self.channel_mul_conv))
+        return (mask_weight, mask_bias, self.channel_add_conv,
+                self.channel_mul_conv)
 
     def extra_repr(self) -> str:
         return (f'pooling_type={self.pooling_type!r}, '
                 f'fusion_types={self.fusion_types!r}, '
                 f'transform={self.transform!r}, planes={self.planes}')
-
-
-def _flat_transform(branch: Optional[nn.Sequential]):
-    """``branch`` as one callable on the (B, C, 1, 1) context.
-
-    A 1x1 conv and a ``LayerNorm([P, 1, 1])`` on a (B, C, 1, 1) tensor are a
-    linear layer and a ``LayerNorm(P)`` on its (B, C) view; run that way, with
-    the same parameters viewed as matrices and vectors, the transform skips
-    the fixed cost of a convolution forward and backward (most of a c5
-    block's time on the CPU).  Branches this does not recognise, or whose
-    layers carry hooks (FLOP counters, feature extractors), run as modules.
-    """
-    if branch is None or not all(map(_has_flat_form, branch)):
-        return branch
-    if _module_hooks._global_forward_hooks or \
-            _module_hooks._global_forward_pre_hooks:
-        return branch
-    return lambda context: _run_flat(branch, context)
-
-
-def _has_flat_form(layer: nn.Module) -> bool:
-    if layer._forward_hooks or layer._forward_pre_hooks:
-        return False
-    if type(layer) is nn.Conv2d:
-        return (layer.kernel_size == (1, 1) and layer.stride == (1, 1)
-                and layer.padding == (0, 0) and layer.dilation == (1, 1)
-                and layer.groups == 1)
-    if type(layer) is nn.LayerNorm:
-        return tuple(layer.normalized_shape[1:]) == (1, 1)
-    return type(layer) is nn.ReLU
-
-
-def _run_flat(branch: nn.Sequential, context: Tensor) -> Tensor:
-    b = context.shape[0]
-    z = context.reshape(b, -1)  # (B, C)
-    for layer in branch:
-        if type(layer) is nn.Conv2d:
-            weight = layer.weight.view(layer.out_channels, layer.in_channels)
-            z = F.linear(z, weight, layer.bias)  # (B, out_channels)
-        elif type(layer) is nn.LayerNorm:
-            shape = layer.normalized_shape[:1]
-            z = F.layer_norm(
-                z, shape,
-                None if layer.weight is None else layer.weight.view(shape),
-                None if layer.bias is None else layer.bias.view(shape),
-                layer.eps)
-        else:
-            z = F.relu(z, inplace=layer.inplace)
-    return z.view(b, -1, 1, 1)  # (B, C, 1, 1)
 
 
 @MODELS.register_module()
