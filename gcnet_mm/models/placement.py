@@ -93,7 +93,7 @@ class _RunBlock:
     def target_module(self) -> nn.Module:
         if self.target is None:
             return self.host
-        return self.host._modules[self.target]
+        return getattr(self.host, self.target)
 
     def attach(self) -> None:
         """Register on the current target module unless already there."""

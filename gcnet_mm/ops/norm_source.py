@@ -72,7 +72,10 @@ _local = threading.local()  # .note: the last _Note of this thread
 
 
 def note_norm_io(module: nn.Module, args: tuple, output) -> None:
-    """Forward hook on a batch-norm layer: note its input and output."""
+    """Forward hook on a batch-norm layer: note its input and output (not
+    under ``torch.compile``, where the reference path runs)."""
+    if torch.compiler.is_compiling():
+        return
     if (not torch.is_grad_enabled() or not isinstance(output, Tensor)
             or output.grad_fn is None or not args
             or not isinstance(args[0], Tensor)):
