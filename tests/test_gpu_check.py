@@ -69,6 +69,41 @@ def test_one_rank_syncbn_is_batch_norm_off_the_gpu():
     torch.testing.assert_close(sync(x), bn(x))
 
 
+def test_one_rank_syncbn_calls_the_sync_function(monkeypatch):
+    """The GPU branch's call, recorded on the CPU (torch's SyncBN Function
+    has no CPU kernels)."""
+    import torch.distributed as dist
+    from torch.nn.modules import _functions
+    calls = []
+
+    def record(*args):
+        calls.append(args)
+        return args[0] * 2
+
+    monkeypatch.setattr(_functions.SyncBatchNorm, 'apply', record)
+    monkeypatch.setattr(check.OneRankSyncBatchNorm, 'synchronises',
+                        staticmethod(lambda x: True))
+    dist.init_process_group('gloo', store=dist.HashStore(), rank=0,
+                            world_size=1)
+    try:
+        sync = nn.SyncBatchNorm(3, momentum=None)
+        sync.__class__ = check.OneRankSyncBatchNorm
+        x = torch.randn(2, 3, 4, 4)
+        for _ in range(2):
+            torch.testing.assert_close(sync(x), x * 2)
+        x_, w, b, mean, var, eps, momentum, group, world = calls[-1]
+        assert x_ is x and w is sync.weight and b is sync.bias
+        assert mean is sync.running_mean and var is sync.running_var
+        assert eps == sync.eps and group is dist.group.WORLD and world == 1
+        assert momentum == 0.5  # cumulative average: 1 / batches seen
+        assert sync.num_batches_tracked.item() == 2
+        sync.eval()
+        sync(x)  # eval mode: batch norm with the running statistics
+        assert len(calls) == 2
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
 def test_one_rank_syncbn_runs_the_sync_function_on_the_gpu():
     import torch.distributed as dist

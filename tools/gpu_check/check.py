@@ -512,9 +512,15 @@ class OneRankSyncBatchNorm(nn.SyncBatchNorm):
     batch norm), so one GPU measures what each rank of a multi-GPU job runs.
     Elsewhere (eval mode, CPU tensors) it is plain batch norm."""
 
+    @staticmethod
+    def synchronises(x: Tensor) -> bool:
+        """Whether ``x`` goes through the SyncBN Function (in training)."""
+        import torch.distributed as dist
+        return x.is_cuda and dist.is_initialized()
+
     def forward(self, x: Tensor) -> Tensor:
         import torch.distributed as dist
-        if not (self.training and x.is_cuda and dist.is_initialized()):
+        if not (self.training and self.synchronises(x)):
             return nn.BatchNorm2d.forward(self, x)
         from torch.nn.modules._functions import SyncBatchNorm as SyncBNFunction
         momentum = 0.0 if self.momentum is None else self.momentum
