@@ -44,9 +44,17 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from gcnet_mm.ops.attention_pool import extension_isa, use_extension
 
-BLOCK_SHAPES = [(2, 512, 100, 136), (2, 1024, 50, 68), (2, 2048, 25, 34)]
+def block_shapes(height: int, width: int,
+                 batch: int) -> List[Tuple[int, int, int, int]]:
+    """(B, C, H, W) of a ResNet-50's c3, c4 and c5 outputs (stride 8, 16,
+    32; C = 512, 1024, 2048) for a ``height`` x ``width`` input."""
+    return [(batch, 256 * 2**i, -(-height // s), -(-width // s))
+            for i, s in ((1, 8), (2, 16), (3, 32))]
+
+
+# An 800x1088 Mask R-CNN input (a 4:3 COCO image, padded), batch 2.
+BLOCK_SHAPES = block_shapes(800, 1088, 2)
 
 
 def parse_args(argv=None):
@@ -104,11 +112,25 @@ RESNET_CONFIGS = {
 OPS = 'gcnet_mm ops'
 
 
+def extension_isa() -> Optional[str]:
+    """The instruction set gcnet_mm's fused CPU loops were built for, or
+    None when they are not built or switched off."""
+    from gcnet_mm.ops.attention_pool import extension_isa
+    return extension_isa()
+
+
+def use_extension(enabled: bool):
+    """Context manager: gcnet_mm's fused CPU loops on or off."""
+    from gcnet_mm.ops.attention_pool import use_extension
+    return use_extension(enabled)
+
+
 def fused_loops(device: str) -> bool:
     """Whether gcnet_mm's fused CPU loops (gcnet_mm._ext) are built, on and
     used on ``device``; then the tables add gcnet_mm on its PyTorch-ops path
     ('ops')."""
-    return extension_isa() is not None and torch.device(device).type == 'cpu'
+    return (torch.device(device).type == 'cpu'
+            and extension_isa() is not None)
 
 
 def progress(msg: str) -> None:
@@ -120,17 +142,21 @@ def progress(msg: str) -> None:
 
 def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
                      label: str, clock: str = 'wall',
-                     record: Optional[Dict[str, Dict[str, List]]] = None
-                     ) -> Dict[str, float]:
-    """Median seconds of each function over ``repeat`` rounds, the functions
-    run in turn within a round, in rotated order (after one warm-up round).
-    ``record``, if given, receives each function's seconds and page faults
-    per round (``record[name]['times' | 'faults']``)."""
+                     record: Optional[Dict[str, Dict[str, List]]] = None,
+                     inner: int = 1, warmup: int = 1) -> Dict[str, float]:
+    """Median seconds of one call of each function over ``repeat`` rounds,
+    the functions run in turn within a round, in rotated order (after
+    ``warmup`` rounds).  A round times ``inner`` calls of a function in a
+    row (short GPU work: the device is synchronised before and after them,
+    not after each call).  ``record``, if given, receives each function's
+    seconds per call and page faults per round
+    (``record[name]['times' | 'faults']``)."""
     now = time.process_time if clock == 'cpu' else time.perf_counter
     sync = (torch.cuda.synchronize
             if torch.cuda.is_available() else (lambda: None))
-    for fn in fns.values():  # warm-up
-        fn()
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
     times: Dict[str, List[float]] = {k: [] for k in fns}
     faults: Dict[str, List[int]] = {k: [] for k in fns}
     names = list(fns)
@@ -143,15 +169,40 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
             sync()
             f0 = minor_faults()
             t0 = now()
-            fn()
+            for _ in range(inner):
+                fn()
             sync()
-            times[name].append(now() - t0)
+            times[name].append((now() - t0) / inner)
             faults[name].append(minor_faults() - f0)
     progress('')
     if record is not None:
         for k in fns:
             record[k] = {'times': times[k], 'faults': faults[k]}
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def cuda_peak_bytes(fn: Callable[[], None],
+                    before: Optional[Callable[[], None]] = None) -> int:
+    """Peak bytes of CUDA tensors while ``fn`` runs, above those allocated
+    when it starts (``torch.cuda.max_memory_allocated``); ``before`` runs
+    first, outside the measurement (e.g. to drop earlier gradients)."""
+    if before is not None:
+        before()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def timm_block(channels: int) -> nn.Module:
+    """timm's GlobalContext as a GC r16 block: attention pooling, bottleneck
+    C/16 with LayerNorm and ReLU, add fusion, last conv zero-initialised."""
+    from timm.layers import GlobalContext
+    return GlobalContext(channels, use_attn=True, fuse_add=True,
+                         fuse_scale=False, init_last_zero=True,
+                         rd_ratio=1 / 16)
 
 
 def gcnet_block(mmcv_block: nn.Module) -> nn.Module:
@@ -165,7 +216,6 @@ def gcnet_block(mmcv_block: nn.Module) -> nn.Module:
 def bench_blocks(args) -> Dict[str, Dict[str, float]]:
     """Print the block table; return each shape's median seconds by name."""
     from mmcv.cnn import ContextBlock as MMCVContextBlock
-    from timm.layers import GlobalContext
 
     print('## GC block forward + backward (float32, ratio 1/16)')
     print(f"{'shape':>22} {'gcnet_mm ms':>12} {'mmcv ms':>9} {'timm ms':>9}"
@@ -179,8 +229,7 @@ def bench_blocks(args) -> Dict[str, Dict[str, float]]:
         for p in ref.parameters():  # non-zero everywhere, as after training
             nn.init.normal_(p, std=0.05)
         ours = gcnet_block(ref)
-        tim = GlobalContext(c, use_attn=True, fuse_add=True, fuse_scale=False,
-                            init_last_zero=True).to(args.device)
+        tim = timm_block(c).to(args.device)
         x = torch.randn(shape, device=args.device, requires_grad=True)
         gy = torch.randn(shape, device=args.device)
 

@@ -1,0 +1,972 @@
+"""The measurements of the device check (``tools/gpu_check/run.sh``).
+
+    python tools/gpu_check/check.py SECTION --json PATH [--dry-run]
+    (SECTION: env, parity, blocks or resnet)
+    python tools/gpu_check/check.py report --work DIR --out DIR [--dry-run]
+
+Sections, each printing its Markdown table and writing its rows as JSON:
+
+* ``env``: Python, torch, CUDA, cuDNN, GPU, package versions, settings;
+* ``parity``: ``gcnet_mm.ContextBlock`` (fused and reference path) and
+  mmcv's ``ContextBlock`` (state dict loaded from mmcv's), and
+  ``gcnet_mm.GCHead`` and mmseg's ``GCHead``, outputs and gradients against
+  the mmcv / mmseg module in float64; float32 (TF32 off), autocast bfloat16
+  and float16, contiguous and channels_last;
+* ``blocks``: forward + backward of one GC r16 block at the c3/c4/c5 shapes
+  of an 800x1216 input, batch 2 and 8: time and peak memory of gcnet_mm
+  (fused, reference), mmcv and timm's ``GlobalContext``;
+* ``resnet``: a train step (forward, backward of the sum of the outputs'
+  means; no optimizer) of the Mask R-CNN ResNet-50 backbone (mmdet's
+  ``ResNet``, input 2x3x800x1216): plain, GC r16 c3-c5 with mmcv's block, GC
+  with gcnet_mm's, as mmdet's plugins; BN (as in the SyncBN configs, with
+  batch statistics), BN with ``norm_eval=True`` (mmdet's BN configs) and
+  SyncBN; time and peak memory as ratios to plain.
+
+``report`` merges the sections, run.sh's stage times and the user's loop into
+``OUT/report.md``, ``OUT/results.json`` and ``OUT/gpu_check.png``, with the
+goals as pass/fail lines.
+
+SyncBN on one GPU: ``torch.nn.SyncBatchNorm`` runs plain batch norm when its
+process group has one rank, and NCCL refuses two ranks on one GPU.  The
+SyncBN models here run torch's own SyncBN autograd Function
+(``torch.nn.modules._functions.SyncBatchNorm``, a private interface) in a
+one-rank NCCL group, as every rank of a multi-GPU job does: batch statistics,
+an all-gather of them, the element-wise normalisation, and in backward the
+reduction and all-reduce of the gradient terms.
+
+``--dry-run`` runs everything on the CPU at toy sizes (the numbers mean
+nothing; it checks the code).  There, memory is the bytes saved for backward
+(no allocator statistics), and SyncBN is plain batch norm (torch has no CPU
+kernel for SyncBN's statistics).
+"""
+import argparse
+import contextlib
+import copy
+import glob
+import json
+import os
+import os.path as osp
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(REPO, 'tools', 'benchmark'))
+
+import benchmark_blocks as bench  # noqa: E402
+
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+LAYOUTS = ('contiguous', 'channels_last')
+STAGES = ('c3', 'c4', 'c5')
+
+# Relative error allowed against the float64 module, per precision; or twice
+# the mmcv / mmseg module's own error under the same precision, if larger.
+TOLERANCE = {'fp32': 1e-4, 'bf16': 3e-2, 'fp16': 1e-2}
+
+# Goals: the GC R-50 step at most 1.03x the plain step's time and peak
+# memory; the block at most 0.5x mmcv's time.
+STEP_GOAL = 1.03
+BLOCK_GOAL = 0.5
+
+SIZES = {
+    'device': dict(
+        image=(800, 1216), batches=(2, 8), resnet_batch=2, repeat=15,
+        resnet_repeat=10, inner=10, warmup=2,
+        resnet_precisions=tuple(PRECISIONS),
+        parity_shapes=[(2, 512, 100, 152), (3, 64, 7, 9)],
+        head=dict(in_channels=1024, channels=512, batch=2, hw=(32, 64))),
+    'dry': dict(
+        image=(32, 64), batches=(2, 8), resnet_batch=2, repeat=1,
+        resnet_repeat=1, inner=1, warmup=1,
+        # torch's float16 convolution backward on the CPU takes seconds
+        # even at toy sizes.
+        resnet_precisions=('fp32', 'bf16'),
+        parity_shapes=[(2, 64, 6, 7)],
+        head=dict(in_channels=32, channels=16, batch=2, hw=(6, 7))),
+}
+
+# SyncBN last: a collective that hangs costs only its own rows.
+DET_CONFIGS = {
+    'BN': 'mmdet::gcnet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py',
+    'BN, norm_eval': 'mmdet::gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py',
+    'SyncBN': 'mmdet::gcnet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py',
+}
+MODELS = ('plain', 'mmcv GC', 'gcnet_mm GC')
+BLOCKS = ('fused', 'reference', 'mmcv', 'timm')
+
+
+# -- shared -------------------------------------------------------------------
+
+def device_of(dry_run: bool) -> str:
+    if torch.cuda.is_available():
+        return 'cuda'
+    if not dry_run:
+        raise SystemExit('check.py: no CUDA device (torch.cuda.is_available() '
+                         'is False); --dry-run runs the check on the CPU')
+    return 'cpu'
+
+
+def autocast(device: str, precision: str):
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=dtype)
+
+
+def layout_of(layout: str) -> torch.memory_format:
+    return (torch.channels_last if layout == 'channels_last' else
+            torch.contiguous_format)
+
+
+def randomize_(module: nn.Module, seed: int) -> nn.Module:
+    """Random non-zero parameters (zero-initialised layers included): conv
+    and linear weights ~ N(0, 1/fan_in), everything else ~ N(0.1, 0.2)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() > 1:
+                std = p[0].numel()**-0.5
+                new = torch.randn(p.shape, generator=gen) * std
+            else:
+                new = torch.randn(p.shape, generator=gen) * 0.2 + 0.1
+            p.copy_(new.to(p.dtype))
+    return module
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """float32 matrix products and convolutions in float32, not TF32."""
+    saved = (torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = saved
+
+
+def memory_measure(device: str) -> str:
+    return ('peak CUDA memory (max_memory_allocated)' if device == 'cuda'
+            else 'bytes saved for backward (CPU: no allocator statistics)')
+
+
+def measure_memory(device: str, fn: Callable[[], None], module: nn.Module,
+                   before: Optional[Callable[[], None]] = None) -> int:
+    """CUDA: peak bytes above those allocated before ``fn``; CPU: bytes of
+    the activations ``fn`` saves for backward."""
+    if device == 'cuda':
+        return bench.cuda_peak_bytes(fn, before)
+    if before is not None:
+        before()
+    return bench.saved_activation_bytes(module, fn)
+
+
+def md_table(header: List[str], rows: List[List]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def fmt(v: Optional[float], spec: str = '.3f') -> str:
+    return 'n/a' if v is None else format(v, spec)
+
+
+class Results:
+    """A section's results, written to ``path`` after every row, so a
+    section stopped by its timeout still reports what it measured; a case
+    that raises is recorded (with its traceback in the log) and the section
+    goes on with the next."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.data = {'rows': [], 'errors': [], 'complete': False}
+        self.save()
+
+    def add(self, row: dict) -> None:
+        self.data['rows'].append(row)
+        self.save()
+
+    @contextlib.contextmanager
+    def case(self, what: str):
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001  (one case, not the run)
+            traceback.print_exc()
+            self.data['errors'].append(f'{what}: {type(e).__name__}: {e}')
+            self.save()
+
+    def save(self) -> None:
+        tmp = self.path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(self.data, f, indent=1)
+        os.replace(tmp, self.path)
+
+
+# -- env ----------------------------------------------------------------------
+
+def section_env(args, res: Results) -> None:
+    import gcnet_mm
+    from gcnet_mm.ops import use_fused
+    info = {
+        'python': platform.python_version(),
+        'torch': torch.__version__,
+        'cuda': torch.version.cuda,
+        'cudnn': (torch.backends.cudnn.version()
+                  if torch.backends.cudnn.is_available() else None),
+        'device': device_of(args.dry_run),
+        'cpu_cores': os.cpu_count(),
+        'gcnet_mm': (f'{gcnet_mm.__version__} '
+                     f'({osp.dirname(gcnet_mm.__file__)})'),
+        'gcnet_mm_fused_default': use_fused(),
+        'GCNET_MM_FUSED': os.environ.get('GCNET_MM_FUSED'),
+        'cpu_loops': bench_isa(),
+        'tf32_matmul': torch.backends.cuda.matmul.allow_tf32,
+        'tf32_cudnn': torch.backends.cudnn.allow_tf32,
+        'cudnn_benchmark': torch.backends.cudnn.benchmark,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info['gpu'] = props.name
+        info['gpu_memory_gib'] = round(props.total_memory / 2**30, 1)
+        info['capability'] = '.'.join(
+            map(str, torch.cuda.get_device_capability(0)))
+        info['nccl'] = str(torch.cuda.nccl.version())
+        try:
+            info['driver'] = subprocess.run(
+                ['nvidia-smi', '--query-gpu=driver_version',
+                 '--format=csv,noheader'], capture_output=True, text=True,
+                timeout=20).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            info['driver'] = None
+    for name in ('mmcv', 'mmengine', 'mmdet', 'mmseg', 'mmpretrain', 'timm',
+                 'numpy', 'torchvision'):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception as e:  # an import that fails is worth reporting
+            info[name] = f'import failed: {type(e).__name__}: {e}'
+    try:
+        from mmcv.ops import get_compiling_cuda_version
+        info['mmcv_ops'] = f'built (CUDA: {get_compiling_cuda_version()})'
+    except Exception as e:
+        info['mmcv_ops'] = f'not loadable: {type(e).__name__}: {e}'
+    res.data['info'] = info
+    print(md_table(['what', 'value'], [[k, v] for k, v in info.items()]))
+
+
+def bench_isa() -> Optional[str]:
+    try:
+        return bench.extension_isa()
+    except Exception:  # a package without the CPU loops' switch
+        return None
+
+
+# -- parity -------------------------------------------------------------------
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def terms(module: nn.Module, inputs: Tensor, gy: Tensor, device: str,
+          precision: str, residual: bool) -> Dict[str, Tensor]:
+    """The module's output and gradients for one backward of ``gy``, as
+    float64: ``out`` (minus the input for a residual block: the branch),
+    ``dx`` (minus ``gy`` likewise) and ``params`` (all parameter gradients,
+    flattened together in the order of their names)."""
+    x = inputs.detach().requires_grad_()
+    params = [p for _, p in sorted(module.named_parameters())
+              if p.requires_grad]
+    with autocast(device, precision):
+        y = module([x] if not residual else x)
+    grads = torch.autograd.grad(y, [x] + params, gy)
+    out, dx = y.double(), grads[0].double()
+    if residual:
+        out, dx = out - x.double(), dx - gy.double()
+    return {'out': out.detach(), 'dx': dx,
+            'params': torch.cat([g.double().flatten() for g in grads[1:]])}
+
+
+def parity_rows(name: str, theirs: nn.Module, ours: nn.Module, x: Tensor,
+                gy: Tensor, device: str, precision: str, layout: str,
+                residual: bool, ref: Dict[str, Tensor]) -> List[dict]:
+    """Errors of the host module and of ours (fused, reference) against the
+    host module in float64 (``ref``)."""
+    from gcnet_mm.ops import set_fused, use_fused
+    fmt_ = layout_of(layout)
+    x = x.to(memory_format=fmt_)
+    gy = gy.to(memory_format=fmt_)
+    theirs = theirs.to(memory_format=fmt_)
+    ours = ours.to(memory_format=fmt_)
+    host_err = {k: rel_err(v, ref[k]) for k, v in
+                terms(theirs, x, gy, device, precision, residual).items()}
+    results = {}
+    default = use_fused()
+    try:
+        for path in ('fused', 'reference'):
+            set_fused(path == 'fused')
+            results[path] = terms(ours, x, gy, device, precision, residual)
+    finally:
+        set_fused(default)
+    tol = TOLERANCE[precision]
+    rows = []
+    for path, t in results.items():
+        err = {k: rel_err(v, ref[k]) for k, v in t.items()}
+        limit = {k: max(tol, 2 * host_err[k]) for k in err}
+        rows.append(dict(
+            check=name, path=path, shape=list(x.shape), precision=precision,
+            layout=layout, err=err, host_err=host_err, limit=limit,
+            fused_vs_reference={k: rel_err(results['fused'][k],
+                                           results['reference'][k])
+                                for k in err},
+            ok=all(err[k] <= limit[k] for k in err)))
+    return rows
+
+
+def compare(res: Results, name: str, theirs: nn.Module, ours: nn.Module,
+            shape, gy_shape, device: str, residual: bool,
+            gen: torch.Generator) -> None:
+    """``parity_rows`` for every precision and layout; ``ours`` gets the
+    state dict of ``theirs``."""
+    ours.load_state_dict(theirs.state_dict())
+    theirs, ours = theirs.to(device), ours.to(device)
+    ref_module = copy.deepcopy(theirs).double()
+    for precision, dtype in PRECISIONS.items():
+        dtype = dtype or torch.float32
+        x = torch.randn(shape, generator=gen).to(device, dtype)
+        # A gradient with a mean, as after a loss: a block's input gradient
+        # then has a branch term not far below the identity's.
+        gy = (torch.randn(gy_shape, generator=gen) + 0.5).to(device, dtype)
+        # The same input values in float64 (no autocast).
+        ref = terms(ref_module, x.double(), gy.double(), device, 'fp32',
+                    residual)
+        for layout in LAYOUTS:
+            with res.case(f'{name} {precision} {layout}'):
+                for row in parity_rows(name, theirs, ours, x, gy, device,
+                                       precision, layout, residual, ref):
+                    res.add(row)
+
+
+def section_parity(args, res: Results) -> None:
+    import gcnet_mm  # noqa: F401
+    from mmcv.cnn import ContextBlock as MMCVContextBlock
+    from mmseg.models.decode_heads import GCHead as MMSegGCHead
+
+    from gcnet_mm.models.blocks import ContextBlock
+    from gcnet_mm.models.heads import GCHead
+    device = device_of(args.dry_run)
+    sizes = SIZES['dry' if args.dry_run else 'device']
+    gen = torch.Generator().manual_seed(0)
+    res.data['tolerance'] = TOLERANCE
+    with no_tf32():  # float32 means float32 here
+        for fusions in (('channel_add', ), ('channel_add', 'channel_mul')):
+            for shape in sizes['parity_shapes']:
+                theirs = randomize_(MMCVContextBlock(
+                    shape[1], 1 / 16, fusion_types=fusions), 1)
+                ours = ContextBlock(shape[1], 1 / 16, fusion_types=fusions)
+                compare(res, f"ContextBlock {'+'.join(fusions)} vs mmcv",
+                        theirs, ours, shape, shape, device, True, gen)
+        h = sizes['head']
+        kwargs = dict(in_channels=h['in_channels'], channels=h['channels'],
+                      num_classes=19, ratio=1 / 4, dropout_ratio=0.0,
+                      norm_cfg=dict(type='BN', requires_grad=True))
+        theirs = randomize_(MMSegGCHead(**kwargs), 2).train()
+        ours = GCHead(**kwargs).train()
+        compare(res, 'GCHead vs mmseg (train mode)', theirs, ours,
+                (h['batch'], h['in_channels'], *h['hw']),
+                (h['batch'], 19, *h['hw']), device, False, gen)
+    print(parity_markdown(res.data))
+
+
+def parity_markdown(result: dict) -> str:
+    table = []
+    for r in result['rows']:
+        worst = max(r['err'], key=lambda k: r['err'][k] / r['limit'][k])
+        table.append([
+            r['check'], r['path'], 'x'.join(map(str, r['shape'])),
+            r['precision'], r['layout'],
+            ' / '.join(f"{r['err'][k]:.1e}" for k in ('out', 'dx', 'params')),
+            ' / '.join(f"{r['host_err'][k]:.1e}"
+                       for k in ('out', 'dx', 'params')),
+            f"{r['limit'][worst]:.1e} ({worst})",
+            ' / '.join(f"{r['fused_vs_reference'][k]:.1e}"
+                       for k in ('out', 'dx', 'params')),
+            'ok' if r['ok'] else '**FAIL**'])
+    return ('Relative errors (||a - b|| / ||b||) against the mmcv / mmseg '
+            'module in float64, for the output, the input gradient and the '
+            "parameters' gradients (a block's output and input gradient "
+            'minus the identity: its branch).\n\n' + md_table(
+                ['check', 'gcnet_mm path', 'shape', 'precision', 'layout',
+                 'gcnet_mm err out / dx / params',
+                 'host err out / dx / params', 'limit (tightest)',
+                 'fused vs reference', 'result'], table))
+
+
+# -- blocks -------------------------------------------------------------------
+
+def section_blocks(args, res: Results) -> None:
+    import gcnet_mm  # noqa: F401
+    from mmcv.cnn import ContextBlock as MMCVContextBlock
+
+    from gcnet_mm.ops import set_fused, use_fused
+    device = device_of(args.dry_run)
+    sizes = SIZES['dry' if args.dry_run else 'device']
+    default = use_fused()
+    res.data.update(memory_measure=memory_measure(device),
+                    repeat=sizes['repeat'], inner=sizes['inner'])
+    gen = torch.Generator().manual_seed(0)
+    for batch in sizes['batches']:
+        for stage, shape in zip(STAGES, bench.block_shapes(*sizes['image'],
+                                                           batch)):
+            c = shape[1]
+            mmcv = randomize_(MMCVContextBlock(c, ratio=1 / 16), 3).to(device)
+            ours = bench.gcnet_block(mmcv)
+            timm = randomize_(bench.timm_block(c), 4).to(device)
+            modules = {'fused': ours, 'reference': ours, 'mmcv': mmcv,
+                       'timm': timm}
+            for precision, dtype in PRECISIONS.items():
+                for layout in LAYOUTS:
+                    fmt_ = layout_of(layout)
+                    for m in (ours, mmcv, timm):
+                        m.to(memory_format=fmt_)
+                    x = torch.randn(shape, generator=gen).to(
+                        device, dtype or torch.float32).to(memory_format=fmt_)
+                    x.requires_grad_()
+                    gy = torch.randn(shape, generator=gen).to(
+                        device, x.dtype).to(memory_format=fmt_)
+
+                    def clear():
+                        x.grad = None
+                        for m in (ours, mmcv, timm):
+                            m.zero_grad(set_to_none=True)
+
+                    def step(name, module):
+                        fused = {'fused': True, 'reference': False}.get(name)
+
+                        def run():
+                            x.grad = None
+                            if fused is not None:
+                                set_fused(fused)
+                            with autocast(device, precision):
+                                y = module(x)
+                            y.backward(gy)
+                        return run
+
+                    fns = {n: step(n, m) for n, m in modules.items()}
+                    clear()
+                    label = f'block {stage} b{batch} {precision} {layout}'
+                    with res.case(label):
+                        try:
+                            t = bench.time_interleaved(
+                                fns, sizes['repeat'], label,
+                                inner=sizes['inner'], warmup=sizes['warmup'])
+                            mem = {n: measure_memory(device, fn, modules[n],
+                                                     clear)
+                                   for n, fn in fns.items()}
+                        finally:
+                            set_fused(default)
+                        res.add(dict(stage=stage, batch=batch,
+                                     shape=list(shape), precision=precision,
+                                     layout=layout, seconds=t, memory=mem))
+                        print(f'  {label}: ' + ', '.join(
+                            f'{n} {t[n] * 1e3:.3f} ms' for n in BLOCKS),
+                            flush=True)
+    print(blocks_markdown(res.data))
+
+
+def blocks_markdown(result: dict) -> str:
+    table = []
+    for r in result['rows']:
+        t, m = r['seconds'], r['memory']
+        table.append([
+            r['stage'], 'x'.join(map(str, r['shape'])), r['precision'],
+            r['layout'], *(f'{t[n] * 1e3:.3f}' for n in BLOCKS),
+            *(f"{t[n] / t['mmcv']:.2f}"
+              for n in ('fused', 'reference', 'timm')),
+            f"{m['mmcv'] / 2**20:.1f}",
+            *(fmt(m[n] / m['mmcv'] if m['mmcv'] else None, '.2f')
+              for n in ('fused', 'reference', 'timm'))])
+    return (f"GC r16 block forward + backward, median of {result['repeat']} "
+            f"rounds of {result['inner']} calls; memory: "
+            f"{result['memory_measure']}.\n\n" + md_table(
+                ['stage', 'shape', 'precision', 'layout', 'fused ms',
+                 'reference ms', 'mmcv ms', 'timm ms', 'fused / mmcv',
+                 'reference / mmcv', 'timm / mmcv', 'mmcv MiB',
+                 'fused mem / mmcv', 'reference mem / mmcv',
+                 'timm mem / mmcv'], table))
+
+
+# -- resnet -------------------------------------------------------------------
+
+class OneRankSyncBatchNorm(nn.SyncBatchNorm):
+    """``nn.SyncBatchNorm`` that runs torch's SyncBN autograd Function even in
+    a one-rank process group (where ``nn.SyncBatchNorm`` itself runs plain
+    batch norm), so one GPU measures what each rank of a multi-GPU job runs.
+    Elsewhere (eval mode, CPU tensors) it is plain batch norm."""
+
+    @staticmethod
+    def synchronises(x: Tensor) -> bool:
+        """Whether ``x`` goes through the SyncBN Function (in training)."""
+        import torch.distributed as dist
+        return x.is_cuda and dist.is_initialized()
+
+    def forward(self, x: Tensor) -> Tensor:
+        import torch.distributed as dist
+        if not (self.training and self.synchronises(x)):
+            return nn.BatchNorm2d.forward(self, x)
+        from torch.nn.modules._functions import SyncBatchNorm as SyncBNFunction
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / self.num_batches_tracked.item()
+        group = self.process_group or dist.group.WORLD
+        return SyncBNFunction.apply(x, self.weight, self.bias,
+                                    self.running_mean, self.running_var,
+                                    self.eps, momentum, group,
+                                    dist.get_world_size(group))
+
+
+def backbone_cfg(norm: str, model: str) -> dict:
+    """``model.backbone`` of mmdet's GC R-50 Mask R-CNN config for ``norm``,
+    as mmdet's own ResNet, without plugins ('plain'), with mmcv's
+    ContextBlock ('mmcv GC', the config's) or with gcnet_mm's."""
+    from mmengine.hub import get_config
+    cfg = copy.deepcopy(get_config(DET_CONFIGS[norm]).model.backbone)
+    cfg.type = 'mmdet.ResNet'
+    cfg.init_cfg = None
+    if norm == 'BN':
+        cfg.norm_cfg = dict(type='BN', requires_grad=True)
+    assert cfg.norm_cfg.type == ('SyncBN' if norm == 'SyncBN' else 'BN')
+    if model == 'plain':
+        cfg.plugins = None
+    elif model == 'gcnet_mm GC':
+        cfg.plugins[0].cfg.type = 'gcnet_mm.ContextBlock'
+    return cfg.to_dict()
+
+
+def build_backbones(norm: str, device: str) -> Dict[str, nn.Module]:
+    from mmdet.registry import MODELS as MMDET_MODELS
+    models = {}
+    for name in MODELS:
+        torch.manual_seed(0)
+        model = MMDET_MODELS.build(backbone_cfg(norm, name))
+        for m in model.modules():
+            if isinstance(m, nn.SyncBatchNorm):
+                m.__class__ = OneRankSyncBatchNorm
+        models[name] = model.to(device)
+    # Same weights everywhere, the GC blocks' random (not the zero init).
+    randomize_(models['mmcv GC'], 5)
+    state = models['mmcv GC'].state_dict()
+    models['gcnet_mm GC'].load_state_dict(state)
+    models['plain'].load_state_dict(state, strict=False)
+    for model in models.values():
+        model.train()  # frozen_stages and norm_eval apply here
+    return models
+
+
+def block_types(model: nn.Module) -> List[str]:
+    return sorted({f'{type(m).__module__}.{type(m).__name__}'
+                   for n, m in model.named_modules()
+                   if n.endswith('context_block') or not n})
+
+
+def state_bytes(*tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def section_resnet(args, res: Results) -> None:
+    import torch.distributed as dist
+
+    import gcnet_mm  # noqa: F401
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    device = device_of(args.dry_run)
+    sizes = SIZES['dry' if args.dry_run else 'device']
+    shape = (sizes['resnet_batch'], 3, *sizes['image'])
+    res.data.update(input=list(shape), models={},
+                    memory_measure=memory_measure(device),
+                    repeat=sizes['resnet_repeat'], configs=DET_CONFIGS)
+    norms = list(DET_CONFIGS)
+    with res.case('SyncBN: a one-rank process group'):
+        dist.init_process_group('nccl' if device == 'cuda' else 'gloo',
+                                store=dist.HashStore(), rank=0, world_size=1)
+    if not dist.is_initialized():
+        norms.remove('SyncBN')
+    img0 = torch.randn(shape, generator=torch.Generator().manual_seed(6))
+    for norm in norms:
+        with res.case(f'{norm}: building the backbones'):
+            models = build_backbones(norm, device)
+            res.data['models'][norm] = {k: block_types(m)
+                                        for k, m in models.items()}
+            with torch.no_grad():
+                a = models['mmcv GC'](img0.to(device))
+                b = models['gcnet_mm GC'](img0.to(device))
+            # mmcv's and gcnet_mm's GC backbones, same weights: outputs.
+            diff = max(rel_err(p, q) for p, q in zip(b, a))
+            for layout in LAYOUTS:
+                fmt_ = layout_of(layout)
+                img = img0.to(device).to(memory_format=fmt_)
+                for m in models.values():
+                    m.to(memory_format=fmt_)
+                for precision in sizes['resnet_precisions']:
+                    with res.case(f'resnet {norm} {precision} {layout}'):
+                        row = resnet_row(models, img, device, norm,
+                                         precision, layout, sizes)
+                        res.add(dict(row, gc_output_rel_diff=diff))
+            del models
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    print(resnet_markdown(res.data))
+
+
+def resnet_row(models: Dict[str, nn.Module], img: Tensor, device: str,
+               norm: str, precision: str, layout: str, sizes: dict) -> dict:
+    nodes = []
+
+    def record_node(module, inputs, output):
+        nodes.append(type(output.grad_fn).__name__ if output.grad_fn
+                     else None)
+
+    def step(model):
+        def run():
+            model.zero_grad(set_to_none=True)
+            with autocast(device, precision):
+                outs = model(img)
+            # frozen_stages=1: c2's output has no gradient.
+            sum(o.float().mean() for o in outs if o.requires_grad).backward()
+        return run
+
+    fns = {k: step(m) for k, m in models.items()}
+    # The grad_fn of the first trainable norm layer's output: which batch
+    # norm ran (e.g. SyncBatchNormBackward, CudnnBatchNormBackward0).
+    norm_layer = models['plain'].layer2[0].bn1
+    handle = norm_layer.register_forward_hook(record_node)
+    fns['plain']()
+    handle.remove()
+    label = f'resnet {norm} {precision} {layout}'
+    t = bench.time_interleaved(fns, sizes['resnet_repeat'], label,
+                               warmup=sizes['warmup'])
+    mem = {}
+    for k, fn in fns.items():
+        model = models[k]
+        static = state_bytes(img, *model.parameters(), *model.buffers())
+        extra = measure_memory(device, fn, model,
+                               lambda m=model: m.zero_grad(set_to_none=True))
+        mem[k] = extra + (static if device == 'cuda' else 0)
+    print(f'  {label}: ' + ', '.join(f'{k} {t[k] * 1e3:.1f} ms' for k in t)
+          + f' ({nodes[0]})', flush=True)
+    return dict(norm=norm, precision=precision, layout=layout, seconds=t,
+                memory=mem, norm_node=nodes[0])
+
+
+def resnet_markdown(result: dict) -> str:
+    table = []
+    for r in result['rows']:
+        t, m = r['seconds'], r['memory']
+        table.append([
+            r['norm'], r['precision'], r['layout'],
+            f"{t['plain'] * 1e3:.1f}",
+            *(f"{t[k] / t['plain']:.3f}" for k in MODELS[1:]),
+            f"{m['plain'] / 2**20:.0f}",
+            *(f"{m[k] / m['plain']:.3f}" for k in MODELS[1:]),
+            r['norm_node']])
+    return (f"ResNet-50 backbone train step, input "
+            f"{'x'.join(map(str, result['input']))}, median of "
+            f"{result['repeat']}; memory: {result['memory_measure']}, with "
+            "the model's parameters, buffers and the input.\n\n" + md_table(
+                ['norm', 'precision', 'layout', 'plain ms', 'mmcv GC time x',
+                 'gcnet_mm GC time x', 'plain MiB', 'mmcv GC mem x',
+                 'gcnet_mm GC mem x', 'norm layer backward'], table))
+
+
+# -- report -------------------------------------------------------------------
+
+def goals(blocks: Optional[dict], resnet: Optional[dict]) -> List[dict]:
+    """Pass/fail lines: the GC R-50 step (gcnet_mm's block) at most 1.03x
+    the plain step's time and peak memory for every norm and precision, and
+    the block (fused path) at most 0.5x mmcv's time at c3/c4/c5; contiguous
+    layout (the configs')."""
+    lines = []
+    for r in (resnet or {}).get('rows', []):
+        if r['layout'] != 'contiguous':
+            continue
+        for what, key in (('time', 'seconds'), ('peak memory', 'memory')):
+            v = r[key]['gcnet_mm GC'] / r[key]['plain']
+            lines.append(dict(
+                goal=f'GC R-50 step {what} <= {STEP_GOAL}x plain',
+                case=f"{r['norm']}, {r['precision']}", value=v,
+                limit=STEP_GOAL, ok=v <= STEP_GOAL))
+    for r in (blocks or {}).get('rows', []):
+        if r['layout'] != 'contiguous':
+            continue
+        v = r['seconds']['fused'] / r['seconds']['mmcv']
+        lines.append(dict(
+            goal=f"block time <= {BLOCK_GOAL}x mmcv's",
+            case=f"{r['stage']} batch {r['batch']}, {r['precision']}",
+            value=v, limit=BLOCK_GOAL, ok=v <= BLOCK_GOAL))
+    return lines
+
+
+LOOP_NOTE = (
+    '`tools/dist_train.sh` on `configs/_toy_/gcnet_r50-d8_toy-cityscapes.py` '
+    '(data from `tools/misc/make_toy_data.py cityscapes`), one process, '
+    'every norm layer SyncBN (in a one-process group torch runs it as plain '
+    'batch norm), 4 iterations with a validation at the end; then '
+    '`tools/test.py` on its last checkpoint.')
+
+NOTES = """\
+- Times: medians over interleaved rounds (the candidates in rotated order),
+  the device synchronised around each timed round, after warm-up rounds.
+- Memory: the block's peak CUDA memory above what was allocated before it
+  (`torch.cuda.max_memory_allocated`); the step's peak above what was
+  allocated before it, plus the model's parameters and buffers and the
+  input, i.e. the step's peak as if its model were alone on the GPU.
+- Parity: float32 with TF32 off; the timings run with torch's defaults
+  (see the environment).
+- BN: the SyncBN config's backbone with `type='BN'` (cuDNN batch norm,
+  batch statistics); `BN, norm_eval`: mmdet's BN config (`norm_eval=True`,
+  frozen statistics); SyncBN: the SyncBN config, each SyncBN layer running
+  torch's SyncBN autograd Function (`torch.nn.modules._functions.
+  SyncBatchNorm`, a private interface) in a one-rank NCCL group: batch
+  statistics, their all-gather, the normalisation, and in backward the
+  reduction and all-reduce, as on every rank of a multi-GPU job
+  (`nn.SyncBatchNorm` itself runs plain batch norm in a one-rank group).
+  The last column of the step table names the backward node of one norm
+  layer, which shows the path that ran.
+- The train step: forward, the sum of the outputs' means, backward (no
+  optimizer step); frozen_stages=1 as in the configs.
+"""
+
+
+def read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_stages(path: str) -> List[dict]:
+    stages = []
+    try:
+        with open(path) as f:
+            for line in f:
+                name, seconds, status, rc = line.rstrip('\n').split('\t')
+                stages.append(dict(stage=name, seconds=float(seconds),
+                                   status=status, rc=int(rc)))
+    except OSError:
+        pass
+    return stages
+
+
+def read_loop(work: str) -> dict:
+    """The user's loop: the last training loss and the test metrics."""
+    wd = osp.join(work, 'loop', 'work_dir')
+    loop = {'checkpoint': None, 'last_loss': None, 'metrics': None}
+    ckpts = sorted(glob.glob(osp.join(wd, 'iter_*.pth')))
+    if ckpts:
+        loop['checkpoint'] = osp.basename(ckpts[-1])
+    scalars = osp.join(wd, '*', 'vis_data', 'scalars.json')
+    for path in sorted(glob.glob(scalars)):
+        with open(path) as f:
+            for line in f:
+                entry = json.loads(line)
+                if 'loss' in entry:
+                    loop['last_loss'] = entry['loss']
+    metrics = sorted(glob.glob(osp.join(wd, 'metrics_*.json')))
+    if metrics:
+        loop['metrics'] = (read_json(metrics[-1]) or {}).get('metrics')
+    return loop
+
+
+def plot(path: str, title: str, blocks: Optional[dict],
+         resnet: Optional[dict]) -> None:
+    """Left: the block's time over mmcv's (fused path, contiguous) per
+    shape and precision, with the 0.5x goal; right: the GC step's time and
+    peak memory over the plain one's, with the 1.03x goal."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8))
+    if blocks and blocks['rows']:
+        rows = [r for r in blocks['rows'] if r['layout'] == 'contiguous']
+        cases = list(dict.fromkeys(f"{r['stage']} b{r['batch']}"
+                                   for r in rows))
+        xs = np.arange(len(cases))
+        width = 0.8 / len(PRECISIONS)
+        for i, precision in enumerate(PRECISIONS):
+            ratio = {f"{r['stage']} b{r['batch']}":
+                     r['seconds']['fused'] / r['seconds']['mmcv']
+                     for r in rows if r['precision'] == precision}
+            bars = left.bar(xs + (i - 1) * width,
+                            [ratio.get(c, np.nan) for c in cases], width,
+                            label=f'gcnet_mm fused, {precision}')
+            left.bar_label(bars, fmt='%.2f', fontsize=6)
+        left.axhline(1.0, color='k', lw=0.8)
+        left.axhline(BLOCK_GOAL, color='r', ls='--', lw=1,
+                     label=f'goal ({BLOCK_GOAL}x)')
+        left.set_xticks(xs, cases)
+        left.set_ylabel("block forward + backward time / mmcv's")
+        left.legend(fontsize=7)
+    left.set_title('GC r16 block')
+    if resnet and resnet['rows']:
+        rows = [r for r in resnet['rows'] if r['layout'] == 'contiguous']
+        cases = [f"{r['norm']}\n{r['precision']}" for r in rows]
+        xs = np.arange(len(cases))
+        series = [('mmcv GC', 'seconds', 'mmcv GC time'),
+                  ('gcnet_mm GC', 'seconds', 'gcnet_mm GC time'),
+                  ('mmcv GC', 'memory', 'mmcv GC memory'),
+                  ('gcnet_mm GC', 'memory', 'gcnet_mm GC memory')]
+        width = 0.8 / len(series)
+        for i, (model, key, label) in enumerate(series):
+            bars = right.bar(xs + (i - 1.5) * width,
+                             [r[key][model] / r[key]['plain'] for r in rows],
+                             width, label=label)
+            right.bar_label(bars, fmt='%.2f', fontsize=5)
+        right.axhline(STEP_GOAL, color='r', ls='--', lw=1,
+                      label=f'goal ({STEP_GOAL}x)')
+        right.set_xticks(xs, cases, fontsize=7)
+        right.set_ylim(0.8, None)
+        right.set_ylabel("ratio to the plain backbone's")
+        right.legend(fontsize=7)
+    right.set_title('ResNet-50 backbone train step')
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def section_report(args) -> int:
+    work, out = args.work, args.out
+    parts = {name: read_json(osp.join(work, f'{name}.json'))
+             for name in ('env', 'parity', 'blocks', 'resnet')}
+    stages = read_stages(osp.join(work, 'stages.tsv'))
+    loop = read_loop(work)
+    lines = goals(parts['blocks'], parts['resnet'])
+    env = (parts['env'] or {}).get('info', {})
+    where = (f"{env.get('gpu', env.get('device', '?'))}, torch "
+             f"{env.get('torch', '?')}, CUDA {env.get('cuda')}, cuDNN "
+             f"{env.get('cudnn')}")
+    title = ('gcnet_mm device check' + (' (DRY RUN on the CPU, toy sizes: '
+                                        'the numbers mean nothing)'
+                                        if args.dry_run else '')
+             + f' - {where}')
+    results = dict(dry_run=args.dry_run, env=env, stages=stages, loop=loop,
+                   goals=lines, **{k: parts[k] for k in
+                                   ('parity', 'blocks', 'resnet')})
+    os.makedirs(out, exist_ok=True)
+    with open(osp.join(out, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+
+    md = [f'# {title}', '']
+    md += ['## Goals', '', md_table(
+        ['goal', 'case', 'measured', 'result'],
+        [[g['goal'], g['case'], f"{g['value']:.3f}",
+          'pass' if g['ok'] else '**fail**'] for g in lines])
+        if lines else 'No goal measured (blocks and resnet did not run).', '']
+    md += ['## Stages', '', md_table(
+        ['stage', 'seconds', 'status'],
+        [[s['stage'], f"{s['seconds']:.1f}", s['status']] for s in stages]),
+        '']
+    md += ['## Environment', '', md_table(
+        ['what', 'value'], [[k, v] for k, v in env.items()]), '']
+    for name, render in (('parity', parity_markdown),
+                         ('blocks', blocks_markdown),
+                         ('resnet', resnet_markdown)):
+        part = parts[name]
+        md += [f'## {name}', '']
+        if not part:
+            md += [f'{name} did not run: see run.log.', '']
+            continue
+        md += [render(part), '']
+        if not part['complete']:
+            md += [f'{name} stopped before its end (see the stages); the '
+                   'rows above are what it measured.', '']
+        md += [f'- failed: {e}' for e in part['errors']]
+        md += [''] if part['errors'] else []
+    if parts['resnet'] and parts['resnet'].get('models'):
+        md += ['Blocks in the models: ' + '; '.join(
+            f'{norm}: ' + ', '.join(f"{k} = {' '.join(v) or '-'}"
+                                    for k, v in models.items())
+            for norm, models in parts['resnet']['models'].items()), '']
+    md += ['## User loop', '', LOOP_NOTE, '', md_table(
+        ['what', 'value'], [[k, v] for k, v in loop.items()]), '']
+    md += ['## How it was measured', '', NOTES]
+    with open(osp.join(out, 'report.md'), 'w') as f:
+        f.write('\n'.join(md))
+    try:
+        plot(osp.join(out, 'gpu_check.png'), title, parts['blocks'],
+             parts['resnet'])
+    except Exception as e:  # the tables matter more than the picture
+        print(f'report: no plot ({type(e).__name__}: {e})')
+
+    failed = [s['stage'] for s in stages if s['status'] != 'ok']
+    bad_parity = [r for r in (parts['parity'] or {}).get('rows', [])
+                  if not r['ok']]
+    print(f'\n## {title}')
+    print(md_table(['stage', 'seconds', 'status'],
+                   [[s['stage'], f"{s['seconds']:.1f}", s['status']]
+                    for s in stages]))
+    print(f"\nparity: {len(bad_parity)} failing row(s) of "
+          f"{len((parts['parity'] or {}).get('rows', []))}")
+    for g in lines:
+        print(f"{'PASS' if g['ok'] else 'FAIL'}  {g['goal']:<36} "
+              f"{g['case']:<24} {g['value']:.3f}")
+    print(f'user loop: {loop}')
+    print(f'results: {out}/report.md, results.json, gpu_check.png, run.log')
+    return 1 if failed or bad_parity else 0
+
+
+SECTIONS = {'env': section_env, 'parity': section_parity,
+            'blocks': section_blocks, 'resnet': section_resnet}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('section', choices=list(SECTIONS) + ['report'])
+    parser.add_argument('--json', help='write the section\'s results here')
+    parser.add_argument('--work', help='report: the folder of the sections\' '
+                        'JSON, stages.tsv and loop/')
+    parser.add_argument('--out', help='report: the output folder')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='on the CPU at toy sizes')
+    args = parser.parse_args(argv)
+    if args.section == 'report' and not (args.work and args.out):
+        parser.error('report needs --work and --out')
+    if args.section != 'report' and not args.json:
+        parser.error(f'{args.section} needs --json PATH')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.section == 'report':
+        return section_report(args)
+    if args.dry_run:
+        # Tiny tensors: threads only wait for each other, and on a shared
+        # machine for other jobs.
+        torch.set_num_threads(1)
+    start = time.perf_counter()
+    res = Results(args.json)
+    SECTIONS[args.section](args, res)
+    res.data.update(complete=True, seconds=time.perf_counter() - start)
+    res.save()
+    print(f"{args.section}: {res.data['seconds']:.1f} s"
+          + (f", {len(res.data['errors'])} case(s) failed"
+             if res.data['errors'] else ''))
+    return 1 if res.data['errors'] else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
