@@ -18,13 +18,15 @@ def load_tool():
 
 
 BLOCKS = {
-    'C=512, 100x136': {'gcnet_mm': 0.043, 'mmcv': 0.161, 'timm': 0.152,
-                       'ops': 0.048},
-    'C=2048, 25x34': {'gcnet_mm': 0.006, 'mmcv': 0.018, 'timm': 0.019,
-                      'ops': 0.007},
+    'C=512, 100x136': {'fused': 0.043, 'mmcv': 0.161, 'timm': 0.152,
+                       'fused, torch ops': 0.048, 'reference': 0.15},
+    'C=2048, 25x34': {'fused': 0.006, 'mmcv': 0.018, 'timm': 0.019,
+                      'fused, torch ops': 0.007, 'reference': 0.017},
 }
-RESNET = ({'plain': 1.30, 'mmcv GC': 1.53, 'gcnet_mm GC': 1.33},
-          {'plain': 100, 'mmcv GC': 126, 'gcnet_mm GC': 100})
+RESNET = ({'plain': 1.30, 'mmcv GC': 1.53, 'gcnet_mm GC, fused': 1.33,
+           'gcnet_mm GC, reference': 1.5},
+          {'plain': 100, 'mmcv GC': 126, 'gcnet_mm GC, fused': 100,
+           'gcnet_mm GC, reference': 126})
 
 
 @pytest.mark.parametrize('parts', [('blocks', 'resnet'), ('blocks', ),

@@ -73,7 +73,11 @@ def reference_global_context(x: Tensor,
         context = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
     else:
         x3 = x.reshape(b, c, h * w)  # (B, C, HW); a view for usual layouts
-        logits = torch.matmul(mask_weight.reshape(1, 1, c).to(x.dtype), x3)
+        # A batched product with the weight expanded over B: matmul would
+        # fold (1, 1, C) @ (B, C, HW) into one product with a transposed
+        # copy of x, which autograd then keeps.
+        w = mask_weight.reshape(1, 1, c).to(x.dtype).expand(b, 1, c)
+        logits = torch.matmul(w, x3)  # (B, 1, HW)
         if mask_bias is not None:
             logits = logits + mask_bias.to(logits.dtype)
         acc = torch.promote_types(logits.dtype, torch.float32)
