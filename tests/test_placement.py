@@ -61,8 +61,6 @@ HOSTS = {
 }
 
 
-
-
 def image(seed: int = 1, size: int = 32) -> torch.Tensor:
     return torch.randn(2,
                        3,
