@@ -1,14 +1,18 @@
 """The comparison blocks (NonLocalBlock, SEBlock, SNLBlock) and the calling
 convention all blocks share. CPU, tiny tensors."""
+import inspect
+import os.path as osp
+
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.model import BaseModule
 from torch import nn
 
 from gcnet_mm.models.blocks import (ContextBlock, NonLocalBlock, SEBlock,
                                     SNLBlock)
 from gcnet_mm.registry import MODELS
-from helpers import run_fwd_bwd
+from helpers import run_fwd_bwd, submodules
 
 MODES = ('embedded_gaussian', 'gaussian', 'dot_product', 'concatenation')
 ALL_BLOCKS = (ContextBlock, SNLBlock, NonLocalBlock, SEBlock)
@@ -25,8 +29,6 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
 
 def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
 
 
 # ------------------------------------------------------ shared convention
@@ -72,11 +74,91 @@ def test_in_channels_errors(cls, in_channels, exc):
 def test_param_counts_paper_r50():
     assert count(ContextBlock(1024, 1 / 16)) == 133_313
     assert count(SNLBlock(1024)) == 1_050_625
-    assert count(NonLocalBlock(1024)) == 2_100_736
+    # the paper's NL: BN on conv_out (no conv bias then)
+    assert count(NonLocalBlock(1024, norm_cfg=dict(type='BN'))) == 2_100_736
+    assert count(NonLocalBlock(1024)) == 2_100_736 - 2048 + 1024
     assert count(SEBlock(1024, 1 / 16)) == 1024 * 64 + 64 + 64 * 1024 + 1024
 
 
 # ---------------------------------------------------------- NonLocalBlock
+def _mmcv_nonlocal_defaults() -> dict:
+    """Every argument mmcv's ``NonLocal2d`` takes with a default: its own,
+    then ``_NonLocalNd.__init__``'s and ``init_weights``'s (reached through
+    ``**kwargs``)."""
+    from mmcv.cnn import NonLocal2d
+    from mmcv.cnn.bricks.non_local import _NonLocalNd
+    defaults = {}
+    for fn in (NonLocal2d.__init__, _NonLocalNd.__init__,
+               _NonLocalNd.init_weights):
+        for name, param in inspect.signature(fn).parameters.items():
+            if param.default is not param.empty:
+                defaults.setdefault(name, param.default)
+    return defaults
+
+
+def test_nonlocal_signature_is_mmcvs():
+    """mmcv's positional parameters in mmcv's order, and each of its
+    arguments with mmcv's default (norm_cfg=None included)."""
+    from mmcv.cnn import NonLocal2d
+
+    def positional(fn):
+        return [name for name, p in inspect.signature(fn).parameters.items()
+                if p.kind == p.POSITIONAL_OR_KEYWORD]
+
+    assert positional(NonLocalBlock.__init__) == positional(
+        NonLocal2d.__init__) == ['self', 'in_channels', 'sub_sample',
+                                 'conv_cfg']
+    ours = inspect.signature(NonLocalBlock.__init__).parameters
+    defaults = _mmcv_nonlocal_defaults()
+    assert {'sub_sample', 'conv_cfg', 'reduction', 'use_scale', 'norm_cfg',
+            'mode', 'std', 'zeros_init'} <= set(defaults)
+    for name, default in defaults.items():
+        assert ours[name].default == default, name
+
+
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('sub_sample', [False, True])
+def test_nonlocal_built_as_mmcv_is_mmcvs(mode, sub_sample):
+    """Built as mmcv's unit tests build NonLocal2d (``sub_sample``
+    positionally, nothing else but ``mode``): the same submodules, no norm
+    on ``conv_out``, identity at init, mmcv's random weights load strictly
+    and give mmcv's output."""
+    from mmcv.cnn import NonLocal2d
+    torch.manual_seed(0)
+    ref = NonLocal2d(8, sub_sample, mode=mode)
+    ours = NonLocalBlock(8, sub_sample, mode=mode)
+    assert submodules(ours) == submodules(ref)
+    assert not ours.conv_out.with_norm and not ref.conv_out.with_norm
+    x = torch.randn(2, 8, 4, 6)
+    with torch.no_grad():
+        assert torch.equal(ours(x), x)
+        randomize_(ref)
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        out = ours(x)
+        assert not torch.allclose(out, x)
+        torch.testing.assert_close(out, ref(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('config,norm', [
+    ('detection/gcnet_paper/mask-rcnn_r50-syncbn-nl-c4-1blk_fpn_1x_coco.py',
+     'SyncBN'),
+    ('classification/gcnet/resnet50-nl-c4-1blk_8xb64-ft-coslr-40e_in1k.py',
+     'BN'),
+])
+def test_paper_nl_configs_ask_for_bn_on_conv_out(config, norm):
+    """The papers' NL block has a norm on its last conv only, starting at
+    zero; NonLocalBlock (as mmcv's) has none unless the config says so."""
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = Config.fromfile(osp.join(repo, 'configs', config))
+    plugins = [p for p in cfg.model.backbone.plugins
+               if p['cfg']['type'] == 'gcnet_mm.NonLocalBlock']
+    assert len(plugins) == 1
+    assert (plugins[0]['cfg'].get('norm_cfg') or {}).get('type') == norm
+    block = MODELS.build(dict(plugins[0]['cfg'], in_channels=16))
+    assert block.conv_out.with_norm and not block.conv_out.with_bias
+    assert torch.all(block.conv_out.norm.weight == 0)
+
+
 def _assert_same_fwd_bwd(ours, ref, x, grad, ref_name=lambda k: k):
     """Same output (not the identity), input and parameter gradients;
     ``ref_name`` maps the reference's parameter names to ours."""
@@ -141,7 +223,8 @@ def test_nonlocal_input_pooling_matches_mmcv_on_pooled_input(mode, shape):
     torch.manual_seed(0)
     mmcv_block = randomize_(
         NonLocal2d(8, mode=mode, norm_cfg=dict(type='BN')))
-    ours = NonLocalBlock(8, mode=mode, sub_sample='input')
+    ours = NonLocalBlock(8, mode=mode, sub_sample='input',
+                         norm_cfg=dict(type='BN'))
     # same parameters as sub_sample=False: its checkpoints load unchanged
     assert ours.state_dict().keys() == mmcv_block.state_dict().keys()
     ours.load_state_dict(mmcv_block.state_dict(), strict=True)
@@ -166,7 +249,7 @@ def test_nonlocal_input_pooling_differs_from_mmcv_sub_sample():
     from mmcv.cnn import NonLocal2d
     after = randomize_(
         NonLocal2d(8, sub_sample=True, norm_cfg=dict(type='BN')))
-    ours = NonLocalBlock(8, sub_sample='input')
+    ours = NonLocalBlock(8, sub_sample='input', norm_cfg=dict(type='BN'))
     state = {k.replace('.0.conv', '.conv'): v
              for k, v in after.state_dict().items()}
     ours.load_state_dict(state, strict=True)
@@ -196,9 +279,12 @@ def test_mmcv_concatenation_backward_is_broken_ours_is_not():
 
 @pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize('sub_sample', [False, True, 'input'])
-def test_nonlocal_identity_at_init(mode, sub_sample):
-    block = NonLocalBlock(8, mode=mode, sub_sample=sub_sample)
-    assert torch.all(block.conv_out.norm.weight == 0)
+@pytest.mark.parametrize('norm_cfg', [None, dict(type='BN')])
+def test_nonlocal_identity_at_init(mode, sub_sample, norm_cfg):
+    block = NonLocalBlock(8, mode=mode, sub_sample=sub_sample,
+                          norm_cfg=norm_cfg)
+    last = block.conv_out.norm if norm_cfg else block.conv_out.conv
+    assert torch.all(last.weight == 0) and torch.all(last.bias == 0)
     x = torch.randn(2, 8, 4, 4)
     assert torch.equal(block(x), x)
     assert torch.equal(block.eval()(x), x)
@@ -218,6 +304,7 @@ class _Parent(BaseModule):
 
 @pytest.mark.parametrize('cls,kwargs', [
     (NonLocalBlock, {}),
+    (NonLocalBlock, dict(norm_cfg=dict(type='BN'))),
     (NonLocalBlock, dict(sub_sample=True)),
     (NonLocalBlock, dict(sub_sample=True, mode='gaussian')),
     (NonLocalBlock, dict(sub_sample='input')),
@@ -234,7 +321,7 @@ def test_identity_survives_parent_init(cls, kwargs):
 
 
 def test_nonlocal_init_weights_restores_mmcv_init():
-    block = randomize_(NonLocalBlock(8, std=0.01))
+    block = randomize_(NonLocalBlock(8, std=0.01, norm_cfg=dict(type='BN')))
     block.init_weights()
     assert block.g.conv.weight.std() < 0.05
     assert torch.all(block.g.conv.bias == 0)
@@ -247,7 +334,8 @@ def test_nonlocal_init_weights_restores_mmcv_init():
 @pytest.mark.parametrize('sub_sample', [False, True, 'input'])
 def test_nonlocal_gradcheck(mode, sub_sample):
     block = randomize_(
-        NonLocalBlock(8, mode=mode, sub_sample=sub_sample).double())
+        NonLocalBlock(8, mode=mode, sub_sample=sub_sample,
+                      norm_cfg=dict(type='BN')).double())
     block.eval()  # BN with fixed (random) statistics
     with torch.no_grad():
         block.conv_out.norm.running_mean.normal_()

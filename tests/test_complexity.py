@@ -110,7 +110,8 @@ def test_nonlocal_and_snl_flops_by_hand():
     c, n = 16, 25
     inner = c // 2
     x = torch.randn(1, c, 5, 5)
-    nl, _ = cx.count_flops(NonLocalBlock(c).eval(), x)
+    nl, _ = cx.count_flops(
+        NonLocalBlock(c, norm_cfg=dict(type='BN')).eval(), x)
     assert nl == (3 * n * c * inner  # theta, phi, g
                   + 2 * n * n * inner  # theta^T phi and the sum over g
                   + n * inner * c  # output conv

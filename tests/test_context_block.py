@@ -1,5 +1,7 @@
 """ContextBlock and SNLBlock: mmcv parity, init, gradients, design space,
 errors and mixed precision. CPU, tiny tensors."""
+import inspect
+
 import pytest
 import torch
 from mmengine.model import BaseModule
@@ -10,7 +12,7 @@ from gcnet_mm.models.blocks import context_block as context_block_module
 from gcnet_mm.ops import set_fused
 from gcnet_mm.ops.global_context import flat_transform
 from gcnet_mm.registry import MODELS
-from helpers import run_fwd_bwd
+from helpers import run_fwd_bwd, submodules
 
 POOLINGS = ('att', 'avg')
 FUSIONS = (('channel_add', ), ('channel_mul', ), ('channel_add',
@@ -30,8 +32,6 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
 
 def ratio_kwargs(transform: str) -> dict:
     return {} if transform == 'linear' else {'ratio': 1 / 4}
-
-
 
 
 # --------------------------------------------------------------- mmcv parity
@@ -74,6 +74,44 @@ def test_init_matches_mmcv(pooling, fusion):
     if pooling == 'att':
         assert ours.conv_mask.weight.abs().sum() > 0
         assert torch.all(ours.conv_mask.bias == 0)
+
+
+def test_signature_extends_mmcvs():
+    """mmcv's parameters come first, positional as in mmcv, with mmcv's
+    defaults; ours only adds a default ratio and keyword-only extras."""
+    from mmcv.cnn import ContextBlock as MMCVContextBlock
+    theirs = list(inspect.signature(MMCVContextBlock.__init__).parameters
+                  .values())
+    ours = list(inspect.signature(ContextBlock.__init__).parameters.values())
+    assert [(p.name, p.kind) for p in ours[:len(theirs)]] == [
+        (p.name, p.kind) for p in theirs]
+    for o, t in zip(ours, theirs):
+        if t.default is not t.empty:
+            assert o.default == t.default, t.name
+    assert all(p.kind == p.KEYWORD_ONLY for p in ours[len(theirs):])
+
+
+@pytest.mark.parametrize('pooling', POOLINGS)
+@pytest.mark.parametrize('fusion', FUSIONS)
+def test_structure_is_mmcvs(pooling, fusion):
+    """What mmcv's and mmdet's unit tests read: the submodules (conv_mask and
+    softmax, or avg_pool; a branch per fusion) and the attributes."""
+    from mmcv.cnn import ContextBlock as MMCVContextBlock
+    ref = MMCVContextBlock(16, 1 / 4, pooling, fusion)
+    ours = ContextBlock(16, 1 / 4, pooling, fusion)
+    assert submodules(ours) == submodules(ref)
+    for attr in ('in_channels', 'ratio', 'planes', 'pooling_type',
+                 'fusion_types'):
+        assert getattr(ours, attr) == getattr(ref, attr), attr
+    for attr in ('conv_mask', 'channel_add_conv', 'channel_mul_conv'):
+        assert (getattr(ours, attr, None) is None) == (
+            getattr(ref, attr, None) is None), attr
+    if pooling == 'att':
+        assert ours.softmax.dim == ref.softmax.dim
+        assert (ours.conv_mask.in_channels, ours.conv_mask.out_channels) == (
+            16, 1)
+    else:
+        assert ours.avg_pool.output_size == ref.avg_pool.output_size
 
 
 def test_mmcv_abbr_and_plugin_build():

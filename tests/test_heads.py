@@ -1,4 +1,6 @@
 """GCHead / NonLocalHead / SNLHead against mmseg's GCHead and NLHead."""
+import inspect
+
 import pytest
 import torch
 
@@ -15,8 +17,6 @@ HEAD = dict(in_channels=8,
             num_classes=3,
             norm_cfg=dict(type='BN'),
             dropout_ratio=0.0)
-
-
 
 
 def inputs():
@@ -63,6 +63,38 @@ def test_gc_head_matches_mmseg(kwargs, train):
     assert type(ours.gc_block) is ContextBlock
     assert assert_match(ours, theirs, train) is None
     assert 'gc_block.channel_add_conv.1.weight' in ours.state_dict()
+
+
+@pytest.mark.parametrize('ours,theirs', [('GCHead', 'GCHead'),
+                                         ('NonLocalHead', 'NLHead')])
+def test_signature_is_mmsegs(ours, theirs):
+    """The same parameters, in the same order, of the same kind (mmseg's
+    may be given positionally), with the same defaults."""
+
+    def params(cls):
+        return [(p.name, p.kind, p.default)
+                for p in inspect.signature(cls.__init__).parameters.values()]
+
+    ours = getattr(gcnet_mm.models.heads, ours)
+    assert params(ours) == params(getattr(mmseg_heads, theirs))
+
+
+def test_heads_built_as_mmsegs_unit_tests_build_them():
+    """mmseg's own tests' construction (``in_channels=32, channels=16,
+    num_classes=19``, no norm): two convs, the block under mmseg's name,
+    mmseg's weights load strictly and give mmseg's output."""
+    x = [torch.randn(1, 32, 9, 9, generator=torch.Generator().manual_seed(3))]
+    for ours, theirs, name in ((GCHead, mmseg_heads.GCHead, 'gc_block'),
+                               (NonLocalHead, mmseg_heads.NLHead,
+                                'nl_block')):
+        head = ours(in_channels=32, channels=16, num_classes=19)
+        ref = randomize_(theirs(in_channels=32, channels=16, num_classes=19))
+        assert len(head.convs) == 2 and hasattr(head, name)
+        head.load_state_dict(ref.state_dict(), strict=True)
+        head.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(head(x), ref(x))
+        assert head(x).shape == (1, 19, 9, 9)
 
 
 @pytest.mark.parametrize('kwargs',

@@ -23,8 +23,10 @@ CASES = {
            **ONE_BLOCK)], 25.69),
     'SNL, one block': ([dict(cfg=dict(type='gcnet_mm.SNLBlock'),
                              **ONE_BLOCK)], 26.61),
-    'NL, one block':
-    ([dict(cfg=dict(type='gcnet_mm.NonLocalBlock'), **ONE_BLOCK)], 27.66),
+    'NL, one block': ([
+        dict(cfg=dict(type='gcnet_mm.NonLocalBlock', norm_cfg=dict(type='BN')),
+             **ONE_BLOCK)
+    ], 27.66),
 }
 
 

@@ -25,7 +25,7 @@ mmseg_resnext = pytest.importorskip('mmseg.models.backbones.resnext')
 mmpretrain_resnext = pytest.importorskip('mmpretrain.models.backbones.resnext')
 
 GC = dict(type='gcnet_mm.ContextBlock', ratio=1 / 4)
-NL = dict(type='gcnet_mm.NonLocalBlock')
+NL = dict(type='gcnet_mm.NonLocalBlock', norm_cfg=dict(type='BN'))  # paper's
 SNL = dict(type='gcnet_mm.SNLBlock')
 C3_C5 = (False, True, True, True)
 
@@ -59,8 +59,6 @@ HOSTS = {
     'mmdet.ResNet-18':
     partial(mmdet_resnet.ResNet, depth=18, **TINY),
 }
-
-
 
 
 def image(seed: int = 1, size: int = 32) -> torch.Tensor:

@@ -7,10 +7,15 @@ _base_ = '../detection/gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'
 data_root = 'data/toy_coco/'
 scale = (256, 192)
 
-# No download: the toy run starts from random weights.  Keep every detection
-# (score_thr=0) so that a barely trained model still gets a COCO score.
+# No download: the toy run starts from random weights, so the backbone's BN
+# layers learn their statistics (norm_eval=False) instead of keeping the ones
+# a pretrained model brings, and the last BN of each residual block starts
+# non-zero, as in a pretrained model (mmdet zero-inits it when training from
+# scratch; the GC blocks right after it would see all-zero inputs).  Keep
+# every detection (score_thr=0) so that a barely trained model still gets a
+# COCO score.
 model = dict(
-    backbone=dict(init_cfg=None),
+    backbone=dict(init_cfg=None, norm_eval=False, zero_init_residual=False),
     test_cfg=dict(rcnn=dict(score_thr=0.0)))
 
 train_pipeline = [
@@ -31,12 +36,13 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(
+# Evaluated once, after training, by tools/test.py: no validation loop.
+test_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(
+    ann_file=data_root + 'annotations/instances_val2017.json')
+val_dataloader = val_cfg = val_evaluator = None
 
 train_cfg = dict(max_epochs=2, val_interval=2)
 param_scheduler = [

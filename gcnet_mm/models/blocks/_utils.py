@@ -163,4 +163,3 @@ def check_input(x: Tensor, in_channels: int, *, ndim: int = 4) -> None:
         raise ValueError(f'expected an input with C={in_channels} channels '
                          f'(dim 1), got C={x.shape[1]} (input shape '
                          f'{tuple(x.shape)})')
-

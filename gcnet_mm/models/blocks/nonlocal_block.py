@@ -136,16 +136,22 @@ def _float32_softmax(logits_fn, theta_x: Tensor, phi_x: Tensor,
 
 @MODELS.register_module()
 class NonLocalBlock(NonLocal2d, BaseModule):
-    """2-D non-local block; ``mmcv.cnn.NonLocal2d`` with GCNet's defaults.
+    """2-D non-local block, a drop-in for ``mmcv.cnn.NonLocal2d``.
 
-    ``y = x + BN(conv_out(sum_j f(x_i, x_j) g(x_j)))``. With the defaults
-    (embedded Gaussian, ``reduction=2``, BN on ``conv_out`` initialised to
-    zero) it is the NL block of the GCNet paper and starts as the identity.
+    ``y = x + norm(conv_out(sum_j f(x_i, x_j) g(x_j)))``. Same signature and
+    defaults as mmcv's (``in_channels, sub_sample=False, conv_cfg=...``
+    positionally, everything else by keyword), same submodules and parameter
+    names, so mmcv/mmdet NL checkpoints load strictly.
+
+    As in mmcv, ``conv_out`` has no norm unless ``norm_cfg`` is given. The NL
+    block of the non-local and GCNet papers has BN on ``conv_out`` only,
+    zero-initialised so the block starts as the identity:
+    ``NonLocalBlock(C, norm_cfg=dict(type='BN'))`` (``'SyncBN'`` in
+    multi-GPU detection). Without a norm, ``conv_out`` itself starts at zero,
+    which is the identity too.
 
     Args:
         in_channels: channels C of the input feature map.
-        mode: pairwise function, ``'embedded_gaussian'`` (default),
-            ``'gaussian'``, ``'dot_product'`` or ``'concatenation'``.
         sub_sample: ``False`` (default), ``True`` or ``'input'``. ``True``
             is mmcv's: max-pool (2x2) the outputs of the ``g`` and ``phi``
             branches, which cuts the pairwise cost by four.
@@ -156,12 +162,15 @@ class NonLocalBlock(NonLocal2d, BaseModule):
             are this block's. Parameters, and so checkpoints, are the same
             for all three (``True`` nests ``g``/``phi`` one level deeper in
             the state dict, as mmcv does).
+        conv_cfg: conv config for the 1x1 convs; ``None`` is ``Conv2d`` too.
         reduction: ``theta``/``phi``/``g`` have ``in_channels // reduction``
             channels; must leave at least one.
         use_scale: divide the embedded-Gaussian logits by
             ``sqrt(in_channels // reduction)``.
-        conv_cfg: conv config for the 1x1 convs; ``None`` is ``Conv2d``.
-        norm_cfg: norm layer after ``conv_out`` only; ``None`` for none.
+        norm_cfg: norm layer after ``conv_out`` only; ``None`` (default, as
+            in mmcv) for none.
+        mode: pairwise function, ``'embedded_gaussian'`` (default),
+            ``'gaussian'``, ``'dot_product'`` or ``'concatenation'``.
         zeros_init: start ``conv_out``'s norm (or ``conv_out`` itself when
             ``norm_cfg`` is ``None``) at zero, so the block is the identity.
             Same name as mmcv's keyword.
@@ -180,13 +189,13 @@ class NonLocalBlock(NonLocal2d, BaseModule):
 
     def __init__(self,
                  in_channels: int,
-                 *,
-                 mode: str = 'embedded_gaussian',
                  sub_sample: Union[bool, str] = False,
+                 conv_cfg: Optional[Dict] = dict(type='Conv2d'),
+                 *,
                  reduction: int = 2,
                  use_scale: bool = True,
-                 conv_cfg: Optional[Dict] = None,
-                 norm_cfg: Optional[Dict] = dict(type='BN'),
+                 norm_cfg: Optional[Dict] = None,
+                 mode: str = 'embedded_gaussian',
                  zeros_init: bool = True,
                  std: float = 0.01,
                  init_cfg: Union[dict, list, None] = None) -> None:
@@ -201,9 +210,10 @@ class NonLocalBlock(NonLocal2d, BaseModule):
             raise ValueError(f'sub_sample must be False, True or \'input\' '
                              f'(max-pool the input of phi and g, as the '
                              f'original non-local code), got {sub_sample!r}')
-        if norm_cfg is not None and not isinstance(norm_cfg, dict):
-            raise TypeError(f'norm_cfg must be a dict or None, got '
-                            f'{norm_cfg!r}')
+        for name, cfg in (('conv_cfg', conv_cfg), ('norm_cfg', norm_cfg)):
+            if cfg is not None and not isinstance(cfg, dict):
+                raise TypeError(f'{name} must be a dict or None, got '
+                                f'{cfg!r}')
         # Read by init_weights(), which mmcv's __init__ already calls.
         self.zeros_init = bool(zeros_init)
         self.std = float(std)

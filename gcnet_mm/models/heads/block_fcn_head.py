@@ -96,7 +96,7 @@ class BlockFCNHead(FCNHead):
 class GCHead(BlockFCNHead):
     """GC-Head: mmseg's ``GCHead`` built with gcnet_mm's ``ContextBlock``.
 
-    Same arguments, defaults and parameter names as
+    Same signature, defaults and parameter names as
     ``mmseg.models.decode_heads.GCHead``; the block is ``gc_block``.
 
     Args:
@@ -108,7 +108,6 @@ class GCHead(BlockFCNHead):
     """
 
     def __init__(self,
-                 *,
                  ratio: float = 1 / 4.,
                  pooling_type: str = 'att',
                  fusion_types: Sequence[str] = ('channel_add', ),
@@ -128,9 +127,10 @@ class GCHead(BlockFCNHead):
 class NonLocalHead(BlockFCNHead):
     """NL-Head: mmseg's ``NLHead`` built with gcnet_mm's ``NonLocalBlock``.
 
-    Same arguments, defaults and parameter names as
+    Same signature, defaults and parameter names as
     ``mmseg.models.decode_heads.NLHead``; the block is ``nl_block`` and uses
-    the head's ``conv_cfg`` and ``norm_cfg``.
+    the head's ``conv_cfg`` and ``norm_cfg`` (a norm on the block's
+    ``conv_out`` when the head has one, as in mmseg).
 
     Args:
         reduction: channel reduction of the theta/phi/g projections.
@@ -141,7 +141,6 @@ class NonLocalHead(BlockFCNHead):
     """
 
     def __init__(self,
-                 *,
                  reduction: int = 2,
                  use_scale: bool = True,
                  mode: str = 'embedded_gaussian',
