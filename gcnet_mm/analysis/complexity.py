@@ -299,21 +299,27 @@ def _task_of(cfg) -> str:
     return _SCOPE_TO_TASK[scope]
 
 
-def build_model(config: Union[str, Path],
+def build_model(config: Union[str, Path, Any],
                 meta: bool = False) -> Tuple[nn.Module, str]:
     """Build a config's model on the CPU: (model in eval mode, task).
 
+    ``config`` is a config file (see :func:`resolve_config`) or a loaded
+    mmengine ``Config`` (e.g. with ``--cfg-options`` merged; left as it is).
     SyncBN becomes BN and pretrained initialisation is dropped, so nothing is
-    downloaded.  ``meta=True`` builds detectors and segmentors on the meta
-    device (no memory; enough to count parameters); mmpretrain's ResNet reads
-    tensor values while building, so classifiers are always real.
+    downloaded.  ``meta=True`` builds detectors, segmentors and video
+    recognizers on the meta device (no memory; enough to count parameters);
+    mmpretrain's ResNet reads tensor values while building, so classifiers
+    are always real.
     """
+    import copy
+
     import gcnet_mm  # noqa: F401  (registers the package's modules)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     from ..engine.config_checks import drop_pretrained, sync_bn_to_bn
-    cfg = Config.fromfile(resolve_config(config))
+    cfg = config if isinstance(config, Config) else Config.fromfile(
+        resolve_config(config))
     task = _task_of(cfg)
     init_default_scope(cfg.default_scope)
     registry = {
@@ -323,7 +329,7 @@ def build_model(config: Union[str, Path],
         'recognition': 'mmaction.registry'
     }[task]
     models = __import__(registry, fromlist=['MODELS']).MODELS
-    model_cfg = cfg.model
+    model_cfg = copy.deepcopy(cfg.model)
     sync_bn_to_bn(model_cfg)  # the CPU has no SyncBN
     drop_pretrained(model_cfg)  # nothing to download
     if meta and task != 'classification':
