@@ -31,20 +31,6 @@ val_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]
-test_pipeline = [
-    dict(type='DecordInit'),
-    dict(
-        type='SampleFrames',
-        clip_len=4,
-        frame_interval=2,
-        num_clips=2,
-        test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 36)),
-    dict(type='CenterCrop', crop_size=32),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')
-]
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(
@@ -57,12 +43,7 @@ val_dataloader = dict(
         ann_file=data_root + 'kinetics400_val_list_videos.txt',
         data_prefix=dict(video=data_root + 'videos_val'),
         pipeline=val_pipeline))
-test_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(
-        ann_file=data_root + 'kinetics400_val_list_videos.txt',
-        data_prefix=dict(video=data_root + 'videos_val'),
-        pipeline=test_pipeline))
+test_dataloader = val_dataloader
 
 train_cfg = dict(max_epochs=2, val_begin=1, val_interval=1)
 param_scheduler = [

@@ -352,17 +352,6 @@ class NonLocalBlock3d(_NonLocalBlockNd, NonLocal3d, BaseModule):
     def __init__(self,
                  in_channels: int,
                  *,
-                 mode: str = 'embedded_gaussian',
-                 sub_sample: Union[bool, str] = False,
-                 reduction: int = 2,
-                 use_scale: bool = True,
-                 conv_cfg: Optional[Dict] = None,
                  norm_cfg: Optional[Dict] = dict(type='BN3d'),
-                 zeros_init: bool = True,
-                 std: float = 0.01,
-                 init_cfg: Union[dict, list, None] = None) -> None:
-        super().__init__(
-            in_channels, mode=mode, sub_sample=sub_sample,
-            reduction=reduction, use_scale=use_scale, conv_cfg=conv_cfg,
-            norm_cfg=norm_cfg, zeros_init=zeros_init, std=std,
-            init_cfg=init_cfg)
+                 **kwargs) -> None:
+        super().__init__(in_channels, norm_cfg=norm_cfg, **kwargs)
