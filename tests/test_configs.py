@@ -473,12 +473,12 @@ def _inflated_state(name: str, checkpoint_2d: str, seed: int) -> dict:
     the 2-D checkpoint (the configs' ``pretrained``, here a local file)."""
     from mmaction.registry import MODELS
     from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     cfg = Config.fromfile(_config_path(name))
     cfg.model.backbone.pretrained = checkpoint_2d
-    init_default_scope('mmaction')
     torch.manual_seed(seed)  # whatever is not inflated differs per model
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        model = MODELS.build(cfg.model)
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel('ERROR')  # mmaction2 names the NL convs it cannot inflate

@@ -68,11 +68,11 @@ VIDEO_CASES = {
 @pytest.mark.parametrize('case', list(VIDEO_CASES))
 def test_slowonly_r50_kinetics_param_count(case):
     import torch
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     mmaction_registry = pytest.importorskip('mmaction.registry')
-    init_default_scope('mmaction')
     plugins, millions = VIDEO_CASES[case]
-    with torch.device('meta'):
+    with torch.device('meta'), DefaultScope.overwrite_default_scope(
+            'mmaction'):
         model = mmaction_registry.MODELS.build(
             dict(type='Recognizer3D',
                  backbone=dict(type='gcnet_mm.BackboneWithBlocks',

@@ -20,11 +20,11 @@ GC = dict(type='gcnet_mm.ContextBlock3d', ratio=1 / 4)
 
 
 def _slowonly(depth=50, **kwargs):
-    from mmengine.registry import init_default_scope
-    init_default_scope('mmaction')
-    return MODELS.build(dict(type='ResNet3dSlowOnly', depth=depth,
-                             pretrained=None, lateral=False,
-                             base_channels=8, **kwargs))
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        return MODELS.build(dict(type='ResNet3dSlowOnly', depth=depth,
+                                 pretrained=None, lateral=False,
+                                 base_channels=8, **kwargs))
 
 
 def _by_hand(res, x, position, block):

@@ -246,22 +246,22 @@ def test_kinetics_videos_read_and_score(tmp_path):
     pytest.importorskip('mmaction')
     pytest.importorskip('decord')
     from mmaction.evaluation import AccMetric
-    from mmengine.registry import DATASETS
-    init_default_scope('mmaction')
+    from mmengine.registry import DATASETS, DefaultScope
     out = synthetic.make_kinetics(str(tmp_path), num_train=2, num_val=1,
                                   num_classes=3, num_frames=12)
     for split, per_class in (('train', 2), ('val', 1)):
-        dataset = DATASETS.build(dict(
-            type='VideoDataset',
-            ann_file=osp.join(out['root'], out[f'{split}_ann']),
-            data_prefix=dict(video=osp.join(out['root'],
-                                            out[f'{split}_videos'])),
-            pipeline=[
-                dict(type='DecordInit'),
-                dict(type='SampleFrames', clip_len=12, frame_interval=1,
-                     num_clips=1, test_mode=True),
-                dict(type='DecordDecode'),
-            ]))
+        with DefaultScope.overwrite_default_scope('mmaction'):
+            dataset = DATASETS.build(dict(
+                type='VideoDataset',
+                ann_file=osp.join(out['root'], out[f'{split}_ann']),
+                data_prefix=dict(video=osp.join(out['root'],
+                                                out[f'{split}_videos'])),
+                pipeline=[
+                    dict(type='DecordInit'),
+                    dict(type='SampleFrames', clip_len=12, frame_interval=1,
+                         num_clips=1, test_mode=True),
+                    dict(type='DecordDecode'),
+                ]))
         assert len(dataset) == 3 * per_class
         labels = [dataset.get_data_info(i)['label']
                   for i in range(len(dataset))]

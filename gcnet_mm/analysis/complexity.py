@@ -315,13 +315,12 @@ def build_model(config: Union[str, Path, Any],
 
     import gcnet_mm  # noqa: F401  (registers the package's modules)
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
 
     from ..engine.config_checks import drop_pretrained, sync_bn_to_bn
     cfg = config if isinstance(config, Config) else Config.fromfile(
         resolve_config(config))
     task = _task_of(cfg)
-    init_default_scope(cfg.default_scope)
     registry = {
         'detection': 'mmdet.registry',
         'segmentation': 'mmseg.registry',
@@ -332,11 +331,13 @@ def build_model(config: Union[str, Path, Any],
     model_cfg = copy.deepcopy(cfg.model)
     sync_bn_to_bn(model_cfg)  # the CPU has no SyncBN
     drop_pretrained(model_cfg)  # nothing to download
-    if meta and task != 'classification':
-        with torch.device('meta'):
+    # the config's scope for this build only: no global state left behind
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        if meta and task != 'classification':
+            with torch.device('meta'):
+                model = models.build(model_cfg)
+        else:
             model = models.build(model_cfg)
-    else:
-        model = models.build(model_cfg)
     return model.eval(), task
 
 
