@@ -72,7 +72,7 @@ setup(
     name='gcnet_mm',
     version=read_version(),
     description='GCNet (Global Context Networks) blocks, heads and configs '
-    'for mmdetection, mmsegmentation and mmpretrain',
+    'for mmdetection, mmsegmentation, mmpretrain and mmaction2',
     long_description=readme(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
@@ -92,9 +92,15 @@ setup(
         'det': ['mmdet>=3.0.0,<3.4.0'],
         'seg': ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],
         'cls': ['mmpretrain>=1.0.0,<1.3.0'],
+        # mmaction2's dependencies; mmaction2 itself goes in with
+        # `pip install --no-deps mmaction2==1.2.0` (it declares a second
+        # OpenCV) and `python -m gcnet_mm.utils.mmaction_compat` (its PyPI
+        # wheel lacks a subpackage): docs/mmaction2.md.
+        'video': ['decord>=0.6.0', 'einops', 'scipy'],
         'all': [
             'mmdet>=3.0.0,<3.4.0', 'mmsegmentation>=1.0.0,<1.3.0', 'ftfy',
-            'regex', 'mmpretrain>=1.0.0,<1.3.0', 'pycocotools', 'matplotlib'
+            'regex', 'mmpretrain>=1.0.0,<1.3.0', 'pycocotools', 'matplotlib',
+            'decord>=0.6.0', 'einops', 'scipy'
         ],
         'tests': ['pytest', 'timm', 'onnx', 'onnxruntime'],
     },

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from gcnet_mm.analysis import complexity as cx
-from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock, SNLBlock
+from gcnet_mm.models.blocks import (ContextBlock, ContextBlock3d,
+                                    NonLocalBlock, NonLocalBlock3d, SNLBlock,
+                                    SNLBlock3d)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'analysis' / 'get_complexity.py'
@@ -245,7 +247,7 @@ def test_fit_paper_convention_needs_two_stage_counts():
 
 
 def test_paper_tables_are_data_for_existing_configs():
-    assert set(cx.PAPER_TABLES) == {'2a', '3', '4a', 'cityscapes'}
+    assert set(cx.PAPER_TABLES) == {'2a', '3', '4a', 'cityscapes', '5'}
     assert len(cx.PAPER_TABLES['3'].rows) == 15
     for table in cx.PAPER_TABLES.values():
         for config, row in table.rows.items():
@@ -264,6 +266,65 @@ def test_paper_table_4a_params_match():
     for row in rows:
         assert round(row['params_m'], 2) == row['paper_params_m'], row
         assert row['flops_g'] is None and row['paper_flops_g'] > 3.8
+
+
+# --- video (Table 5) ----------------------------------------------------------
+
+VIDEO = 'recognition/gcnet/slowonly_'
+K400 = '_8xb16-8x8x1-steplr-150e_kinetics400-rgb.py'
+VIDEO_BASE = VIDEO + 'imagenet-pretrained-r50' + K400
+
+
+def test_video_block_flops_by_hand():
+    """The 3-D blocks cost what the 2-D ones cost on T*H*W positions."""
+    c, inner, t, h, w = 16, 8, 3, 4, 6
+    n, k = t * h * w, t * (h // 2) * (w // 2)
+    x = torch.randn(1, c, t, h, w)
+    gc, _ = cx.count_flops(ContextBlock3d(c, ratio=1 / 4).eval(), x)
+    assert gc == n * c + c * n + 2 * c * (c // 4) + 5 * (c // 4)
+    snl, _ = cx.count_flops(SNLBlock3d(c, mask_bias=False).eval(), x)
+    assert snl == n * c + c * n + c * c
+    nl, _ = cx.count_flops(NonLocalBlock3d(c, sub_sample='input').eval(), x)
+    assert nl == (2 * n * c * inner  # theta and the output conv
+                  + 2 * k * c * inner  # phi and g on the 1x2x2-pooled input
+                  + 2 * n * k * inner  # theta^T phi and the sum over g
+                  + 2 * n * c)  # BN3d of the output conv (inference)
+
+
+def test_paper_table_5_params_match():
+    rows = cx.paper_table('5', params_only=True, progress=False)
+    assert [r['row'] for r in rows] == [
+        'baseline', '+5 NL', '+5 SNL', '+5 GC', '+all GC'
+    ]
+    for row in rows:
+        assert round(row['params_m'], 2) == row['paper_params_m'], row
+    assert [r['paper_flops_g'] for r in rows] == [
+        39.29, 59.60, 39.32, 39.31, 39.35]
+
+
+def test_video_flops_of_one_clip_at_a_small_input():
+    """One clip of the config's 8 frames through backbone and head; the 5
+    NL blocks (2 in c3, 3 in c4) add what their arithmetic says."""
+    base = cx.get_complexity(VIDEO_BASE, shape=64)
+    assert base.task == 'recognition'
+    assert base.input_shape == (1, 1, 3, 8, 64, 64)
+    assert base.notes == 'one clip of 8 frames'
+    assert set(base.flops_by_part) == {'backbone', 'cls_head'}
+    assert base.flops_by_operator['linear'] == 2048 * 400  # the fc head
+    nl = cx.get_complexity(VIDEO + 'r50-in1k-pre-nl-5blk' + K400, shape=64)
+    added = 0
+    for blocks, c, side in ((2, 512, 8), (3, 1024, 4)):  # c3, c4 at 64x64
+        n, k, inner = 8 * side * side, 8 * (side // 2)**2, c // 2
+        added += blocks * (2 * n * c * inner + 2 * k * c * inner +
+                           2 * n * k * inner + 2 * n * c)
+    assert nl.flops - base.flops == added
+    text = cx.format_table('5', [dict(
+        row='baseline', config=VIDEO_BASE, params_m=32.454,
+        paper_params_m=32.45, params_diff_m=0.004, flops_g=1.0,
+        paper_flops_g=39.29, flops_diff_g=0.0, flops_rel_diff=0.0,
+        shape=(64, 64), input_shape=base.input_shape, notes=base.notes,
+        zoo=None, remark=None, convention=base.convention)])
+    assert 'Input 8 frames of 64x64.' in text
 
 
 # --- arguments and the CLI --------------------------------------------------

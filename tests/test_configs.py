@@ -9,12 +9,13 @@
   ``ContextBlock``/``NonLocal2d``, mmseg's ``GCHead``/``NLHead``, the SE
   layers of mmdet/mmseg/mmpretrain): all are gcnet_mm's, at the places the
   config's name says;
-* parameter counts match the paper (Table 2(a), Table 3, section 5.2) and the
-  slides' Cityscapes head comparison;
-* one tiny forward per task.
+* parameter counts match the paper (Table 2(a), Table 3, section 5.2,
+  Table 5) and the slides' Cityscapes head comparison;
+* one tiny forward per task;
+* the video models inflate from 2-D ImageNet weights, all but the new blocks.
 
-Detection and segmentation models are built on the meta device (no memory,
-no random init: ~0.3 s for a Mask R-CNN); mmpretrain's ResNet calls
+Detection, segmentation and video models are built on the meta device (no
+memory, no random init: ~0.3 s for a Mask R-CNN); mmpretrain's ResNet calls
 ``Tensor.item()`` while building, so classification models are real. Each
 config is built once per session and reduced to a small summary.
 """
@@ -35,12 +36,14 @@ from gcnet_mm.analysis.complexity import resolve_config
 mmdet = pytest.importorskip('mmdet')
 mmseg = pytest.importorskip('mmseg')
 mmpretrain = pytest.importorskip('mmpretrain')
+mmaction = pytest.importorskip('mmaction')
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 DEFAULT_SCOPE = {
     'detection': 'mmdet',
     'segmentation': 'mmseg',
-    'classification': 'mmpretrain'
+    'classification': 'mmpretrain',
+    'recognition': 'mmaction'
 }
 
 
@@ -69,17 +72,21 @@ UPSTREAM = {
     'mmpretrain::resnet/resnet50_8xb32_in1k.py',
     'classification/gcnet/resnet50_8xb64-ft-coslr-40e_in1k.py':
     'mmpretrain::resnet/resnet50_8xb32_in1k.py',
+    'recognition/gcnet/slowonly_imagenet-pretrained-r50_8xb16-8x8x1-steplr-'
+    '150e_kinetics400-rgb.py':
+    'mmaction::recognition/slowonly/slowonly_imagenet-pretrained-r50_8xb16-'
+    '8x8x1-steplr-150e_kinetics400-rgb.py',
 }
 
 
 def _upstream_classes() -> Tuple[type, ...]:
-    from mmcv.cnn import ContextBlock, NonLocal2d
+    from mmcv.cnn import ContextBlock, NonLocal2d, NonLocal3d
     from mmdet.models.layers import SELayer as DetSE
     from mmpretrain.models.utils import SELayer as PretrainSE
     from mmseg.models.decode_heads import GCHead, NLHead
     from mmseg.models.utils import SELayer as SegSE
-    return (ContextBlock, NonLocal2d, GCHead, NLHead, DetSE, SegSE,
-            PretrainSE)
+    return (ContextBlock, NonLocal2d, NonLocal3d, GCHead, NLHead, DetSE,
+            SegSE, PretrainSE)
 
 
 def _config_path(name: str) -> str:
@@ -147,7 +154,8 @@ def test_every_config_is_tested():
                for p in CONFIGS.glob('*/*/*.py') if '_toy_' not in p.parts}
     assert folders == {
         'detection/gcnet', 'detection/gcnet_paper', 'segmentation/gcnet',
-        'segmentation/gcnet_paper', 'classification/gcnet'
+        'segmentation/gcnet_paper', 'classification/gcnet',
+        'recognition/gcnet'
     }
     assert len(_configs('detection', 'gcnet')) == 19
     assert len(_configs('segmentation', 'gcnet')) == 16
@@ -198,6 +206,9 @@ _KIND = {
     '-se-': 'SEBlock'
 }
 _STAGES = {'c3': 'layer2', 'c4': 'layer3', 'c5': 'layer4'}
+# The non-local paper's 5 video blocks: every other one of res3 and res4.
+_FIVE_BLOCKS = [('layer2', 1), ('layer2', 3), ('layer3', 1), ('layer3', 3),
+                ('layer3', 5)]
 
 
 def _expected_blocks(name: str, stage_blocks) -> Optional[Dict[str, str]]:
@@ -210,8 +221,12 @@ def _expected_blocks(name: str, stage_blocks) -> Optional[Dict[str, str]]:
     kind, = kinds
     abbr = {'ContextBlock': 'context_block', 'NonLocalBlock': 'nonlocal_block',
             'SNLBlock': 'snl_block', 'SEBlock': 'se_block'}[kind]
+    if name.startswith('recognition'):
+        kind += '3d'  # the blocks on video features
     if '-c4-1blk' in base:  # just before the last residual block of c4
         places = [('layer3', stage_blocks[2] - 2)]
+    elif '-5blk' in base:
+        places = _FIVE_BLOCKS
     else:
         tokens = base.split('-')
         if 'c3' in tokens and 'c5' in tokens and tokens.index(
@@ -226,7 +241,9 @@ def _expected_blocks(name: str, stage_blocks) -> Optional[Dict[str, str]]:
 
 
 @pytest.mark.parametrize(
-    'name', _configs('detection') + _configs('classification'))
+    'name',
+    _configs('detection') + _configs('classification') +
+    _configs('recognition'))
 def test_blocks_where_the_name_says(name):
     result = summary(name)
     # a GC config of mmdet's zoo puts one block per residual block of c3-c5
@@ -273,6 +290,17 @@ CLS_PARAMS = {
     CLS + '-snl-c4-1blk_8xb64-ft-coslr-40e_in1k.py': 26.61,
     CLS + '-gcb-r16-c4-1blk_8xb64-ft-coslr-40e_in1k.py': 25.69,
     CLS + '-gcb-r16-c3-c5_8xb64-ft-coslr-40e_in1k.py': 28.08,
+}
+
+VID = 'recognition/gcnet/slowonly_'
+VID_SUFFIX = '_8xb16-8x8x1-steplr-150e_kinetics400-rgb.py'
+# Paper Table 5 (slow-only R-50 8x8, Kinetics-400), in millions, to 0.01M.
+VID_PARAMS = {
+    VID + 'imagenet-pretrained-r50' + VID_SUFFIX: 32.45,
+    VID + 'r50-in1k-pre-nl-5blk' + VID_SUFFIX: 39.81,
+    VID + 'r50-in1k-pre-snl-5blk' + VID_SUFFIX: 36.13,
+    VID + 'r50-in1k-pre-gcb-r4-5blk' + VID_SUFFIX: 34.30,
+    VID + 'r50-in1k-pre-gcb-r4-c3-c5' + VID_SUFFIX: 42.45,
 }
 
 SEG = 'segmentation/gcnet_paper/'
@@ -333,6 +361,20 @@ def test_paper_r101_gc_rows_contradict_each_other():
 def test_imagenet_params_match_paper(name):
     millions = summary(name).params / 1e6
     assert round(millions, 2) == CLS_PARAMS[name], millions
+
+
+@pytest.mark.parametrize('name', sorted(VID_PARAMS))
+def test_video_params_match_paper(name):
+    assert round(summary(name).params / 1e6, 2) == VID_PARAMS[name]
+
+
+def test_video_gc_all_is_mmcv_layout_less_the_inert_mask_biases():
+    """With mmcv's layout (conv_mask with its bias) GC in all 13 residual
+    blocks of c3-c5 has 42.455005M, which prints as 42.46M; the paper's
+    42.45M is the block without the 13 biases, which change no output."""
+    params = summary(VID + 'r50-in1k-pre-gcb-r4-c3-c5' + VID_SUFFIX).params
+    assert params + 13 == 42_455_005
+    assert round((params + 13) / 1e6, 2) == 42.46
 
 
 @pytest.mark.parametrize('name', sorted(SEG_DELTAS))
@@ -412,6 +454,69 @@ def test_classification_forward():
     assert calls == [1]
     assert logits.shape == (1, 1000)
     assert torch.isfinite(logits).all()
+
+
+def test_recognition_forward():
+    name = VID + 'r50-in1k-pre-gcb-r4-c3-c5' + VID_SUFFIX
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    calls = _count_block_calls(model)
+    with torch.no_grad():  # (N, clips, C, T, H, W)
+        feats = model(torch.rand(1, 1, 3, 4, 32, 32), mode='tensor')
+        scores = model.cls_head(feats)
+    assert len(calls) == 13  # every residual block of c3-c5
+    assert scores.shape == (1, 400) and torch.isfinite(scores).all()
+
+
+def _inflated_state(name: str, checkpoint_2d: str, seed: int) -> dict:
+    """The model of a video config, initialised by mmaction2's inflation of
+    the 2-D checkpoint (the configs' ``pretrained``, here a local file)."""
+    from mmaction.registry import MODELS
+    from mmengine.logging import MMLogger
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile(_config_path(name))
+    cfg.model.backbone.pretrained = checkpoint_2d
+    torch.manual_seed(seed)  # whatever is not inflated differs per model
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        model = MODELS.build(cfg.model)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('ERROR')  # mmaction2 names the NL convs it cannot inflate
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    return model.state_dict()
+
+
+def test_video_models_inflate_from_2d_imagenet_weights(tmp_path):
+    """Every backbone weight of every Table 5 model comes from a 2-D
+    ResNet-50 checkpoint (torchvision's layout, the configs' ``pretrained``)
+    but the new blocks', which start as the identity."""
+    torchvision = pytest.importorskip('torchvision')
+    from helpers import randomize_
+    state_2d = randomize_(torchvision.models.resnet50()).state_dict()
+    path = str(tmp_path / 'resnet50_2d.pth')
+    torch.save(state_2d, path)
+    base = {k: v for k, v in _inflated_state(
+        VID + 'imagenet-pretrained-r50' + VID_SUFFIX, path, 0).items()
+            if k.startswith('backbone.') and 'num_batches' not in k}
+    assert torch.equal(base['backbone.layer1.0.conv1.bn.running_var'],
+                       state_2d['layer1.0.bn1.running_var'])
+    for seed, name in enumerate(sorted(VID_PARAMS), 1):
+        state = _inflated_state(name, path, seed)
+        differ = [k for k in base if not torch.equal(state[k], base[k])]
+        assert not differ, (name, differ[:3])
+        new = {k for k in state if k.startswith('backbone.')} - set(
+            base) - {k for k in state if 'num_batches' in k}
+        kinds = {k.split('.')[3] for k in new}  # backbone.layer2.1.<block>
+        assert kinds <= {'context_block', 'snl_block', 'nonlocal_block'}
+        assert bool(new) == ('imagenet-pretrained' not in name), name
+        for k in new:  # the identity at init: last layer zero
+            if k.endswith(('context_block.channel_add_conv.3.weight',
+                           'snl_block.channel_add_conv.0.weight',
+                           'nonlocal_block.conv_out.bn.weight')):
+                assert not state[k].any(), k
 
 
 # --- model index ------------------------------------------------------------

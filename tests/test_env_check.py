@@ -13,7 +13,8 @@ def test_env_check_passes_here(capsys):
     assert env_check.main([]) == 0
     out = capsys.readouterr().out
     for name in ('mmcv', 'nms and RoIAlign run', 'mmdet', 'mmseg',
-                 'mmpretrain', 'environment OK'):
+                 'mmpretrain', 'mmaction2 1.2.0', 'recognizer with a GC block',
+                 'environment OK'):
         assert name in out
 
 
@@ -26,6 +27,23 @@ def test_env_check_names_what_is_broken(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert 'FAIL  mmcv ops' in err and 'libmmcv_ops.so' in err
     assert 'tools/setup_env.sh' in err
+
+
+def test_env_check_says_how_to_fix_mmaction(monkeypatch, capsys):
+    import builtins
+    real_import = builtins.__import__
+
+    def without_drn(name, *args, **kwargs):
+        if name == 'mmaction.models':
+            raise ModuleNotFoundError(
+                "No module named 'mmaction.models.localizers.drn'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, '__import__', without_drn)
+    assert env_check.main([]) == 1
+    err = capsys.readouterr().err
+    assert 'FAIL  mmaction2' in err and 'localizers.drn' in err
+    assert 'python -m gcnet_mm.utils.mmaction_compat' in err
 
 
 def test_setup_on_a_ready_machine_is_quick():

@@ -1,8 +1,10 @@
-"""Parameter counts of the paper's ImageNet ResNet-50 models (section 5.2).
+"""Parameter counts of the paper's ImageNet ResNet-50 models (section 5.2)
+and Kinetics slow-only ResNet-50 models (Table 5).
 
 mmpretrain's ResNet-50 classifier (backbone, global average pooling, a linear
-head for 1000 classes) with blocks placed by gcnet_mm.BackboneWithBlocks; the
-counts must round to the paper's.
+head for 1000 classes) and mmaction2's slow-only recognizer (a 400-way
+I3DHead) with blocks placed by gcnet_mm.BackboneWithBlocks; the counts must
+round to the paper's.
 """
 import pytest
 
@@ -43,5 +45,45 @@ def test_resnet50_imagenet_param_count(case):
              head=dict(type='LinearClsHead',
                        num_classes=1000,
                        in_channels=2048)))
+    count = sum(p.numel() for p in model.parameters())
+    assert round(count / 1e6, 2) == millions, count
+
+
+# Paper Table 5: mmaction2's slow-only ResNet-50 (8x8, 400 classes) with the
+# blocks, ratio 1/4 for GC; the 5 blocks on every other residual block of c3
+# and c4, GC (all) after conv3 of every residual block of c3-c5.
+FIVE = dict(blocks={'layer2': [1, 3], 'layer3': [1, 3, 5]},
+            position='after_add')
+GC3D = dict(type='gcnet_mm.ContextBlock3d', ratio=1 / 4, mask_bias=False)
+VIDEO_CASES = {
+    'baseline': ([], 32.45),
+    'NL, 5 blocks': ([dict(cfg=dict(type='gcnet_mm.NonLocalBlock3d',
+                                    norm_cfg=dict(type='BN3d')),
+                           **FIVE)], 39.81),
+    'SNL, 5 blocks': ([dict(cfg=dict(type='gcnet_mm.SNLBlock3d'), **FIVE)],
+                      36.13),
+    'GC r4, 5 blocks': ([dict(cfg=GC3D, **FIVE)], 34.30),
+    'GC r4, c3-c5': ([dict(cfg=GC3D, stages=(False, True, True, True),
+                           position='after_conv3')], 42.45),
+}
+
+
+@pytest.mark.parametrize('case', list(VIDEO_CASES))
+def test_slowonly_r50_kinetics_param_count(case):
+    import torch
+    from mmengine.registry import DefaultScope
+    mmaction_registry = pytest.importorskip('mmaction.registry')
+    plugins, millions = VIDEO_CASES[case]
+    with torch.device('meta'), DefaultScope.overwrite_default_scope(
+            'mmaction'):
+        model = mmaction_registry.MODELS.build(
+            dict(type='Recognizer3D',
+                 backbone=dict(type='gcnet_mm.BackboneWithBlocks',
+                               backbone_type='mmaction.ResNet3dSlowOnly',
+                               depth=50, pretrained=None, lateral=False,
+                               conv1_kernel=(1, 7, 7), inflate=(0, 0, 1, 1),
+                               plugins=plugins),
+                 cls_head=dict(type='I3DHead', in_channels=2048,
+                               num_classes=400)))
     count = sum(p.numel() for p in model.parameters())
     assert round(count / 1e6, 2) == millions, count

@@ -4,17 +4,20 @@ import json
 import math
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
-from mmcv.cnn import NonLocal2d
+from mmcv.cnn import NonLocal2d, NonLocal3d
 from PIL import Image
 
 import gcnet_mm  # noqa: F401
 from gcnet_mm.analysis.query_independence import (
-    QueryIndependenceRecorder, analyze_query_independence,
+    QueryIndependenceRecorder, _attention_figure, analyze_query_independence,
     find_nonlocal_blocks, nonlocal_attention, nonlocal_branch,
     sample_query_pairs)
-from gcnet_mm.models.blocks.nonlocal_block import NonLocalBlock, sub_sample_of
+from gcnet_mm.models.blocks.nonlocal_block import (NonLocalBlock,
+                                                   NonLocalBlock3d,
+                                                   sub_sample_of)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NL_CLS_CONFIG = osp.join(
@@ -28,7 +31,7 @@ def _randomise(block: NonLocal2d) -> NonLocal2d:
     for p in block.parameters():
         p.data.normal_(0, 0.5)
     for m in block.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     return block.eval()
@@ -61,6 +64,96 @@ def test_recomputed_attention_reproduces_the_block(make):
                                        torch.ones(2, 30))
         out = x + nonlocal_branch(block, x, attention)
         torch.testing.assert_close(out, block(x), rtol=1e-5, atol=1e-5)
+
+
+BLOCKS_3D = [
+    lambda: NonLocalBlock3d(8),
+    lambda: NonLocalBlock3d(8, sub_sample=True),
+    lambda: NonLocalBlock3d(8, sub_sample='input'),
+    lambda: NonLocalBlock3d(8, mode='concatenation', norm_cfg=None),
+    lambda: NonLocal3d(8, sub_sample=True, norm_cfg=dict(type='BN3d')),
+]
+
+
+@pytest.mark.parametrize('make', BLOCKS_3D)
+def test_recomputed_attention_reproduces_the_3d_block(make):
+    """Queries and keys over all T x H x W positions of a clip."""
+    block = _randomise(make())
+    x = torch.randn(2, 8, 3, 6, 5)
+    with torch.no_grad():
+        attention = nonlocal_attention(block, x)
+        keys = 3 * 3 * 2 if sub_sample_of(block) else 90
+        assert attention.shape == (2, 90, keys)
+        out = x + nonlocal_branch(block, x, attention)
+        torch.testing.assert_close(out, block(x), rtol=1e-5, atol=1e-5)
+
+
+def test_3d_block_statistics_and_middle_frame_figure_data():
+    block = _randomise(NonLocalBlock3d(8, sub_sample='input'))
+    image = torch.randn(1, 3, 6, 24, 20)  # the backbone input: 6 frames
+    rec = QueryIndependenceRecorder([('nl', block)], num_pairs=50,
+                                    num_queries=2, num_vis=1)
+    with rec, torch.no_grad():
+        rec.next_image()
+        rec._see_image(None, (image, ))  # as the backbone's pre-hook does
+        block(torch.randn(1, 8, 3, 6, 5))
+    (row, ) = rec.results()
+    assert row['num_pairs'] == 50 and row['feature_size'] == [3, 6, 5]
+    assert row['key_size'] == [3, 3, 2]
+    assert row['max_reproduction_error'] < 1e-5
+    (vis, ) = rec.vis
+    assert vis['frame'] == (1, 3)  # the middle of 3 feature frames
+    assert vis['maps'].shape == (2, 3, 2)  # that frame's keys
+    assert torch.equal(vis['image'], image[0, :, 2])  # input frame 1 * 6 // 3
+
+
+def test_3d_query_independent_attention_has_zero_distance():
+    block = _randomise(NonLocalBlock3d(8, sub_sample='input'))
+    block.theta.conv.weight.data.zero_()
+    block.theta.conv.bias.data.zero_()
+    r = _run(block, torch.randn(1, 8, 3, 6, 6))
+    assert r['attention_cos'] < 1e-6 and r['output'] < 1e-6
+    assert r['input'] > 0.1
+
+
+def _panels(vis):
+    """The pixels inside each attention-map panel of a drawn figure."""
+    fig, axes = _attention_figure(vis)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())
+    height = pixels.shape[0]
+    panels = []
+    for row in axes:
+        for ax in row[1:-1]:
+            box = ax.get_window_extent()
+            x0, x1 = int(box.x0) + 3, int(box.x1) - 3  # inside the frame
+            y0, y1 = height - int(box.y1) + 3, height - int(box.y0) - 3
+            panels.append(pixels[y0:y1, x0:x1, :3].copy())
+    return panels
+
+
+def _vis(maps, image=None):
+    return [dict(image_index=0, block='backbone.layer3.4.nonlocal_block',
+                 feature_size=(6, 8), key_size=(3, 4),
+                 points=[(1, 1), (4, 6), (2, 5)][:len(maps)],
+                 maps=torch.stack(maps), frame=None, image=image)]
+
+
+def test_identical_maps_produce_identical_pixels():
+    """One colour scale per row: maps that are the same (cosine distance
+    ~1e-9, as trained NL blocks give) look the same, and a map with half the
+    weight here and there looks different (a per-map scale would hide it)."""
+    torch.manual_seed(0)
+    base = torch.rand(3, 4).softmax(-1)
+    near = [base, base * (1 + 1e-9 * torch.randn(3, 4)), base.clone()]
+    a, b, c = _panels(_vis(near, image=torch.rand(3, 48, 64)))
+    assert a.shape[0] > 50 and a.shape[1] > 50
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert len(np.unique(a.reshape(-1, 3), axis=0)) > 3  # not blank
+    flatter = base.clone()
+    flatter[0] = base[0] * 0.5 + base[0].mean() * 0.5  # same pattern, weaker
+    d, e = _panels(_vis([base, flatter]))
+    assert not np.array_equal(d, e)
 
 
 def _run(block, x, num_pairs=200):
@@ -186,6 +279,28 @@ def test_image_folder(tmp_path, toy_imagenet):
     assert len(out['vis']) == 1 and out['vis'][0]['image'].shape[0] == 3
 
 
+def test_evaluator_paths_are_not_needed(tmp_path, toy_imagenet):
+    """The tool reads the data but evaluates nothing: a missing evaluator
+    ann_file (a detection config's COCO json) does not stop it."""
+    cfg = tmp_path / 'with_evaluator.py'
+    cfg.write_text(
+        f'_base_ = {_tiny_config(tmp_path, toy_imagenet)!r}\n'
+        "test_cfg = dict(type='TestLoop')\n"
+        "test_evaluator = dict(type='CocoMetric', "
+        "ann_file='/nonexistent/instances_val2017.json')\n")
+    with pytest.warns(UserWarning, match='RANDOMLY'):
+        out = analyze_query_independence(
+            str(cfg), num_images=1, num_pairs=10, num_vis=0, device='cpu',
+            progress=False)
+    assert out['meta']['num_images'] == 1
+    missing = tmp_path / 'no_data.py'
+    missing.write_text(f'_base_ = {str(cfg)!r}\n'
+                       "test_dataloader = dict(dataset=dict("
+                       "data_root='/nonexistent/imagenet'))\n")
+    with pytest.raises(FileNotFoundError, match='/nonexistent/imagenet'):
+        analyze_query_independence(str(missing), progress=False)
+
+
 def test_errors(tmp_path, toy_imagenet):
     cfg = _tiny_config(tmp_path, toy_imagenet)
     empty = tmp_path / 'empty'
@@ -245,3 +360,43 @@ def test_checkpoint_is_loaded(tmp_path, toy_imagenet):
     with pytest.raises(ValueError, match='no weights for .* NL-block'):
         analyze_query_independence(cfg, str(tmp_path / 'no_nl.pth'),
                                    progress=False)
+
+
+@pytest.mark.slow
+def test_docs_example_matches_the_tool(tmp_path, monkeypatch, capsys):
+    """docs/query_independence.md's example on the toy data: its command,
+    run as written, prints its table and writes its CSV."""
+    import re
+    import shlex
+    doc = open(osp.join(ROOT, 'docs', 'query_independence.md')).read()
+    example = doc[doc.index('## Examples on the toy data'):]
+    command = re.search(r'```bash\n(python tools/analysis/query_independence'
+                        r'\.py.*?)```', example, re.S).group(1)
+    argv = shlex.split(command.replace('\\\n', ' '))[2:]
+    texts = re.findall(r'```text\n(.*?)```', example, re.S)
+    table = [line for line in texts[0].splitlines() if line.startswith('|')]
+    csv_lines = texts[1].strip().splitlines()
+
+    from gcnet_mm.datasets.synthetic import make_imagenet
+    make_imagenet(str(tmp_path / 'data' / 'toy_imagenet'))
+    monkeypatch.chdir(tmp_path)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'qi_tool', osp.join(ROOT, 'tools/analysis/query_independence.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    argv[0] = osp.join(ROOT, argv[0])
+    with pytest.warns(UserWarning, match='RANDOMLY'):
+        tool.main(argv + ['--device', 'cpu'])
+    printed = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith('|')]
+    assert printed == table
+    out_dir = argv[argv.index('--out-dir') + 1]
+    written = (tmp_path / out_dir / 'query_independence.csv').read_text()
+    assert written.splitlines()[0] == csv_lines[0]  # the columns
+    for ours, doc_row in zip(written.splitlines()[1:], csv_lines[1:]):
+        for a, b in zip(ours.split(','), doc_row.split(',')):
+            try:  # numbers to 4 significant digits, the rest exactly
+                assert float(a) == pytest.approx(float(b), rel=1e-4), (a, b)
+            except ValueError:
+                assert a == b

@@ -140,3 +140,25 @@ def test_readme_mmdet_snippet_builds_in_a_plain_mmdet_config(tmp_path):
     assert int(count) == 4 + 6 + 3  # every block of c3-c5 in R-50
     assert first == 'backbone.layer2.0.context_block'
     assert len(mods) == 1 and mods[0].startswith('gcnet_mm.')
+
+
+def test_mmaction_backbone_and_3d_blocks_resolve_without_import():
+    pytest.importorskip('mmaction')
+    out = run_fresh("""
+        import sys
+        from mmaction.registry import MODELS
+        from mmaction.utils import register_all_modules
+        register_all_modules()
+        assert 'gcnet_mm' not in sys.modules
+        net = MODELS.build(dict(
+            type='gcnet_mm.BackboneWithBlocks',
+            backbone_type='mmaction.ResNet3dSlowOnly', depth=18,
+            base_channels=8, pretrained=None, lateral=False,
+            plugins=[dict(cfg=dict(type='gcnet_mm.ContextBlock3d'),
+                          position='after_add',
+                          stages=(False, False, False, True))]))
+        print(type(net).__module__, type(net.layer4[1].context_block).__name__)
+    """)
+    net_mod, block = out.split()
+    assert net_mod.startswith('mmaction.')  # the host's own class
+    assert block == 'ContextBlock3d'

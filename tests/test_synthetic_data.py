@@ -236,6 +236,58 @@ def test_imagenet_reads_with_real_labels(tmp_path, split):
         assert osp.basename(osp.dirname(info['img_path'])) == wnid
 
 
+# --- Kinetics -------------------------------------------------------------------
+
+
+def test_kinetics_videos_read_and_score(tmp_path):
+    """mmaction2's VideoDataset reads the list, decord decodes every frame,
+    the shape moves the class's way, and AccMetric scores the ground truth
+    as prediction 1.0."""
+    pytest.importorskip('mmaction')
+    pytest.importorskip('decord')
+    from mmaction.evaluation import AccMetric
+    from mmengine.registry import DATASETS, DefaultScope
+    out = synthetic.make_kinetics(str(tmp_path), num_train=2, num_val=1,
+                                  num_classes=3, num_frames=12)
+    for split, per_class in (('train', 2), ('val', 1)):
+        with DefaultScope.overwrite_default_scope('mmaction'):
+            dataset = DATASETS.build(dict(
+                type='VideoDataset',
+                ann_file=osp.join(out['root'], out[f'{split}_ann']),
+                data_prefix=dict(video=osp.join(out['root'],
+                                                out[f'{split}_videos'])),
+                pipeline=[
+                    dict(type='DecordInit'),
+                    dict(type='SampleFrames', clip_len=12, frame_interval=1,
+                         num_clips=1, test_mode=True),
+                    dict(type='DecordDecode'),
+                ]))
+        assert len(dataset) == 3 * per_class
+        labels = [dataset.get_data_info(i)['label']
+                  for i in range(len(dataset))]
+        assert sorted(labels) == sorted([0, 1, 2] * per_class)
+    sample = dataset[1]  # label 1 moves down
+    frames = sample['imgs']
+    assert sample['total_frames'] == 12 and len(frames) == 12
+    assert frames[0].shape == (48, 64, 3)
+
+    def row_of_shape(frame):  # mean row of the pixels of the class colour
+        colour = np.array(synthetic._IMAGENET_COLOURS[1])
+        rows, _ = np.nonzero(np.abs(frame.astype(int) - colour).sum(-1) < 80)
+        assert len(rows) > 20
+        return rows.mean()
+
+    assert row_of_shape(frames[-1]) > row_of_shape(frames[0]) + 10
+    metric = AccMetric()
+    metric.process({}, [
+        dict(pred_score=torch.nn.functional.one_hot(
+            torch.tensor(label), 400).float(), gt_label=torch.tensor([label]))
+        for label in labels
+    ])
+    results = metric.compute_metrics(metric.results)
+    assert results['top1'] == 1.0 and results['mean1'] == 1.0
+
+
 # --- arguments ------------------------------------------------------------------
 
 
@@ -260,3 +312,5 @@ def test_generator_specific_bad_arguments(tmp_path):
         synthetic.make_voc12aug(str(tmp_path), num_aug_only=-1)
     with pytest.raises(ValueError, match='max_objects must be a positive'):
         synthetic.make_coco(str(tmp_path), max_objects=0)
+    with pytest.raises(ValueError, match='num_frames must be an int >= 8'):
+        synthetic.make_kinetics(str(tmp_path), num_frames=4)

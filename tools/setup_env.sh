@@ -91,14 +91,20 @@ pip_ install -q "$(grep '^mmengine' "$root/requirements/runtime.txt")" addict \
   packaging Pillow pyyaml yapf "opencv-python>=4.5,<5"
 
 # -- the OpenMMLab hosts, test tools and this package ----------------------------
-log "installing mmengine, mmdet, mmsegmentation, mmpretrain and test tools"
+log "installing mmengine, mmdet, mmsegmentation, mmpretrain, mmaction2 and test tools"
 grep -v '^#' "$root/requirements/torch.txt" >> "$constraints"; echo "$mmcv_req" >> "$constraints"
 pip_ install -q -r "$root/requirements/runtime.txt" -r "$root/requirements/tests.txt"
+# mmaction2 without its declared dependencies: they are in runtime.txt, all but
+# opencv-contrib-python, a second cv2 (docs/mmaction2.md).
+pip_ install -q --no-deps -r "$root/requirements/mmaction.txt"
 # Builds gcnet_mm._ext, the GC block's fused CPU loops (about 1 min); here a
 # failed build is an error (GCNET_MM_WITH_EXT=1), for users it only warns.
 log "installing gcnet_mm (building its fused CPU loops)"
 GCNET_MM_WITH_EXT="${GCNET_MM_WITH_EXT:-1}" \
   pip_ install -q --no-deps --no-build-isolation -e "$root"
+
+# mmaction2 1.2.0's PyPI wheel lacks a subpackage it imports (docs/mmaction2.md).
+"$py" -m gcnet_mm.utils.mmaction_compat || die "could not make mmaction2 importable (see above)"
 
 "$py" -m gcnet_mm.utils.env_check || die "the environment does not work (see above)"
 fingerprint > "$stamp"

@@ -30,6 +30,11 @@ How each kind of model is run, following the upstream ``get_flops`` tools:
 * classification (mmpretrain): the whole classifier in tensor mode (backbone,
   neck and the fc head; mmpretrain's tool counts ``extract_feat`` only, i.e.
   2.05M fewer for a 1000-way ResNet-50 head).
+* action recognition (mmaction2): one clip, (1, 1, 3, T, H, W), through the
+  whole recognizer (backbone and ``cls_head``, ``extract_feat(stage='head')``;
+  mmaction2's tool stops before the head, 0.8M fewer for a 400-way one); T is
+  the clip length of the config's ``val_dataloader`` ``SampleFrames`` (8 for
+  the paper's 8x8 slow-only models), the FLOPs those of one clip.
 
 Parameters are counted on the model the config builds, every module included
 (the auxiliary head of a segmentor too), as ``tests/test_configs.py`` does.
@@ -70,12 +75,14 @@ DEFAULT_SHAPES: Dict[str, Tuple[int, int]] = {
     'detection': (800, 1333),
     'segmentation': (1024, 2048),
     'classification': (224, 224),
+    'recognition': (224, 224),  # per frame; the clip length is the config's
 }
 
 _SCOPE_TO_TASK = {
     'mmdet': 'detection',
     'mmseg': 'segmentation',
-    'mmpretrain': 'classification'
+    'mmpretrain': 'classification',
+    'mmaction': 'recognition',
 }
 
 #: The package's ``configs/`` folder (next to the package in a checkout).
@@ -101,6 +108,8 @@ _DET = 'detection/gcnet/'
 _ABL = 'detection/gcnet_paper/mask-rcnn_r50-syncbn-'
 _CLS = 'classification/gcnet/resnet50'
 _SEG = '_r101-d8-stem128_4xb2-80k_cityscapes-512x1024.py'
+_VID = 'recognition/gcnet/slowonly_'
+_K400 = '_8xb16-8x8x1-steplr-150e_kinetics400-rgb.py'
 _X101 = 'cascade-mask-rcnn_x101-32x4d-syncbn'
 # Parameter rows no model that loads the released checkpoints can print (see
 # docs/complexity.md).
@@ -111,7 +120,7 @@ _X101_GC = ('paper params: the Mask R-CNN X-101 rows all round right only '
 
 #: The paper's complexity numbers as data: table name -> title, input size
 #: and rows (config path relative to ``configs/`` -> :class:`PaperRow`).
-#: Sources: the paper's Tables 2(a), 3 and 4(a) and the GCNet slides'
+#: Sources: the paper's Tables 2(a), 3, 4(a) and 5 and the GCNet slides'
 #: Cityscapes head comparison (see docs/complexity.md for the input sizes).
 PAPER_TABLES: Dict[str, _Table] = {
     '2a': _Table(
@@ -185,6 +194,20 @@ PAPER_TABLES: Dict[str, _Table] = {
             PaperRow('SNL-Head', 71.22, 646.86),
             'segmentation/gcnet_paper/gcnet' + _SEG:
             PaperRow('GC-Head', 71.09, 646.89),
+        }),
+    '5': _Table(
+        'Table 5: slow-only ResNet-50 8x8 (Kinetics-400), one 8-frame clip',
+        (224, 224), {
+            _VID + 'imagenet-pretrained-r50' + _K400:
+            PaperRow('baseline', 32.45, 39.29),
+            _VID + 'r50-in1k-pre-nl-5blk' + _K400:
+            PaperRow('+5 NL', 39.81, 59.60),
+            _VID + 'r50-in1k-pre-snl-5blk' + _K400:
+            PaperRow('+5 SNL', 36.13, 39.32),
+            _VID + 'r50-in1k-pre-gcb-r4-5blk' + _K400:
+            PaperRow('+5 GC', 34.30, 39.31),
+            _VID + 'r50-in1k-pre-gcb-r4-c3-c5' + _K400:
+            PaperRow('+all GC', 42.45, 39.35),
         }),
 }
 
@@ -276,37 +299,45 @@ def _task_of(cfg) -> str:
     return _SCOPE_TO_TASK[scope]
 
 
-def build_model(config: Union[str, Path],
+def build_model(config: Union[str, Path, Any],
                 meta: bool = False) -> Tuple[nn.Module, str]:
     """Build a config's model on the CPU: (model in eval mode, task).
 
+    ``config`` is a config file (see :func:`resolve_config`) or a loaded
+    mmengine ``Config`` (e.g. with ``--cfg-options`` merged; left as it is).
     SyncBN becomes BN and pretrained initialisation is dropped, so nothing is
-    downloaded.  ``meta=True`` builds detectors and segmentors on the meta
-    device (no memory; enough to count parameters); mmpretrain's ResNet reads
-    tensor values while building, so classifiers are always real.
+    downloaded.  ``meta=True`` builds detectors, segmentors and video
+    recognizers on the meta device (no memory; enough to count parameters);
+    mmpretrain's ResNet reads tensor values while building, so classifiers
+    are always real.
     """
+    import copy
+
     import gcnet_mm  # noqa: F401  (registers the package's modules)
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
 
     from ..engine.config_checks import drop_pretrained, sync_bn_to_bn
-    cfg = Config.fromfile(resolve_config(config))
+    cfg = config if isinstance(config, Config) else Config.fromfile(
+        resolve_config(config))
     task = _task_of(cfg)
-    init_default_scope(cfg.default_scope)
     registry = {
         'detection': 'mmdet.registry',
         'segmentation': 'mmseg.registry',
-        'classification': 'mmpretrain.registry'
+        'classification': 'mmpretrain.registry',
+        'recognition': 'mmaction.registry'
     }[task]
     models = __import__(registry, fromlist=['MODELS']).MODELS
-    model_cfg = cfg.model
+    model_cfg = copy.deepcopy(cfg.model)
     sync_bn_to_bn(model_cfg)  # the CPU has no SyncBN
     drop_pretrained(model_cfg)  # nothing to download
-    if meta and task != 'classification':
-        with torch.device('meta'):
+    # the config's scope for this build only: no global state left behind
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        if meta and task != 'classification':
+            with torch.device('meta'):
+                model = models.build(model_cfg)
+        else:
             model = models.build(model_cfg)
-    else:
-        model = models.build(model_cfg)
     return model.eval(), task
 
 
@@ -316,15 +347,18 @@ def count_params(model: nn.Module) -> int:
 
 
 class _TensorForward(nn.Module):
-    """``model(inputs, data_samples, mode='tensor')`` as a one-input module."""
+    """``model(inputs, data_samples, mode='tensor', **kwargs)`` as a
+    one-input module."""
 
-    def __init__(self, model: nn.Module, data_samples=None) -> None:
+    def __init__(self, model: nn.Module, data_samples=None, **kwargs) -> None:
         super().__init__()
         self.model = model
         self.data_samples = data_samples
+        self.kwargs = kwargs
 
     def forward(self, inputs: torch.Tensor):
-        return self.model(inputs, self.data_samples, mode='tensor')
+        return self.model(inputs, self.data_samples, mode='tensor',
+                          **self.kwargs)
 
 
 def _matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -556,6 +590,20 @@ def _cap_mask_rois(model: nn.Module) -> Optional[Callable[[], None]]:
     return undo
 
 
+def _clip_len(config: str) -> int:
+    """Frames per clip of a video config: ``clip_len`` of the first
+    ``SampleFrames`` of its ``val_dataloader`` (else ``test_dataloader``)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    for split in ('val', 'test'):
+        dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset') or {}
+        for step in dataset.get('pipeline') or []:
+            if str(step.get('type', '')).endswith('SampleFrames'):
+                return int(step.get('clip_len', 1))
+    raise ValueError(f'{config!r} has no SampleFrames in its val or test '
+                     'pipeline to take the clip length from')
+
+
 def get_complexity(config: Union[str, Path],
                    shape: Union[int, Sequence[int], None] = None,
                    params_only: bool = False,
@@ -597,6 +645,7 @@ def get_complexity(config: Union[str, Path],
                           '', convention)
     shape = shape or DEFAULT_SHAPES[task]
     describe, cleanups = (lambda: ''), []
+    forward_kwargs, notes = {}, ''
     if task == 'detection':
         inputs, samples = _detector_inputs(model, shape)
         describe, handles = _roi_counter(model)
@@ -608,6 +657,12 @@ def get_complexity(config: Union[str, Path],
         if getattr(model, 'auxiliary_head', None) is not None:
             model.auxiliary_head = None  # not run at test time
         inputs, samples = _segmentor_inputs(model, shape)
+    elif task == 'recognition':
+        frames = _clip_len(path)
+        inputs = torch.randn(1, 1, 3, frames, *shape)  # one clip
+        samples = None
+        forward_kwargs = dict(stage='head')  # mmaction2: through cls_head
+        notes = f'one clip of {frames} frames'
     else:
         inputs = torch.randn(1, 3, *shape)
         samples = None
@@ -615,7 +670,7 @@ def get_complexity(config: Union[str, Path],
     try:
         if counter == 'fvcore':
             flops, by_op, by_module = _fvcore_counts(
-                _TensorForward(model, samples), (inputs, ))
+                _TensorForward(model, samples, **forward_kwargs), (inputs, ))
             # '_TensorForward.model.<part>' -> '<part>'
             parts = {
                 name[len('model.'):]: count
@@ -625,11 +680,12 @@ def get_complexity(config: Union[str, Path],
             }
         else:
             flops, by_op = count_flops(
-                _TensorForward(model, samples), inputs, counter=counter)
+                _TensorForward(model, samples, **forward_kwargs), inputs,
+                counter=counter)
     finally:
         for cleanup in cleanups:
             cleanup()
-    notes = describe()
+    notes = describe() or notes
     if task == 'segmentation':
         notes = 'auxiliary head not counted in FLOPs (test-time model)'
     return Complexity(
@@ -813,6 +869,8 @@ def format_table(name: str, rows: Iterable[Dict[str, Any]]) -> str:
     size = f'{shape[0]}x{shape[1]}'
     if seen and tuple(seen[-2:]) != tuple(shape):
         size += f' (padded to {seen[-2]}x{seen[-1]})'
+    if seen and len(seen) == 6:  # a video clip (N, clips, C, T, H, W)
+        size = f'{seen[3]} frames of {size}'
     lines = [
         f'### {table.title}', '',
         f'Input {size}. {rows[0]["convention"] if rows else ""}.', '',

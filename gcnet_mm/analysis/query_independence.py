@@ -6,10 +6,12 @@ Figure 1: in trained NL networks the attention maps of different query
 positions are nearly the same (COCO: cosine distance 0.020 between the maps
 vs 0.401 between the inputs), so the context can be one global vector.
 
-For every ``mmcv.cnn.NonLocal2d`` in a model (``gcnet_mm.NonLocalBlock``,
-mmdet NL plugins, the ``nl_block`` of mmseg's ``NLHead`` or of
-``gcnet_mm.NonLocalHead``) a forward hook captures the block's input ``x``.
-NonLocal2d computes its attention inside ``forward`` and keeps no copy, so
+For every ``mmcv.cnn.NonLocal2d`` or ``NonLocal3d`` in a model
+(``gcnet_mm.NonLocalBlock``, mmdet NL plugins, the ``nl_block`` of mmseg's
+``NLHead`` or of ``gcnet_mm.NonLocalHead``; ``gcnet_mm.NonLocalBlock3d`` and
+mmaction2's ``non_local_block`` in video models, whose query positions are
+all T x H x W of a clip) a forward hook captures the block's input ``x``.
+The block computes its attention inside ``forward`` and keeps no copy, so
 :func:`nonlocal_attention` recomputes it from the block's own
 ``theta``/``phi`` convs and pairwise function (``sub_sample`` and
 ``use_scale`` included) and :func:`nonlocal_branch` rebuilds
@@ -39,8 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from mmcv.cnn import NonLocal2d
+from mmcv.cnn import NonLocal2d, NonLocal3d
 from torch import Tensor, nn
 
 from gcnet_mm.models.blocks.nonlocal_block import (nonlocal_branch,
@@ -61,25 +62,29 @@ TABLE_COLUMNS = (('input', 'input'), ('attention_cos', 'attention map (cos)'),
                  ('attention_js', 'attention map (JS)'), ('output', 'output'))
 
 
+#: The NL blocks the tool reads (subclasses included).
+NONLOCAL_TYPES = (NonLocal2d, NonLocal3d)
+
+
 def find_nonlocal_blocks(model: nn.Module) -> List[Tuple[str, NonLocal2d]]:
-    """Every ``mmcv.cnn.NonLocal2d`` (subclasses included) in ``model``, as
-    ``(qualified name, module)`` in registration order."""
+    """Every ``mmcv.cnn.NonLocal2d`` and ``NonLocal3d`` (subclasses included)
+    in ``model``, as ``(qualified name, module)`` in registration order."""
     return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, NonLocal2d)]
+            if isinstance(m, NONLOCAL_TYPES)]
 
 
 def nonlocal_attention(block: NonLocal2d, x: Tensor) -> Tensor:
     """The attention (pairwise weight) ``block`` uses on input ``x``.
 
     Args:
-        block: an ``mmcv.cnn.NonLocal2d`` in any mode.
-        x: its input, (B, C, H, W).
+        block: an ``mmcv.cnn.NonLocal2d`` or ``NonLocal3d`` in any mode.
+        x: its input, (B, C, H, W) or (B, C, T, H, W).
 
     Returns:
         (B, H*W, H'*W'): row ``i`` weighs the key positions for query ``i``;
         ``H' x W'`` is ``H x W`` max-pooled by 2 with ``sub_sample`` (``True``
-        or ``'input'``). Rows sum
-        to one for the (embedded) Gaussian modes.
+        or ``'input'``); a 3-D block has T*H*W queries and T*H'*W' keys. Rows
+        sum to one for the (embedded) Gaussian modes.
     """
     theta_x, phi_x = pairwise_operands(block, x)
     return getattr(block, block.mode)(theta_x, phi_x)
@@ -144,10 +149,10 @@ def pair_distances(x: Tensor, attention: Tensor, z: Tensor, pairs: Tensor
     """Distances of one image between the query positions in ``pairs``.
 
     Args:
-        x: the block's input, (C, H, W).
-        attention: its attention, (H*W, H'*W').
-        z: its output before the residual addition, (C, H, W).
-        pairs: (P, 2) query indices into H*W.
+        x: the block's input, (C, H, W) or (C, T, H, W).
+        attention: its attention, (N, N') for N query and N' key positions.
+        z: its output before the residual addition, the shape of ``x``.
+        pairs: (P, 2) query indices into the N positions (H*W or T*H*W).
 
     Returns:
         ``input``, ``attention_cos``, ``attention_js``, ``output`` and
@@ -181,11 +186,14 @@ class QueryIndependenceRecorder:
     """Forward hooks on NL blocks that accumulate Table 1's distances.
 
     Use as a context manager around forward passes; call
-    :meth:`next_image` before each image. Each forward call of a block (one
-    per image, or one per window under sliding-window inference) adds its
-    sampled pairs; for the first ``num_vis`` images it also keeps the
-    attention rows of ``num_queries`` query points and the image the
-    model's ``backbone`` saw (see :func:`plot_attention_maps`).
+    :meth:`next_image` before each image (or video). Each forward call of a
+    block (one per image, or one per window under sliding-window inference,
+    one per clip) adds its sampled pairs; for the first ``num_vis`` images it
+    also keeps the attention rows of ``num_queries`` query points and the
+    image the model's ``backbone`` saw (see :func:`plot_attention_maps`).
+    In a video block the queries are sampled over all T x H x W positions of
+    the clip; the figure's query points lie in its middle frame, whose keys
+    (and input frame) it shows.
 
     Args:
         blocks: ``(name, block)`` pairs, e.g. from :func:`find_nonlocal_blocks`.
@@ -194,8 +202,9 @@ class QueryIndependenceRecorder:
         seed: seed of the pair sampling.
         num_queries: query points per image in the figure.
         num_vis: images kept for the figure.
-        image_source: module whose input (B, 3, h, w) is the image the blocks
-            see (the model's backbone); ``None`` to keep no images.
+        image_source: module whose input (B, 3, h, w), or (B, 3, t, h, w) for
+            video, is the image the blocks see (the model's backbone);
+            ``None`` to keep no images.
         tolerance: relative tolerance of the check that ``x + z``
             reproduces the block's output.
     """
@@ -246,7 +255,7 @@ class QueryIndependenceRecorder:
         self._current_image = None
 
     def _see_image(self, module: nn.Module, args: tuple) -> None:
-        if args and isinstance(args[0], Tensor) and args[0].dim() == 4:
+        if args and isinstance(args[0], Tensor) and args[0].dim() in (4, 5):
             self._current_image = args[0].detach()
 
     def _make_hook(self, name: str):
@@ -272,19 +281,20 @@ class QueryIndependenceRecorder:
                 f'describe the attention it used')
         first = self.calls[name] == 0
         self.calls[name] += 1
-        hw = x.shape[2] * x.shape[3]
-        key_hw = attention.shape[-1]
-        key_size = ((x.shape[2] // 2, x.shape[3] // 2)
-                    if sub_sample_of(block) else tuple(x.shape[2:]))
-        if key_size[0] * key_size[1] != key_hw:  # not a grid we know
-            key_size = (1, key_hw)
+        positions = math.prod(x.shape[2:])  # H*W, or T*H*W in a clip
+        lead = tuple(x.shape[2:-2])  # (T, ) in a clip, () in an image
+        key_size = lead + ((x.shape[-2] // 2, x.shape[-1] // 2)
+                           if sub_sample_of(block) else tuple(x.shape[-2:]))
+        if math.prod(key_size) != attention.shape[-1]:  # not a grid we know
+            key_size = (1, attention.shape[-1])
         if first:
             self.shapes[name] = dict(mode=block.mode,
                                      sub_sample=sub_sample_of(block),
                                      feature_size=list(x.shape[2:]),
                                      key_size=list(key_size))
         for b in range(x.size(0)):
-            pairs = sample_query_pairs(hw, self.num_pairs, self.generator)
+            pairs = sample_query_pairs(positions, self.num_pairs,
+                                       self.generator)
             if len(pairs) == 0:
                 continue
             dists = pair_distances(x[b].cpu(), attention[b].cpu(),
@@ -298,15 +308,26 @@ class QueryIndependenceRecorder:
         if self.image_index < self.num_vis and not any(
                 v['image_index'] == self.image_index and v['block'] == name
                 for v in self.vis):
-            h, w = x.shape[2:]
+            h, w = x.shape[-2:]
+            frames = x.shape[2] if x.dim() == 5 else None
+            t = 0 if frames is None else frames // 2  # the middle frame
             points = query_points(self.num_queries, h, w)
-            rows = torch.stack([attention[0, r * w + c] for r, c in points])
+            rows = torch.stack(
+                [attention[0, (t * h + r) * w + c] for r, c in points])
+            maps = rows.float().cpu().view(len(points), *key_size)
+            if maps.dim() == 4:  # (K, T, H', W'): the keys of frame t
+                maps = maps[:, t]
             image = self._current_image
+            if image is not None:
+                image = image[0].float().cpu()  # (3, h, w) or (3, t, h, w)
+                if image.dim() == 4:  # the input frame of feature frame t
+                    image = image[:, t * image.shape[1] // frames]
             self.vis.append(
                 dict(image_index=self.image_index, block=name,
-                     feature_size=(h, w), key_size=key_size, points=points,
-                     maps=rows.float().cpu().view(len(points), *key_size),
-                     image=None if image is None else image[0].float().cpu()))
+                     feature_size=(h, w), key_size=tuple(maps.shape[1:]),
+                     points=points, maps=maps,
+                     frame=None if frames is None else (t, frames),
+                     image=image))
 
     def results(self) -> List[Dict[str, Any]]:
         """One dict per block: the averages and how they were obtained."""
@@ -379,9 +400,14 @@ def save_results(results: Sequence[Dict[str, Any]], meta: Dict[str, Any],
     return csv_path, json_path
 
 
-def _display_image(image: Tensor, preprocessor: Optional[nn.Module]
-                   ) -> np.ndarray:
-    """(3, h, w) network input -> (h, w, 3) float RGB in [0, 1]."""
+def _display_image(image: Tensor, preprocessor: Optional[nn.Module],
+                   loaded_bgr: bool = True) -> np.ndarray:
+    """(3, h, w) network input -> (h, w, 3) float RGB in [0, 1].
+
+    ``loaded_bgr``: the pipeline loaded BGR (mmcv's image loading), not RGB
+    (decord's video frames); the preprocessor's channel conversion, if any,
+    swapped that.
+    """
     img = image.clone()
     if preprocessor is not None and getattr(preprocessor, '_enable_normalize',
                                             False):
@@ -389,58 +415,117 @@ def _display_image(image: Tensor, preprocessor: Optional[nn.Module]
         std = getattr(preprocessor, 'std', None)
         if mean is not None and std is not None and mean.numel() == 3:
             img = img * std.view(3, 1, 1).cpu() + mean.view(3, 1, 1).cpu()
-    rgb = bool(getattr(preprocessor, '_channel_conversion',
-                       getattr(preprocessor, 'to_rgb', False)))
-    if not rgb:  # BGR as loaded by mmcv
+    converted = bool(getattr(preprocessor, '_channel_conversion',
+                             getattr(preprocessor, 'to_rgb', False)))
+    if converted != loaded_bgr:  # the network saw BGR
         img = img.flip(0)
     lo, hi = img.min(), img.max()
     img = (img - lo) / (hi - lo) if hi > lo else img * 0
     return img.permute(1, 2, 0).numpy()
 
 
-def plot_attention_maps(vis: Sequence[Dict[str, Any]], path: str,
-                        preprocessor: Optional[nn.Module] = None) -> str:
-    """Draw Figure 1: a row per (image, block), the image with the query
-    points marked, then each query's attention map, upsampled to the image
-    and overlaid. Writes a PNG (matplotlib Agg) and returns its path."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+#: Colour map of the attention maps; every map of a figure row shares one
+#: scale, from 0 to the largest weight of the row, shown by its colour bar.
+ATTENTION_CMAP = 'viridis'
+
+
+def _attention_figure(vis: Sequence[Dict[str, Any]],
+                      preprocessor: Optional[nn.Module] = None):
+    """The figure :func:`plot_attention_maps` writes: (figure, axes of shape
+    (rows, 1 + queries + 1)), on an Agg canvas at 100 dpi.
+
+    Every panel sits on whole pixels and a map fills its panel, so two equal
+    maps are drawn as the same pixels.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
 
     if not vis:
         raise ValueError('no attention maps were captured to draw')
-    cols = 1 + max(len(v['points']) for v in vis)
-    colours = plt.get_cmap('tab10')
-    fig, axes = plt.subplots(len(vis), cols, squeeze=False,
-                             figsize=(2.4 * cols, 2.4 * len(vis)))
-    for row, v in zip(axes, vis):
-        h, w = v['feature_size']
+    queries = max(len(v['points']) for v in vis)
+    # layout in pixels: panels `side` wide, as tall as the image's aspect
+    side, gap, top, bottom, margin, bar, label = 200, 14, 36, 8, 8, 14, 96
+    images = []
+    for v in vis:
         if v['image'] is not None:
-            image = _display_image(v['image'], preprocessor)
+            image = _display_image(v['image'], preprocessor,
+                                   loaded_bgr=v.get('frame') is None)
         else:
-            image = np.full((h, w, 3), 0.5)
+            image = np.full((*v['feature_size'], 3), 0.5)
+        images.append((image, max(40, round(side * image.shape[0] /
+                                            image.shape[1]))))
+    width = margin + (queries + 1) * (side + gap) + bar + label
+    height = sum(top + h + bottom for _, h in images)
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+    FigureCanvasAgg(fig)  # no pyplot: nothing global, no display needed
+    colours = [
+        '#e41a1c', '#ff7f00', '#f781bf', '#a65628', '#ffff33', '#984ea3',
+        '#4daf4a', '#377eb8', '#999999', '#000000'
+    ]
+    axes, y = [], height
+    for v, (image, ph) in zip(vis, images):
+        y -= top + ph
+        row = [
+            fig.add_axes([(margin + k * (side + gap)) / width, y / height,
+                          side / width, ph / height])
+            for k in range(queries + 1)
+        ]
+        row.append(fig.add_axes([(margin + (queries + 1) * (side + gap)) /
+                                 width, y / height, bar / width,
+                                 ph / height]))
+        y -= bottom
+        axes.append(row)
+        h, w = v['feature_size']
         ih, iw = image.shape[:2]
-        row[0].imshow(image)
-        row[0].set_title(f'image {v["image_index"]}\n{v["block"]}',
-                         fontsize=7)
+        title = f'image {v["image_index"]}'
+        if v.get('frame') is not None:
+            title += f', frame {v["frame"][0] + 1} of {v["frame"][1]}'
+        row[0].imshow(0.35 * image + 0.65, aspect='auto')  # faint
+        row[0].set_title(f'{title}\n{v["block"]}', fontsize=7)
+        maps = v['maps'].float()  # from 0 (or below: dot-product modes)
+        lo, hi = min(0.0, float(maps.min())), float(maps.max())
+        norm = Normalize(lo, hi if hi > lo else lo + 1.0)
         for k, (r, c) in enumerate(v['points']):
-            xy = ((c + 0.5) * iw / w, (r + 0.5) * ih / h)
-            row[0].plot(*xy, 'o', ms=6, mec='white', mew=1.2,
-                        color=colours(k % 10))
-            amap = F.interpolate(v['maps'][k][None, None], size=(ih, iw),
-                                 mode='bilinear', align_corners=False)[0, 0]
+            colour = colours[k % len(colours)]
+            row[0].plot((c + 0.5) * iw / w - 0.5, (r + 0.5) * ih / h - 0.5,
+                        'o', ms=7, mec='black', mew=1.0, color=colour)
             ax = row[k + 1]
-            ax.imshow(image)
-            ax.imshow(amap.numpy(), cmap='jet', alpha=0.5)
-            ax.plot(*xy, 'o', ms=6, mec='white', mew=1.2,
-                    color=colours(k % 10))
-            ax.set_title(f'query ({r}, {c})', fontsize=7)
-        for ax in row:
-            ax.axis('off')
-    fig.tight_layout()
+            ax.imshow(maps[k].numpy(), cmap=ATTENTION_CMAP, norm=norm,
+                      interpolation='nearest', aspect='auto')
+            ax.set_title(f'query {k + 1} at ({r}, {c})', fontsize=7,
+                         color=colour)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(2)
+        for ax in row[len(v['points']) + 1:-1]:
+            ax.set_visible(False)
+        for ax in row[:-1]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        colorbar = fig.colorbar(
+            ScalarMappable(norm=norm, cmap=ATTENTION_CMAP), cax=row[-1])
+        colorbar.ax.tick_params(labelsize=6)
+        colorbar.set_label('attention weight', fontsize=7)
+    return fig, np.array(axes, dtype=object)
+
+
+def plot_attention_maps(vis: Sequence[Dict[str, Any]], path: str,
+                        preprocessor: Optional[nn.Module] = None) -> str:
+    """Draw Figure 1 as a PNG and return its path.
+
+    A row per (image, block): the image, faint, with the query points
+    marked; then each query's attention map on its own, over the key
+    positions (one cell per key, stretched to the image's frame); then a
+    colour bar. All maps of a row share one colour scale, from 0 to the
+    row's largest weight, so maps that are the same look the same, a nearly
+    uniform map looks flat, and a map that weighs a region more shows it. In a video block the row shows the middle frame
+    (its keys and its input frame).
+    """
+    fig, _ = _attention_figure(vis, preprocessor)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path)
     return path
 
 
@@ -493,18 +578,23 @@ def _random_init(model: nn.Module) -> None:
 
 def _build_model(cfg, checkpoint: Optional[str], device: str,
                  seed: int = 0) -> nn.Module:
-    from mmengine.registry import MODELS
+    """The model of ``cfg`` as the complexity tool builds it (BN for SyncBN,
+    no pretrained weights), then ``checkpoint`` loaded or a seeded random
+    initialisation."""
+    import copy
+
     from mmengine.runner import load_checkpoint
 
     from gcnet_mm.engine import drop_pretrained, install_checkpoint_safety
+    from .complexity import build_model
     if checkpoint is None:
-        dropped = drop_pretrained(cfg.model)
+        dropped = drop_pretrained(copy.deepcopy(cfg.model))
         if dropped:
             warnings.warn(f'random init: not loading the pretrained weights '
                           f'the config names ({", ".join(dropped)})')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # a reproducible random init
-        model = MODELS.build(cfg.model)
+        model, _ = build_model(cfg)
         if checkpoint is None:
             _random_init(model)
     if checkpoint is None:
@@ -556,15 +646,19 @@ def analyze_query_independence(config: str,
                                progress: bool = True) -> Dict[str, Any]:
     """Table 1 and Figure 1 of the GCNet paper for a model with NL blocks.
 
-    The model is built from ``config`` (SyncBN turned into BN), loaded from
-    ``checkpoint`` (or left randomly initialised, with a loud warning) and
-    run in test mode on ``num_images`` images: the first ones of the
-    config's ``{split}_dataloader`` dataset, or of the sorted image files of
-    the folder ``images`` read with that dataloader's pipeline (annotation
-    loading dropped). Each image goes alone through the model's
-    ``data_preprocessor`` and then, when every NL block lies in the
-    ``backbone`` or ``neck``, through ``model.extract_feat`` only; otherwise
-    (e.g. mmseg's ``NLHead``) through ``model.test_step`` as a whole.
+    The model is built from ``config`` as the complexity tool builds it
+    (:func:`gcnet_mm.analysis.complexity.build_model`: SyncBN turned into
+    BN, no pretrained weights; a config of mmdet, mmseg, mmpretrain or
+    mmaction2), loaded from ``checkpoint`` (or left randomly initialised,
+    with a loud warning) and run in test mode on ``num_images`` images: the
+    first ones of the config's ``{split}_dataloader`` dataset, or of the
+    sorted image files of the folder ``images`` read with that dataloader's
+    pipeline (annotation loading dropped); for a video config, videos and
+    their clips. Nothing is evaluated, so only the dataset's paths must
+    exist. Each image goes alone through the model's ``data_preprocessor``
+    and then, when every NL block lies in the ``backbone`` or ``neck``,
+    through ``model.extract_feat`` only; otherwise (e.g. mmseg's
+    ``NLHead``) through ``model.test_step`` as a whole.
 
     Args:
         config: config file path.
@@ -624,7 +718,7 @@ def analyze_query_independence(config: str,
         if not cfg.get(f'{split}_dataloader'):
             raise ValueError(f'the config has no {split}_dataloader; pass '
                              'images=DIR or another split')
-        check_data_paths(cfg, (split, ))
+        check_data_paths(cfg, (split, ), evaluators=False)  # no evaluation
         dataset = DATASETS.build(cfg[f'{split}_dataloader']['dataset'])
         count = min(num_images, len(dataset))
         if count == 0:
@@ -636,8 +730,9 @@ def analyze_query_independence(config: str,
     if not blocks:
         raise ValueError(
             f'config {config!r} builds a model with no non-local block (no '
-            'mmcv.cnn.NonLocal2d, e.g. gcnet_mm.NonLocalBlock, an mmdet NL '
-            'plugin or an NLHead nl_block); nothing to analyse')
+            'mmcv.cnn.NonLocal2d or NonLocal3d, e.g. gcnet_mm.NonLocalBlock '
+            'or NonLocalBlock3d, an mmdet NL plugin or an NLHead nl_block); '
+            'nothing to analyse')
     feat_only = hasattr(model, 'extract_feat') and all(
         name.startswith(('backbone.', 'neck.')) for name, _ in blocks)
     recorder = QueryIndependenceRecorder(

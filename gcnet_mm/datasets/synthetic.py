@@ -19,12 +19,16 @@ name              layout                                 read by
                                                           mmseg's ``voc12_aug.py``)
 ``imagenet``      ``{train/<wnid>,val}/*.JPEG``,          ``mmpretrain.ImageNet``
                   ``meta/{train,val}.txt``
+``kinetics``      ``videos_{train,val}/*.mp4``,           ``mmaction.VideoDataset``
+                  ``kinetics400_{train,val}_list_         (+ ``AccMetric``)
+                  videos.txt``
 ================  =====================================  ===========================
 
 The class of every object fixes its shape and (up to a little jitter) its
 colour, and every mask is exactly the drawn polygon, so a model can learn the
 task and ground truth evaluated as predictions scores perfectly.  Everything is
-deterministic given ``seed``.  Only numpy and Pillow are needed.
+deterministic given ``seed``.  Only numpy and Pillow are needed (and OpenCV,
+mmcv's, to encode the videos).
 """
 import json
 import os
@@ -37,7 +41,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     'COCO_CATEGORIES', 'TOY_COCO_CLASSES', 'IMAGENET_TOY_WNIDS', 'make_coco',
     'make_cityscapes', 'make_ade20k', 'make_voc12aug', 'make_imagenet',
-    'make_all', 'TOY_DATASETS'
+    'make_kinetics', 'make_all', 'TOY_DATASETS'
 ]
 
 # The 80 COCO instance categories as (id, name, supercategory); ids are the
@@ -730,16 +734,113 @@ def make_imagenet(root: str,
         val_ann=osp.join('meta', 'val.txt'))
 
 
+# A class of the toy Kinetics set: a shape of a colour moving one way,
+# (dx, dy) in frame widths/heights per clip.
+_KINETICS_MOTIONS = [(0.5, 0.0), (0.0, 0.5), (-0.5, 0.0), (0.0, -0.5),
+                     (0.35, 0.35)]
+
+
+def make_kinetics(root: str,
+                  num_train: int = 2,
+                  num_val: int = 1,
+                  image_size: Tuple[int, int] = (48, 64),
+                  seed: int = 0,
+                  num_classes: int = 3,
+                  num_frames: int = 16,
+                  progress: bool = False) -> Dict[str, str]:
+    """Write a tiny Kinetics-400 style video classification dataset.
+
+    Layout (the one of mmaction2's Kinetics-400 video configs)::
+
+        root/videos_train/<label>_<k>.mp4
+        root/videos_val/<label>_<k>.mp4
+        root/kinetics400_train_list_videos.txt   "<label>_<k>.mp4 <label>"
+        root/kinetics400_val_list_videos.txt
+
+    Each video is ``num_frames`` frames of MPEG-4 at 8 fps in which one shape
+    of the class's colour moves across the frame in the class's direction;
+    labels are 0..num_classes-1, read by mmaction2's ``VideoDataset`` (with
+    decord) as they are with a 400-way head. ``num_train`` and ``num_val``
+    are per class.
+
+    Args:
+        root (str): Output directory; created if missing.
+        num_train (int): Training videos per class. Defaults to 2.
+        num_val (int): Validation videos per class. Defaults to 1.
+        image_size (tuple[int, int]): Frame (height, width). Defaults to
+            (48, 64).
+        seed (int): Random seed. Defaults to 0.
+        num_classes (int): Number of classes, 1 to 5. Defaults to 3.
+        num_frames (int): Frames per video, at least 8. Defaults to 16.
+        progress (bool): Show a progress bar. Defaults to False.
+
+    Returns:
+        dict[str, str]: ``root``, the two annotation lists and the two video
+        folders (relative to ``root``).
+    """
+    import cv2  # mmcv's OpenCV, with its MPEG-4 encoder
+    h, w = _check_args(num_train, num_val, image_size)
+    if (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+            or not 1 <= num_classes <= len(_KINETICS_MOTIONS)):
+        raise ValueError(f'num_classes must be an int in 1..'
+                         f'{len(_KINETICS_MOTIONS)}, but got {num_classes!r}')
+    if (not isinstance(num_frames, int) or isinstance(num_frames, bool)
+            or num_frames < 8):
+        raise ValueError(f'num_frames must be an int >= 8, but got '
+                         f'{num_frames!r}')
+    rng = np.random.default_rng(seed)
+    paths = dict(
+        root=root,
+        train_ann='kinetics400_train_list_videos.txt',
+        val_ann='kinetics400_val_list_videos.txt',
+        train_videos='videos_train',
+        val_videos='videos_val')
+    bar = _progress(num_classes * (num_train + num_val), progress)
+    lines = dict(train=[], val=[])
+    for label in range(num_classes):
+        dx, dy = _KINETICS_MOTIONS[label]
+        for k in range(num_train + num_val):
+            split = 'train' if k < num_train else 'val'
+            name = f'{label:03d}_{k:02d}.mp4'
+            path = osp.join(_mkdir(root, paths[f'{split}_videos']), name)
+            background = _background(rng, h, w)
+            colour = _jitter(rng, _IMAGENET_COLOURS[label])
+            r = rng.uniform(0.12, 0.2) * min(h, w)
+            x0 = rng.uniform(0.3, 0.7) * w - dx * w / 2
+            y0 = rng.uniform(0.3, 0.7) * h - dy * h / 2
+            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'),
+                                     8, (w, h))
+            if not writer.isOpened():
+                raise RuntimeError(f'OpenCV cannot write MPEG-4 video to '
+                                   f'{path!r}')
+            for t in range(num_frames):
+                frame = Image.fromarray(background)
+                f = t / (num_frames - 1)
+                pts = _polygon(_IMAGENET_SHAPES[label], x0 + dx * w * f,
+                               y0 + dy * h * f, r, r, 0.0)
+                ImageDraw.Draw(frame).polygon(pts, fill=colour)
+                writer.write(np.asarray(frame)[:, :, ::-1].copy())  # BGR
+            writer.release()
+            lines[split].append(f'{name} {label}\n')
+            _tick(bar)
+    for split, text in lines.items():
+        with open(osp.join(root, paths[f'{split}_ann']), 'w') as f:
+            f.write(''.join(text))
+    return paths
+
+
 #: name -> (generator, sub-folder under ``make_all``'s root).  The sub-folders
 #: mirror upstream's ``data/`` layout (``data/coco``, ``data/cityscapes``,
 #: ``data/ade/ADEChallengeData2016``, ``data/VOCdevkit/VOC2012``,
-#: ``data/imagenet``), so a toy config only swaps the ``data/`` prefix.
+#: ``data/imagenet``, ``data/kinetics400``), so a toy config only swaps the
+#: ``data/`` prefix.
 TOY_DATASETS: Dict[str, Tuple[Callable[..., Dict[str, str]], str]] = {
     'coco': (make_coco, 'coco'),
     'cityscapes': (make_cityscapes, 'cityscapes'),
     'ade20k': (make_ade20k, 'ade'),
     'voc12aug': (make_voc12aug, '.'),
     'imagenet': (make_imagenet, 'imagenet'),
+    'kinetics': (make_kinetics, 'kinetics400'),
 }
 
 

@@ -45,13 +45,15 @@ def _evaluator_paths(ev: Any, key: str) -> Iterable[Tuple[str, str]]:
                 else f'{key}.ann_file', e['ann_file']
 
 
-def check_data_paths(cfg: Any, phases: Iterable[str] = ('train', 'val')
-                     ) -> List[str]:
+def check_data_paths(cfg: Any, phases: Iterable[str] = ('train', 'val'),
+                     *, evaluators: bool = True) -> List[str]:
     """Fail at once, naming the path, if a dataset path does not exist.
 
     Args:
         cfg: an mmengine Config (or dict) with ``{phase}_dataloader`` entries.
         phases: which of 'train', 'val', 'test' will run.
+        evaluators: check the ``ann_file`` of the phases' evaluators too;
+            ``False`` for a run that reads the data but evaluates nothing.
 
     Returns:
         The paths checked.
@@ -67,8 +69,9 @@ def check_data_paths(cfg: Any, phases: Iterable[str] = ('train', 'val')
             continue
         pairs = list(_dataset_paths(loader.get('dataset'),
                                     f'{phase}_dataloader.dataset'))
-        pairs += list(_evaluator_paths(cfg.get(f'{phase}_evaluator'),
-                                       f'{phase}_evaluator'))
+        if evaluators:
+            pairs += list(_evaluator_paths(cfg.get(f'{phase}_evaluator'),
+                                           f'{phase}_evaluator'))
         for key, path in pairs:
             checked.append(path)
             if '://' not in path and not osp.exists(osp.expanduser(path)):

@@ -1,5 +1,6 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before mmengine's
-Runner takes over; the same for detection, segmentation and classification."""
+Runner takes over; the same for detection, segmentation, classification and
+action recognition."""
 import glob
 import json
 import os
@@ -19,7 +20,7 @@ __all__ = [
     'find_resumable_checkpoint', 'load_checkpoint_strict', 'dump_metrics'
 ]
 
-_HOSTS = ('mmdet', 'mmseg', 'mmpretrain')
+_HOSTS = ('mmdet', 'mmseg', 'mmpretrain', 'mmaction')
 
 
 class UsageError(ValueError):

@@ -6,8 +6,10 @@ one block before the last residual block of c4, 2(b) "after1x1" vs
 "afterAdd", 2(c) stages).
 
 mmdet's ``plugins=`` puts a plugin after conv1/conv2/conv3 of every Bottleneck
-of whole stages, mmseg's likewise, and mmpretrain's ResNet has no plugins at
-all. :func:`insert_blocks` adds what the paper needs on top of any of them:
+of whole stages, mmseg's likewise, mmpretrain's ResNet has no plugins at all,
+and mmaction2's ``ResNet3d`` (``ResNet3dSlowOnly``...) places only mmcv's
+``NonLocal3d`` (``non_local=``). :func:`insert_blocks` adds what the paper
+needs on top of any of them:
 
 * ``position='after_add'``, on the output of a residual block (where NL
   blocks go), next to mmdet's ``'after_conv1'``, ``'after_conv2'`` and
@@ -15,7 +17,12 @@ all. :func:`insert_blocks` adds what the paper needs on top of any of them:
 * chosen residual blocks (``blocks={'layer3': [-2]}``) as well as whole stages
   (``stages=(False, True, True, True)``, mmdet's format);
 * BasicBlock ResNets (R-18/34), which mmdet and mmseg refuse plugins for;
-* the ResNets of mmdet, mmseg and mmpretrain alike.
+* the ResNets of mmdet, mmseg and mmpretrain alike, and mmaction2's 3-D ones,
+  whose residual blocks hold each conv with its norm (and activation) in a
+  ``ConvModule`` (``conv1``..``conv3``): there the hooks on ``norm2`` and
+  ``norm3`` below are hooks on ``conv2`` and ``conv3`` (their outputs are
+  after the norm), and the blocks are the 3-D ones
+  (``gcnet_mm.ContextBlock3d``...).
 
 Each block becomes a child of its residual block under mmdet's name
 (``layer3.5.context_block``), so state dicts match mmdet's native plugins key
@@ -44,6 +51,7 @@ mmcv's ``fuse_conv_bn`` do with the norm layers.
 import copy
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks.plugin import infer_abbr
 from mmengine.registry import DefaultScope, Registry
 from torch import nn
@@ -156,14 +164,37 @@ class _InitInsertedBlocks:
                     block.init_weights()
 
 
+class _InitBlocksAfterHost:
+    """``init_weights`` of a host that initialises every layer below it
+    itself and never calls its children's ``init_weights`` (mmaction2's
+    ``ResNet3d`` family: Kaiming on every ``Conv3d`` and ones in every norm,
+    or weights inflated from a 2-D checkpoint into its ``ConvModule``
+    layers):
+    the host's own, then the inserted blocks', so they start as themselves
+    (a GC block as the identity).
+
+    Args:
+        backbone: the host, whose class's ``init_weights`` runs first.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        self.backbone = backbone
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        type(self.backbone).init_weights(self.backbone, *args, **kwargs)
+        for name in self.backbone.res_layers:
+            _InitInsertedBlocks(getattr(self.backbone, name))()
+
+
 def _res_layers(backbone: nn.Module) -> List[str]:
     names = getattr(backbone, 'res_layers', None)
     if not names or not all(
             isinstance(getattr(backbone, n, None), nn.Module) for n in names):
         raise TypeError(
             f'backbone must be a built ResNet/ResNeXt of mmdet, mmseg or '
-            f'mmpretrain (an nn.Module with a res_layers list of its stage '
-            f'names), got {type(backbone).__name__}')
+            f'mmpretrain, or a ResNet3d of mmaction2 (an nn.Module with a '
+            f'res_layers list of its stage names), got '
+            f'{type(backbone).__name__}')
     return list(names)
 
 
@@ -171,13 +202,30 @@ def _is_bottleneck(block: nn.Module) -> bool:
     return isinstance(getattr(block, 'conv3', None), nn.Module)
 
 
+def _normed(block: nn.Module, k: int) -> Optional[str]:
+    """The child of ``block`` whose output is conv ``k`` normalised: the norm
+    layer ``norm{k}_name`` names (mmdet, mmseg, mmpretrain), or the
+    ``ConvModule`` ``conv{k}`` (conv + norm, mmaction2's 3-D blocks)."""
+    name = getattr(block, f'norm{k}_name', None)
+    if name is None and isinstance(getattr(block, f'conv{k}', None),
+                                   ConvModule):
+        name = f'conv{k}'
+    return name
+
+
 def _check_residual_block(block: nn.Module, where: str) -> None:
-    for attr in ('conv1', 'conv2', 'norm2_name'):
+    for attr in ('conv1', 'conv2'):
         if not hasattr(block, attr):
-            raise TypeError(
-                f'{where} is a {type(block).__name__}, not a residual block '
-                f'of a ResNet (no {attr!r}); insert_blocks supports the '
-                f'Bottleneck and BasicBlock of mmdet, mmseg and mmpretrain')
+            break
+    else:
+        if _normed(block, 2) is not None:
+            return
+        attr = 'norm2_name'
+    raise TypeError(
+        f'{where} is a {type(block).__name__}, not a residual block of a '
+        f'ResNet (no {attr!r}); insert_blocks supports the Bottleneck and '
+        f'BasicBlock of mmdet, mmseg and mmpretrain and the Bottleneck3d and '
+        f'BasicBlock3d of mmaction2')
 
 
 def _insertion_point(block: nn.Module, position: str,
@@ -190,7 +238,7 @@ def _insertion_point(block: nn.Module, position: str,
     if position == 'after_conv2':
         if bottleneck:
             return block.conv2.out_channels, 'conv3', True
-        return block.conv2.out_channels, block.norm2_name, False
+        return block.conv2.out_channels, _normed(block, 2), False
     if position == 'after_conv3':
         if not bottleneck:
             raise ValueError(
@@ -198,7 +246,7 @@ def _insertion_point(block: nn.Module, position: str,
                 f'{type(block).__name__} with two convs; use one of '
                 f"['after_conv1', 'after_conv2', 'after_add'] there "
                 f"('after_conv2' is after norm2, before the residual add)")
-        return block.conv3.out_channels, block.norm3_name, False
+        return block.conv3.out_channels, _normed(block, 3), False
     last = block.conv3 if bottleneck else block.conv2
     return last.out_channels, None, False  # after_add
 
@@ -299,7 +347,9 @@ def insert_blocks(backbone: nn.Module, plugins: Sequence[dict]) -> nn.Module:
     Works on the ResNets of mmdet (``ResNet``, ``ResNetV1d``, ``ResNeXt``,
     DCN variants), mmseg (``ResNet``, ``ResNetV1c``, ``ResNetV1d``,
     ``ResNeXt``) and mmpretrain (``ResNet``, ``ResNetV1c``, ``ResNetV1d``,
-    ``ResNeXt``), Bottleneck and BasicBlock. A block inserted at
+    ``ResNeXt``), Bottleneck and BasicBlock, and on mmaction2's ``ResNet3d``
+    family (``ResNet3d``, ``ResNet3dSlowOnly``...; give them 3-D blocks such
+    as ``gcnet_mm.ContextBlock3d``). A block inserted at
     ``'after_conv1/2/3'`` of whole stages gives the same module names,
     state-dict keys and outputs as mmdet's native ``plugins=``. Blocks at one
     position of one residual block run in the order given (after any native
@@ -308,7 +358,9 @@ def insert_blocks(backbone: nn.Module, plugins: Sequence[dict]) -> nn.Module:
     and its ``frozen_stages``. The host's ``init_weights`` calls the inserted
     blocks' own ``init_weights`` after its ``init_cfg`` (a stage container
     without one, like mmpretrain's plain ``nn.Sequential`` ``ResLayer``, gets
-    an instance attribute ``init_weights`` that does only that), so
+    an instance attribute ``init_weights`` that does only that; mmaction2's
+    ``ResNet3d``, whose ``init_weights`` initialises every layer itself,
+    gets one that runs its own and then the blocks'), so
     gcnet_mm's blocks start as identity. All plugins are checked and built
     before the backbone is changed, so an error leaves it untouched.
 
@@ -405,6 +457,8 @@ def insert_blocks(backbone: nn.Module, plugins: Sequence[dict]) -> nn.Module:
         layer = getattr(backbone, layer)
         if not hasattr(layer, 'init_weights'):
             layer.init_weights = _InitInsertedBlocks(layer)
+    if todo and hasattr(backbone, 'inflate_weights'):  # mmaction2's ResNet3d
+        backbone.init_weights = _InitBlocksAfterHost(backbone)
     if todo and hasattr(backbone, '_freeze_stages'):
         backbone._freeze_stages()  # freeze blocks in frozen stages too
     return backbone
@@ -432,8 +486,8 @@ def BackboneWithBlocks(*, backbone_type: str, plugins: Sequence[dict],
     Args:
         backbone_type: the host's registered type with its scope, e.g.
             ``'mmdet.ResNet'``, ``'mmseg.ResNetV1c'``,
-            ``'mmpretrain.ResNet'``; the host is built with that scope as
-            the default scope.
+            ``'mmpretrain.ResNet'``, ``'mmaction.ResNet3dSlowOnly'``; the
+            host is built with that scope as the default scope.
         plugins: the blocks to insert, as in :func:`insert_blocks`.
         **kwargs: the host's own arguments (``depth``, ``init_cfg``, ...).
 

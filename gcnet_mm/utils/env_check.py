@@ -1,5 +1,5 @@
 """Check that the installed stack works: compiled mmcv ops, torchvision ops and
-the three OpenMMLab hosts.  ``python -m gcnet_mm.utils.env_check [--quick]``."""
+the four OpenMMLab hosts.  ``python -m gcnet_mm.utils.env_check [--quick]``."""
 import argparse
 import importlib
 import sys
@@ -64,6 +64,43 @@ def _check_fused_loops():
     return f'GC blocks: fused path, {cpu}{gpu}'
 
 
+def _check_mmaction():
+    """mmaction2 imports (its PyPI wheel needs the stand-in of
+    ``gcnet_mm.utils.mmaction_compat``), decord loads, and a tiny slow-only
+    recognizer with a GC block classifies a random clip."""
+    import decord
+    import mmaction
+    import torch
+    from mmengine.registry import DefaultScope
+    try:
+        from mmaction.registry import MODELS
+        import mmaction.models  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            f'{e}; run python -m gcnet_mm.utils.mmaction_compat (see '
+            'docs/mmaction2.md)') from e
+    import gcnet_mm  # noqa: F401  (the blocks)
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        model = MODELS.build(dict(
+            type='Recognizer3D',
+            backbone=dict(
+                type='gcnet_mm.BackboneWithBlocks',
+                backbone_type='mmaction.ResNet3dSlowOnly', depth=18,
+                pretrained=None, base_channels=8, lateral=False,
+                plugins=[dict(cfg=dict(type='gcnet_mm.ContextBlock3d',
+                                       ratio=1 / 4),
+                              stages=(False, False, False, True),
+                              position='after_add')]),
+            cls_head=dict(type='I3DHead', in_channels=64, num_classes=3,
+                          average_clips='prob')))
+    with torch.no_grad():
+        feats = model(torch.rand(1, 1, 3, 4, 32, 32), mode='tensor')
+        scores = model.cls_head(feats)
+    assert scores.shape == (1, 3) and torch.isfinite(scores).all(), scores
+    return (f'mmaction2 {mmaction.__version__} (decord {decord.__version__}):'
+            ' a slow-only recognizer with a GC block runs')
+
+
 def _check_host(name):
     mod = importlib.import_module(name)
     return f'{name} {mod.__version__}'
@@ -77,6 +114,7 @@ def main(argv=None):
     checks = [('torch', _check_torch), ('mmcv ops', _check_mmcv_ops)]
     checks += [(h, lambda h=h: _check_host(h))
                for h in ('mmengine', 'mmdet', 'mmseg', 'mmpretrain')]
+    checks.append(('mmaction2', _check_mmaction))
     checks.append(('gcnet_mm', lambda: _check_host('gcnet_mm')))
     checks.append(('fused path', _check_fused_loops))
     failed = []

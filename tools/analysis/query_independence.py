@@ -6,8 +6,9 @@
         [--device cpu|cuda] [--cfg-options k=v ...]
 
 Prints the table (per NL block: cosine distance between inputs, attention
-maps and outputs of different query positions, and the Jensen-Shannon
-divergence between the attention maps) and writes
+maps and outputs of different query positions, over H x W, or T x H x W in a
+video model, and the Jensen-Shannon divergence between the attention maps)
+and writes
 OUT_DIR/query_independence.{csv,json} and OUT_DIR/attention_maps.png.
 Without CHECKPOINT the model is randomly initialised (with a warning).
 See docs/query_independence.md.
@@ -41,9 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     source.add_argument('--images', metavar='DIR',
                         help='folder of images, read with the test pipeline')
     source.add_argument('--split', choices=['test', 'val'], default='test',
-                        help="the config's dataloader to take images from")
+                        help="the config's dataloader to take images (or "
+                        'videos) from')
     parser.add_argument('--num-images', type=int, default=10,
-                        help='images to analyse (default 10)')
+                        help='images (videos) to analyse (default 10)')
     parser.add_argument('--num-pairs', type=int, default=1000,
                         help='query pairs sampled per image and block '
                         '(default 1000)')

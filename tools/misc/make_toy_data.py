@@ -1,11 +1,14 @@
 """Write tiny synthetic datasets in the real COCO / Cityscapes / ADE20K /
-VOC12+aug / ImageNet layouts (see ``gcnet_mm.datasets.synthetic``).
+VOC12+aug / ImageNet / Kinetics-400 layouts (see
+``gcnet_mm.datasets.synthetic``).
 
     python tools/misc/make_toy_data.py coco data/toy_coco
+    python tools/misc/make_toy_data.py kinetics data/toy_kinetics
     python tools/misc/make_toy_data.py all data/toy --num-train 8 --num-val 4
 
 ``all`` writes ``OUT_DIR/{coco,cityscapes,ade/ADEChallengeData2016,
-VOCdevkit/VOC2012,imagenet}``, the layout of upstream's ``data/`` folder.
+VOCdevkit/VOC2012,imagenet,kinetics400}``, the layout of upstream's ``data/``
+folder.
 """
 import argparse
 import os.path as osp
@@ -25,12 +28,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('out_dir', help='output directory')
     parser.add_argument(
         '--num-train', type=int, default=None,
-        help='training images (per class for imagenet); '
-        "default: the generator's")
+        help='training images (per class for imagenet, videos per class '
+        "for kinetics); default: the generator's")
     parser.add_argument(
         '--num-val', type=int, default=None,
-        help="validation images (per class for imagenet); default: the "
-        "generator's")
+        help='validation images (per class for imagenet, videos per class '
+        "for kinetics); default: the generator's")
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     return parser.parse_args(argv)
 

@@ -144,20 +144,25 @@ def reduced_channels(in_channels: int,
     return planes
 
 
+_LAYOUTS = {4: '(B, C, H, W)', 5: '(B, C, T, H, W)'}
+
+
 def check_input(x: Tensor, in_channels: int, *, ndim: int = 4) -> None:
     """Check that ``x`` is an ``ndim``-D tensor with ``in_channels`` channels.
 
     Args:
         x: the input of a block's ``forward``.
         in_channels: the channels the block was built for.
-        ndim: the expected rank (4 for ``(B, C, H, W)``).
+        ndim: the expected rank (4 for ``(B, C, H, W)``, 5 for video
+            features ``(B, C, T, H, W)``).
 
     Raises:
         ValueError: wrong rank or wrong channel count; the message holds
             both the expected and the given number.
     """
     if x.dim() != ndim:
-        raise ValueError(f'expected a {ndim}-D input (B, C, H, W), got a '
+        layout = _LAYOUTS.get(ndim, f'with {ndim} dims')
+        raise ValueError(f'expected a {ndim}-D input {layout}, got a '
                          f'{x.dim()}-D tensor of shape {tuple(x.shape)}')
     if x.shape[1] != in_channels:
         raise ValueError(f'expected an input with C={in_channels} channels '
