@@ -1,7 +1,7 @@
 """Parameters and FLOPs of configs, or of the paper's tables beside the paper.
 
 FLOPs count one fused multiply-add as one FLOP (mmengine's FlopAnalyzer, the
-fvcore convention); see gcnet_mm/analysis/complexity.py and docs/complexity.md.
+fvcore convention); see gcnet_mm/analysis/flops.py and docs/complexity.md.
 
 Examples::
 
@@ -13,7 +13,7 @@ Examples::
 """
 import argparse
 
-from gcnet_mm.analysis import complexity
+from gcnet_mm.analysis import flops, paper_tables
 from gcnet_mm.engine.cli import run_cli
 from gcnet_mm.engine.runner_cfg import UsageError
 
@@ -26,11 +26,11 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs='+', metavar='N',
                         help='input H W (or one side); default per task: '
                         + ', '.join(f'{k} {h}x{w}' for k, (h, w) in
-                                    complexity.DEFAULT_SHAPES.items())
+                                    flops.DEFAULT_SHAPES.items())
                         + '; a paper table defaults to its own size')
     parser.add_argument('--paper-tables', nargs='*', metavar='NAME',
                         help='measure the paper tables NAME (default: all of '
-                        f'{", ".join(complexity.PAPER_TABLES)}) beside the '
+                        f'{", ".join(paper_tables.PAPER_TABLES)}) beside the '
                         "paper's numbers")
     parser.add_argument('--params-only', action='store_true',
                         help='count parameters only (fast)')
@@ -52,36 +52,36 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     if not args.configs and args.paper_tables is None:
         raise ValueError('give CONFIG files or --paper-tables')
-    shape = complexity.check_shape(args.shape)
+    shape = flops.check_shape(args.shape)
     results = {}
     if args.paper_tables is not None:
-        names = args.paper_tables or list(complexity.PAPER_TABLES)
+        names = args.paper_tables or list(paper_tables.PAPER_TABLES)
         for name in names:  # fail early on a wrong name
-            if name not in complexity.PAPER_TABLES:
+            if name not in paper_tables.PAPER_TABLES:
                 raise ValueError(f'unknown paper table {name!r}; expected one'
-                                 f' of {sorted(complexity.PAPER_TABLES)}')
+                                 f' of {sorted(paper_tables.PAPER_TABLES)}')
         for name in names:
-            rows = complexity.paper_table(
+            rows = paper_tables.paper_table(
                 name, params_only=args.params_only, shape=shape,
                 counter=args.counter)
-            print(complexity.format_table(name, rows) + '\n', flush=True)
+            print(paper_tables.format_table(name, rows) + '\n', flush=True)
             results[name] = rows
-        fit = complexity.fit_paper_convention(
+        fit = paper_tables.fit_paper_convention(
             row for name in names for row in results[name])
         if fit is not None:
-            print(complexity.format_fit(fit) + '\n', flush=True)
+            print(paper_tables.format_fit(fit) + '\n', flush=True)
             results['paper_fit'] = fit
     if args.configs:
-        paths = [complexity.resolve_config(c) for c in args.configs]
+        paths = [flops.resolve_config(c) for c in args.configs]
         measured = [
-            complexity.get_complexity(
+            flops.get_complexity(
                 c, shape=shape, params_only=args.params_only,
                 counter=args.counter) for c in paths
         ]
-        print(complexity.format_results(measured))
+        print(paper_tables.format_results(measured))
         results['configs'] = measured
     if args.out:
-        complexity.dump_json(results, args.out)
+        flops.dump_json(results, args.out)
     return 0
 
 
