@@ -15,7 +15,6 @@ import torch
 
 from gcnet_mm.datasets.synthetic import make_cityscapes, make_coco, make_imagenet
 from gcnet_mm.engine import safe_load
-from gcnet_mm.engine.runner_cfg import find_resumable_checkpoint
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY = osp.join(REPO, 'configs', '_toy_')
@@ -23,7 +22,7 @@ DET = osp.join(TOY, 'mask-rcnn_r50-gcb-r16-c3-c5_fpn_toy-coco.py')
 SEG = osp.join(TOY, 'gcnet_r50-d8_toy-cityscapes.py')
 CLS = osp.join(TOY, 'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope='module')
@@ -80,11 +79,36 @@ def test_detection_train_test(workspace):
     assert 'backbone.layer3.5.context_block.channel_add_conv.3.weight' in keys
 
 
-def test_segmentation_train_test(workspace):
-    wd = str(workspace / 'seg')
-    run_tool(workspace, 'train.py', SEG, '--work-dir', wd)
+def _float_tensors_differ(ckpt_a, ckpt_b):
+    a, b = safe_load(ckpt_a)['state_dict'], safe_load(ckpt_b)['state_dict']
+    assert a.keys() == b.keys()
+    return [k for k in a
+            if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
+
+
+def test_segmentation_train_resume_test(workspace):
+    """An iteration-based config with dropout in both heads: 4 iterations
+    straight (validating at 2) == 2 iterations, then --resume for 2 more,
+    every float tensor bit for bit; then tools/test.py --show-dir."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(SEG)
+    assert cfg.model.decode_head.dropout_ratio > 0
+    assert cfg.model.auxiliary_head.dropout_ratio > 0
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+    options = ['--cfg-options', 'train_cfg.val_interval=2']
+    wd, split = str(workspace / 'seg'), str(workspace / 'seg_split')
+    run_tool(workspace, 'train.py', SEG, '--work-dir', wd, *options)
     ckpt = osp.join(wd, 'iter_4.pth')
     assert osp.isfile(ckpt)
+    run_tool(workspace, 'train.py', SEG, '--work-dir', split, *options,
+             'train_cfg.max_iters=2')
+    assert not osp.exists(osp.join(split, 'iter_4.pth'))
+    _, out = run_tool(workspace, 'train.py', SEG, '--work-dir', split,
+                      '--resume', *options)
+    assert 'resumed epoch: 0, iter: 2' in out
+    differ = _float_tensors_differ(ckpt, osp.join(split, 'iter_4.pth'))
+    assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
+
     run_tool(workspace, 'test.py', SEG, ckpt, '--work-dir', wd,
              '--show-dir', str(workspace / 'seg_vis'))
     metrics = metrics_of(wd)
@@ -108,10 +132,8 @@ def test_classification_resume_is_exact(workspace):
                       '--resume')
     assert 'resumed epoch: 1' in out
     assert 'Epoch(train)   [1]' not in out and 'Epoch(train) [1]' not in out
-    a = safe_load(osp.join(straight, 'epoch_2.pth'))['state_dict']
-    b = safe_load(osp.join(split, 'epoch_2.pth'))['state_dict']
-    assert a.keys() == b.keys()
-    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    differ = _float_tensors_differ(osp.join(straight, 'epoch_2.pth'),
+                                   osp.join(split, 'epoch_2.pth'))
     assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
 
     run_tool(workspace, 'test.py', CLS, osp.join(split, 'epoch_2.pth'),
@@ -149,15 +171,3 @@ def test_dist_train_on_cpu_two_processes(workspace):
     assert osp.isfile(osp.join(wd, 'epoch_1.pth'))
     assert out.count('SyncBN (which needs GPUs) is replaced by BN') == 1
     assert 'Distributed training: True' in out
-
-
-def test_resume_skips_a_cut_short_checkpoint(tmp_path):
-    good = tmp_path / 'epoch_1.pth'
-    torch.save({'state_dict': {'w': torch.ones(1)}}, str(good))
-    bad = tmp_path / 'epoch_2.pth'
-    data = good.read_bytes()
-    bad.write_bytes(data[:len(data) // 2])
-    os.utime(str(good), (1, 1))
-    (tmp_path / 'last_checkpoint').write_text(str(bad))
-    with pytest.warns(UserWarning, match='unreadable'):
-        assert find_resumable_checkpoint(str(tmp_path)) == str(good)

@@ -129,11 +129,10 @@ def prepare_train_cfg(config: str,
     elif resume is not None:
         cfg.resume = True
         cfg.load_from = resume
-    # Identical results after a resume (see EpochReseedHook).
+    # Identical results after a resume (see ReseedHook).
     hooks = list(cfg.get('custom_hooks', []))
-    if not any(str(h.get('type', '')).endswith('EpochReseedHook')
-               for h in hooks):
-        hooks.append(dict(type='gcnet_mm.EpochReseedHook'))
+    if not any(str(h.get('type', '')).endswith('ReseedHook') for h in hooks):
+        hooks.append(dict(type='gcnet_mm.ReseedHook'))
     cfg.custom_hooks = hooks
     check_data_paths(cfg, ('train', 'val'))
     return cfg
