@@ -231,6 +231,62 @@ def test_resume_skips_a_cut_short_checkpoint(tmp_path):
         assert find_resumable_checkpoint(str(tmp_path)) == str(good)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY_CLS = os.path.join(REPO, 'configs', '_toy_',
+                       'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
+
+
+def _train_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'train_tool', os.path.join(REPO, 'tools', 'train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('exists', [True, False])
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path, exists):
+    from gcnet_mm.engine import UsageError
+    work_dir = tmp_path / ('work_dir' if exists else 'wrok_dir')
+    if exists:
+        work_dir.mkdir()
+    with pytest.raises(UsageError) as e:
+        _train_tool().main([TOY_CLS, '--work-dir', str(work_dir),
+                            '--resume'])
+    message = str(e.value)
+    assert 'nothing to resume' in message and str(work_dir) in message
+    assert ('does not exist' in message) != exists
+    assert '--auto-resume' in message
+
+
+def test_auto_resume_starts_afresh_or_resumes(tmp_path, monkeypatch):
+    from gcnet_mm.datasets import make_imagenet
+    from gcnet_mm.engine.runner_cfg import prepare_train_cfg
+    make_imagenet(str(tmp_path / 'data' / 'toy_imagenet'))
+    monkeypatch.chdir(tmp_path)
+    work_dir = tmp_path / 'work_dir'
+    cfg = prepare_train_cfg(TOY_CLS, work_dir=str(work_dir),
+                            resume='auto-if-any')
+    assert cfg.resume and cfg.load_from is None  # mmengine starts afresh
+    work_dir.mkdir()
+    torch.save({'state_dict': {}}, str(work_dir / 'epoch_1.pth'))
+    cfg = prepare_train_cfg(TOY_CLS, work_dir=str(work_dir),
+                            resume='auto-if-any')
+    assert cfg.load_from == str(work_dir / 'epoch_1.pth')
+    args = _train_tool().parse_args([TOY_CLS, '--auto-resume'])
+    assert args.resume == 'auto-if-any'
+    with pytest.raises(SystemExit):  # one or the other
+        _train_tool().parse_args([TOY_CLS, '--auto-resume', '--resume'])
+
+
+def test_resume_from_a_missing_checkpoint_names_it(tmp_path):
+    from gcnet_mm.engine.runner_cfg import prepare_train_cfg
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        prepare_train_cfg(TOY_CLS, work_dir=str(tmp_path),
+                          resume=str(tmp_path / 'nope.pth'))
+
+
 if __name__ == '__main__':  # the ranks of test_two_processes_...
     import pathlib
     root, phase = pathlib.Path(sys.argv[1]), sys.argv[2]

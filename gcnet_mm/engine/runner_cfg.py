@@ -83,6 +83,16 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
+def _nothing_to_resume(work_dir: str) -> str:
+    where = osp.abspath(work_dir)
+    why = ('does not exist' if not osp.isdir(where) else
+           'holds no checkpoint (no last_checkpoint, no readable *.pth)')
+    return (f'--resume: nothing to resume, the work dir {where!r} {why}. '
+            'Check --work-dir (default: ./work_dirs/<config name>), give the '
+            'checkpoint (--resume CKPT), or use --auto-resume to resume when '
+            'there is a checkpoint and start afresh when there is none.')
+
+
 def prepare_train_cfg(config: str,
                       work_dir: Optional[str] = None,
                       resume: Optional[str] = None,
@@ -96,7 +106,9 @@ def prepare_train_cfg(config: str,
         config: config file path.
         work_dir: overrides ``cfg.work_dir``; default ``./work_dirs/<name>``.
         resume: ``None`` (start afresh), ``'auto'`` (the newest readable
-            checkpoint in the work dir, if any) or a checkpoint path/URL.
+            checkpoint in the work dir; an error if there is none),
+            ``'auto-if-any'`` (the same, or start afresh if there is none)
+            or a checkpoint path/URL.
         amp: mixed precision with mmengine's AmpOptimWrapper (needs a GPU).
         auto_scale_lr: scale the lr by the actual total batch size.
         cfg_options: ``--cfg-options`` overrides.
@@ -123,10 +135,15 @@ def prepare_train_cfg(config: str,
                 f'config, but {config!r} has auto_scale_lr='
                 f'{cfg.get("auto_scale_lr")}')
         cfg.auto_scale_lr.enable = True
-    if resume == 'auto':
+    if resume in ('auto', 'auto-if-any'):
         cfg.resume = True
         cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
+        if cfg.load_from is None and resume == 'auto':
+            raise UsageError(_nothing_to_resume(cfg.work_dir))
     elif resume is not None:
+        if '://' not in resume and not osp.isfile(resume):
+            raise FileNotFoundError(
+                f'--resume: checkpoint file not found: {resume!r}')
         cfg.resume = True
         cfg.load_from = resume
     # Identical results after a resume (see ReseedHook).
