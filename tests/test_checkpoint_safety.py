@@ -116,6 +116,53 @@ def test_atomic_put_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
 
 
+@pytest.fixture
+def umask():
+    """Set the process umask for a test, then put the old one back."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize('mask', [0o022, 0o027, 0o077], ids=oct)
+def test_saved_files_honour_the_umask(tmp_path, umask, mask):
+    """Checkpoints (mmengine's save_checkpoint), result pickles (mmengine's
+    dump, which DumpResults uses) and text files come out as ``open`` makes
+    them: 0o666 less the umask, 0o644 under the usual 022."""
+    import mmengine
+    from mmengine.runner.checkpoint import save_checkpoint
+    umask(mask)
+    save_checkpoint(_mm_like_checkpoint(), str(tmp_path / 'epoch_1.pth'))
+    mmengine.dump([{'pred': np.zeros(2)}], str(tmp_path / 'results.pkl'))
+    mmengine.dump({'a': 1}, str(tmp_path / 'scalars.json'))
+    with open(tmp_path / 'plain.txt', 'w') as f:  # the reference
+        f.write('x')
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(
+        ['epoch_1.pth', 'results.pkl', 'scalars.json', 'plain.txt'],
+        0o666 & ~mask), {k: oct(v) for k, v in modes.items()}
+
+
+def test_temporaries_of_a_killed_save_are_removed_at_the_next_start(
+        tmp_path, monkeypatch):
+    from gcnet_mm.datasets import make_imagenet
+    from gcnet_mm.engine.runner_cfg import prepare_train_cfg
+    make_imagenet(str(tmp_path / 'data' / 'toy_imagenet'))
+    monkeypatch.chdir(tmp_path)
+    work_dir = tmp_path / 'work_dir'
+    work_dir.mkdir()
+    for name in ('.tmp-k2x9_q1epoch_3.pth', '.tmp-0a1b2c3dlast_checkpoint',
+                 'epoch_2.pth', '.tmprc', 'notes.tmp-1'):
+        (work_dir / name).write_bytes(b'x')
+    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs', '_toy_',
+                      'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
+    with pytest.warns(UserWarning, match='removed 2 temporary file'):
+        prepare_train_cfg(config, work_dir=str(work_dir))
+    assert sorted(p.name for p in work_dir.iterdir()) == [
+        '.tmprc', 'epoch_2.pth', 'notes.tmp-1']
+
+
 def test_pickle_module_is_not_used_for_unknown_types(tmp_path):
     """A class of the user's own is refused too (not only os.system)."""
     path = str(tmp_path / 'custom.pth')

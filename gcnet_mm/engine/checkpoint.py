@@ -5,10 +5,14 @@ types that OpenMMLab checkpoints hold (mmengine's ``HistoryBuffer`` in the
 message hub, numpy arrays, scalars and dtypes in metadata).  Anything else, such
 as a pickle that would call ``os.system``, is refused before any of it runs.
 
-Saving writes to a temporary file in the same folder and renames it over the
-target, so a run killed while saving never leaves a truncated checkpoint (or a
-``last_checkpoint`` pointer to one) behind.
+Saving writes to a temporary file (``.tmp-*``) in the same folder and renames
+it over the target, so a run killed while saving never leaves a truncated
+checkpoint (or a ``last_checkpoint`` pointer to one) behind; the file gets
+the permissions the user's umask gives any new file, and the temporary files
+a killed run leaves are removed when the next one starts
+(:func:`remove_temporaries`).
 """
+import glob
 import os
 import os.path as osp
 import pickle
@@ -21,8 +25,11 @@ import torch
 
 __all__ = [
     'CheckpointLoadError', 'safe_globals', 'register_safe_globals', 'safe_load',
-    'install_checkpoint_safety'
+    'install_checkpoint_safety', 'remove_temporaries'
 ]
+
+#: Name prefix of the temporary files of :func:`_atomic_put`.
+TMP_PREFIX = '.tmp-'
 
 
 class CheckpointLoadError(RuntimeError):
@@ -157,15 +164,32 @@ def _load_from_http(filename: str, map_location: Optional[Any] = None,
     return safe_load(cached, map_location)
 
 
+def _umask() -> int:
+    """The process's umask (from /proc where it is listed, which does not
+    change it even for a moment)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_put(self, obj: bytes, filepath) -> None:
     """Drop-in for mmengine's ``LocalBackend.put`` that never leaves a
-    partially written file under ``filepath``."""
+    partially written file under ``filepath``; the file is created with the
+    permissions ``open`` would give it (``0o666`` less the umask)."""
     filepath = str(filepath)
     folder = osp.dirname(osp.abspath(filepath))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-',
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX,
                                suffix=osp.basename(filepath))
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0o600
         with os.fdopen(fd, 'wb') as f:
             f.write(obj)
             f.flush()
@@ -179,6 +203,21 @@ def _atomic_put(self, obj: bytes, filepath) -> None:
 
 def _atomic_put_text(self, obj: str, filepath, encoding: str = 'utf-8'):
     _atomic_put(self, obj.encode(encoding), filepath)
+
+
+def remove_temporaries(folder: str) -> List[str]:
+    """Remove the temporary files a save killed midway left in ``folder``
+    (``.tmp-*``, never a complete file); returns the paths removed."""
+    removed = []
+    for path in glob.glob(osp.join(glob.escape(folder), TMP_PREFIX + '*')):
+        if not osp.isfile(path):
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:  # another process of the run was first
+            continue
+        removed.append(path)
+    return removed
 
 
 def install_checkpoint_safety() -> None:

@@ -10,7 +10,8 @@ from typing import Optional
 
 from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
 
-from .checkpoint import CheckpointLoadError, install_checkpoint_safety
+from .checkpoint import (CheckpointLoadError, install_checkpoint_safety,
+                         remove_temporaries)
 from .config_checks import check_data_paths
 from .distributed import setup_cpu_distributed
 
@@ -47,7 +48,19 @@ def _common(cfg: Config, config: str, work_dir: Optional[str],
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
+    _remove_temporaries(cfg.work_dir)
     return cfg
+
+
+def _remove_temporaries(folder: str) -> None:
+    """Clean up after a run killed while saving (first process only)."""
+    if os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) != '0':
+        return
+    removed = remove_temporaries(folder)
+    if removed:
+        warnings.warn(f'removed {len(removed)} temporary file(s) that a save '
+                      f'cut short left in {folder!r}: '
+                      f'{", ".join(osp.basename(p) for p in removed)}')
 
 
 def _zip_ok(path: str) -> bool:
@@ -209,6 +222,7 @@ def prepare_test_cfg(config: str,
     if out:
         if not out.endswith(('.pkl', '.pickle')):
             raise UsageError(f'--out must be a .pkl file, got {out!r}')
+        _remove_temporaries(osp.dirname(osp.abspath(out)))
         evaluator = cfg.test_evaluator
         evaluator = list(evaluator) if isinstance(evaluator,
                                                   (list, tuple)) else [
