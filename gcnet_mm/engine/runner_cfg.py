@@ -5,13 +5,12 @@ import json
 import os
 import os.path as osp
 import warnings
-import zipfile
 from typing import Optional
 
 from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
 
 from .checkpoint import (CheckpointLoadError, install_checkpoint_safety,
-                         remove_temporaries)
+                         remove_temporaries, zip_ok)
 from .config_checks import check_data_paths
 from .distributed import setup_cpu_distributed
 
@@ -63,14 +62,6 @@ def _remove_temporaries(folder: str) -> None:
                       f'{", ".join(osp.basename(p) for p in removed)}')
 
 
-def _zip_ok(path: str) -> bool:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return bool(z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     """The newest readable checkpoint of ``work_dir``.
 
@@ -83,12 +74,12 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     if osp.isfile(pointer):
         with open(pointer) as f:
             last = f.read().strip() or None
-        if last and osp.isfile(last) and _zip_ok(last):
+        if last and osp.isfile(last) and zip_ok(last):
             return last
     candidates = sorted(glob.glob(osp.join(work_dir, '*.pth')),
                         key=osp.getmtime, reverse=True)
     for ckpt in candidates:
-        if _zip_ok(ckpt):
+        if zip_ok(ckpt):
             if last:
                 warnings.warn(f'last checkpoint {last!r} is missing or '
                               f'unreadable; resuming from {ckpt!r} instead')
