@@ -42,14 +42,30 @@ def _free_port():
         return str(sock.getsockname()[1])
 
 
-def run_tool(cwd, *args, check=True, nproc=None):
+def host_tool(host, name):
+    """A host's own tools/NAME (shipped in its wheel under .mim/tools)."""
+    import importlib
+    path = osp.join(osp.dirname(importlib.import_module(host).__file__),
+                    '.mim', 'tools', name)
+    if not osp.isfile(path):
+        pytest.skip(f'{host} was installed without its tools/{name}')
+    return path
+
+
+def run_tool(cwd, *args, check=True, nproc=None, host=None, umask=None):
+    """``python tools/ARGS[0] ARGS[1:]`` in ``cwd``; ``host='mmdet'`` runs
+    that host's own tool instead, through ``python -m gcnet_mm``."""
     env = dict(os.environ, OMP_NUM_THREADS='2', PORT=_free_port())
     if nproc:
         cmd = ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), *args]
+    elif host:
+        cmd = [sys.executable, '-m', 'gcnet_mm', host_tool(host, args[0]),
+               *args[1:]]
     else:
         cmd = [sys.executable, osp.join(REPO, 'tools', args[0]), *args[1:]]
-    proc = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        cmd, cwd=str(cwd), env=env, capture_output=True, text=True,
+        preexec_fn=None if umask is None else lambda: os.umask(umask))
     out = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
         pytest.fail(f'{" ".join(cmd)} exited {proc.returncode}:\n{out[-6000:]}')
@@ -63,20 +79,69 @@ def metrics_of(work_dir):
         return json.load(f)['metrics']
 
 
-def test_detection_train_test(workspace):
+def same(a, b):
+    """Deep equality of what the dump metrics pickle (tensors and arrays
+    compared element for element)."""
+    import numpy as np
+    if isinstance(a, dict):
+        return (isinstance(b, dict) and a.keys() == b.keys()
+                and all(same(a[k], b[k]) for k in a))
+    if isinstance(a, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(same(x, y) for x, y in zip(a, b)))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return a == b
+
+
+def test_detection_under_mmdet_tools_and_ours(workspace):
+    """A user's config inheriting ``gcnet_mm::_toy_/...`` trains with
+    mmdetection's own tools/train.py (through ``python -m gcnet_mm``); our
+    tools/test.py and mmdet's give the same --out pickle (DumpDetResults:
+    masks in RLE, no ground truth), written under the user's umask; a test
+    whose predictions are all filtered out is an error."""
+    import pickle
+    (workspace / 'user_det.py').write_text(
+        "_base_ = 'gcnet_mm::_toy_/mask-rcnn_r50-gcb-r16-c3-c5_fpn_toy-coco.py'"
+        '\ntrain_cfg = dict(max_epochs=1, val_interval=5)\n')
     wd = str(workspace / 'det')
-    run_tool(workspace, 'train.py', DET, '--work-dir', wd, '--cfg-options',
-             'train_cfg.max_epochs=1', 'train_cfg.val_interval=5')
+    run_tool(workspace, 'train.py', 'user_det.py', '--work-dir', wd,
+             host='mmdet')
     ckpt = osp.join(wd, 'epoch_1.pth')
     assert osp.isfile(ckpt)
-    _, out = run_tool(workspace, 'test.py', DET, ckpt, '--work-dir', wd)
+    ours, theirs = str(workspace / 'det_ours.pkl'), str(workspace / 'det.pkl')
+    keep_all = ['--cfg-options', 'model.test_cfg.rcnn.score_thr=0']
+    _, out = run_tool(workspace, 'test.py', DET, ckpt, '--work-dir', wd,
+                      '--out', ours, *keep_all, umask=0o027)
     metrics = metrics_of(wd)
     for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'):
         assert key in metrics and -1 <= metrics[key] <= 1, metrics
     assert 'Average Precision' in out  # the COCO table is printed
+    run_tool(workspace, 'test.py', 'user_det.py', ckpt, '--work-dir',
+             str(workspace / 'det_host'), '--out', theirs, *keep_all,
+             host='mmdet')
+    with open(ours, 'rb') as f:
+        predictions = pickle.load(f)
+    with open(theirs, 'rb') as f:
+        assert same(predictions, pickle.load(f))
+    assert len(predictions) == 2 and 'gt_instances' not in predictions[0]
+    masks = predictions[0]['pred_instances']['masks']
+    assert masks and all(set(m) == {'size', 'counts'} for m in masks)  # RLE
+    written = [ours] + glob.glob(osp.join(wd, 'metrics_*.json'))
+    assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {'0o640'}
     # The GC blocks in the checkpoint are the package's (names as the zoo's).
     keys = safe_load(ckpt)['state_dict']
     assert 'backbone.layer3.5.context_block.channel_add_conv.3.weight' in keys
+
+    empty = str(workspace / 'det_empty')
+    rc, out = run_tool(workspace, 'test.py', DET, ckpt, '--work-dir', empty,
+                       '--cfg-options', 'model.test_cfg.rcnn.score_thr=1.01',
+                       check=False)
+    assert rc != 0 and 'computed no metrics' in out, out[-3000:]
+    assert 'Traceback' not in out and 'metrics written' not in out
+    assert not glob.glob(osp.join(empty, 'metrics_*.json'))
 
 
 def _float_tensors_differ(ckpt_a, ckpt_b):
@@ -109,13 +174,21 @@ def test_segmentation_train_resume_test(workspace):
     differ = _float_tensors_differ(ckpt, osp.join(split, 'iter_4.pth'))
     assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
 
+    ours, theirs = workspace / 'seg_maps', workspace / 'seg_maps_host'
     run_tool(workspace, 'test.py', SEG, ckpt, '--work-dir', wd,
-             '--show-dir', str(workspace / 'seg_vis'))
+             '--show-dir', str(workspace / 'seg_vis'), '--out', str(ours))
     metrics = metrics_of(wd)
     assert 0 <= metrics['mIoU'] <= 100, metrics
     drawn = glob.glob(str(workspace / 'seg_vis' / '**' / '*.png'),
                       recursive=True)
     assert len(drawn) == 2, drawn  # one per val image
+    # --out: a folder of label maps, the files mmseg's own test.py writes
+    run_tool(workspace, 'test.py', SEG, ckpt, '--work-dir',
+             str(workspace / 'seg_host'), '--out', str(theirs), host='mmseg')
+    maps = sorted(p.name for p in ours.iterdir())
+    assert len(maps) == 2 and maps == sorted(p.name for p in theirs.iterdir())
+    assert all((ours / m).read_bytes() == (theirs / m).read_bytes()
+               for m in maps)
     keys = safe_load(ckpt)['state_dict']
     assert 'decode_head.gc_block.conv_mask.weight' in keys
 
@@ -136,9 +209,13 @@ def test_classification_resume_is_exact(workspace):
                                    osp.join(split, 'epoch_2.pth'))
     assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
 
+    out = str(workspace / 'cls.pkl')
     run_tool(workspace, 'test.py', CLS, osp.join(split, 'epoch_2.pth'),
-             '--work-dir', split)
+             '--work-dir', split, '--out', out)
     assert 0 <= metrics_of(split)['accuracy/top1'] <= 100
+    import mmengine  # mmpretrain's tools/test.py: mmengine's DumpResults
+    predictions = mmengine.load(out)
+    assert predictions and predictions[0]['pred_score'].shape == (1000, )
 
 
 def test_test_refuses_checkpoint_of_another_model(workspace):

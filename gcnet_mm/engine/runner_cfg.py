@@ -1,11 +1,12 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before mmengine's
 Runner takes over; the same for detection, segmentation and classification."""
+import copy
 import glob
 import json
 import os
 import os.path as osp
 import warnings
-from typing import Optional
+from typing import Any, Optional
 
 from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
 
@@ -16,7 +17,8 @@ from .distributed import setup_cpu_distributed
 
 __all__ = [
     'UsageError', 'load_config', 'prepare_train_cfg', 'prepare_test_cfg',
-    'find_resumable_checkpoint', 'load_checkpoint_strict', 'dump_metrics'
+    'find_resumable_checkpoint', 'load_checkpoint_strict', 'dump_metrics',
+    'check_metrics', 'EvaluationError'
 ]
 
 _HOSTS = ('mmdet', 'mmseg', 'mmpretrain')
@@ -24,6 +26,10 @@ _HOSTS = ('mmdet', 'mmseg', 'mmpretrain')
 
 class UsageError(ValueError):
     """A command-line option that cannot work as given."""
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation ran but computed nothing that it should have."""
 
 
 def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
@@ -186,10 +192,61 @@ def _enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
         vis['wait_time'] = wait_time
 
 
+#: The metric each host's tools/test.py appends for ``--out`` (a pickle);
+#: mmseg's writes prediction maps instead, see :func:`_add_out`.
+_DUMP_METRICS = {'mmdet': 'mmdet.DumpDetResults'}  # others: mmengine's
+
+
+def _add_out(cfg: Config, out: str, out_item: Optional[str]) -> None:
+    """``--out`` as the config's host's own tools/test.py does it.
+
+    * mmdet: ``DumpDetResults``, a pickle of the predictions with masks in
+      RLE and no ground truth;
+    * mmseg: ``out`` is a folder; the metric writes one PNG of predicted
+      labels per image there (``output_dir``, ``keep_results``);
+    * mmpretrain, mmaction2 and others: mmengine's ``DumpResults`` pickle;
+      with ``out_item='metrics'`` (mmpretrain's ``--out-item``) the metrics
+      are dumped instead, by tools/test.py after the run.
+    """
+    scope = cfg.get('default_scope')
+    evaluators = cfg.test_evaluator
+    evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) \
+        else [evaluators]
+    if scope == 'mmseg':
+        if out.endswith(('.pkl', '.pickle')) or out_item:
+            raise UsageError(
+                '--out of a segmentation config is a folder for the '
+                'predicted label maps (one PNG per image, as mmseg\'s '
+                f'tools/test.py writes them), not a pickle: got --out {out!r}'
+                + (f' --out-item {out_item}' if out_item else ''))
+        maps = [e for e in evaluators if isinstance(e, dict) and str(
+            e.get('type', '')).split('.')[-1] in ('IoUMetric',
+                                                   'CityscapesMetric')]
+        if not maps:
+            raise UsageError(
+                '--out of a segmentation config needs an IoUMetric or '
+                'CityscapesMetric in test_evaluator to write the maps; this '
+                f'config has {[e.get("type") for e in evaluators]}')
+        for metric in maps:
+            metric.update(output_dir=out, keep_results=True)
+        cfg.test_evaluator = evaluators if len(evaluators) > 1 else maps[0]
+        return
+    if not out.endswith(('.pkl', '.pickle')):
+        raise UsageError(f'--out must be a .pkl file, got {out!r}')
+    _remove_temporaries(osp.dirname(osp.abspath(out)))
+    if out_item == 'metrics':
+        return
+    evaluators.append(
+        dict(type=_DUMP_METRICS.get(scope, 'DumpResults'),
+             out_file_path=out))
+    cfg.test_evaluator = evaluators
+
+
 def prepare_test_cfg(config: str,
                      checkpoint: str,
                      work_dir: Optional[str] = None,
                      out: Optional[str] = None,
+                     out_item: Optional[str] = None,
                      show: bool = False,
                      show_dir: Optional[str] = None,
                      wait_time: float = 2,
@@ -211,17 +268,26 @@ def prepare_test_cfg(config: str,
     if show or show_dir:
         _enable_visualization(cfg, show, show_dir, wait_time)
     if out:
-        if not out.endswith(('.pkl', '.pickle')):
-            raise UsageError(f'--out must be a .pkl file, got {out!r}')
-        _remove_temporaries(osp.dirname(osp.abspath(out)))
-        evaluator = cfg.test_evaluator
-        evaluator = list(evaluator) if isinstance(evaluator,
-                                                  (list, tuple)) else [
-                                                      evaluator]
-        evaluator.append(dict(type='DumpResults', out_file_path=out))
-        cfg.test_evaluator = evaluator
+        _add_out(cfg, out, out_item)
+    elif out_item:
+        raise UsageError('--out-item needs --out, the file to write it to')
+    _train_loader_on_test_set(cfg)
     check_data_paths(cfg, ('test', ))
     return cfg
+
+
+def _train_loader_on_test_set(cfg: Config) -> None:
+    """Point the training loader at the test set, so that testing never
+    reads the training data: hooks that ask for ``runner.iter`` (mmseg's
+    ``SegVisualizationHook`` with ``--show-dir``) make mmengine build the
+    training loop, and with it the training dataset.  Nothing is drawn from
+    it; ``runner.iter`` and ``runner.epoch`` stay 0."""
+    test_loader = cfg.get('test_dataloader')
+    if not cfg.get('train_dataloader') or not test_loader:
+        return
+    loader = copy.deepcopy(test_loader)
+    loader.update(num_workers=0, persistent_workers=False)
+    cfg.train_dataloader = loader
 
 
 def _key_summary(keys, limit: int = 12) -> str:
@@ -276,6 +342,34 @@ def load_checkpoint_strict(runner, checkpoint: str) -> dict:
     _load_checkpoint_to_model(model, ckpt, strict=True)
     runner._has_loaded = True
     return ckpt
+
+
+def _dumps_only(evaluator: Any) -> bool:
+    """Whether an evaluator config writes files but computes no metric."""
+    return isinstance(evaluator, dict) and (
+        bool(evaluator.get('format_only'))
+        or str(evaluator.get('type', '')).split('.')[-1].startswith('Dump'))
+
+
+def check_metrics(metrics: dict, cfg: Config) -> None:
+    """Fail when an evaluation that should compute metrics computed none (a
+    metric that got no predictions logs an error and returns nothing).
+
+    Raises:
+        EvaluationError: naming the metrics that came back empty.
+    """
+    evaluators = cfg.test_evaluator
+    evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [
+        evaluators]
+    expected = [e.get('type') if isinstance(e, dict) else type(e).__name__
+                for e in evaluators if not _dumps_only(e)]
+    if metrics or not expected:
+        return
+    raise EvaluationError(
+        f'the evaluation computed no metrics: {", ".join(map(str, expected))} '
+        'returned nothing (see the log above; a detector whose boxes all '
+        'score below test_cfg\'s score_thr, or a model that predicts '
+        'nothing, gets there). No metrics file was written.')
 
 
 def dump_metrics(metrics: dict, work_dir: str, timestamp: str,
