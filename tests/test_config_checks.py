@@ -38,7 +38,62 @@ def test_missing_paths_fail_with_path_and_key(tmp_path):
     assert root in msg
     assert 'train_dataloader.dataset.data_root' in msg
     assert 'val_dataloader.dataset.dataset.ann_file' in msg
-    assert '--cfg-options' in msg
+    assert msg.startswith('7 path(s)')  # every one at once
+    # the override: each missing data_root, and the evaluator's absolute
+    # ann_file under the same new root; nothing else is needed
+    options = msg.split('--cfg-options ')[1].split()
+    assert options == [
+        'train_dataloader.dataset.data_root=/path/to/no_such_coco',
+        'val_dataloader.dataset.dataset.data_root=/path/to/no_such_coco',
+        'val_evaluator.ann_file=/path/to/no_such_coco/annotations/train.json']
+
+
+def test_missing_annotation_file_gets_a_file_placeholder(tmp_path):
+    (tmp_path / 'train2017').mkdir()
+    with pytest.raises(FileNotFoundError) as err:
+        check_data_paths(_cfg(str(tmp_path)))
+    msg = str(err.value)
+    assert msg.startswith('3 path(s)')
+    assert '=/path/to/data' not in msg
+    options = msg.split('--cfg-options ')[1].split()
+    assert options == [
+        'train_dataloader.dataset.ann_file=/path/to/train.json',
+        'val_dataloader.dataset.dataset.ann_file=/path/to/train.json',
+        'val_evaluator.ann_file=/path/to/train.json']
+
+
+def test_stage2_without_stage1_names_load_from_and_its_config(
+        tmp_path, monkeypatch):
+    """An ImageNet stage-2 config: every missing path at once, load_from
+    with the stage-1 config that writes it."""
+    from gcnet_mm.engine.runner_cfg import prepare_train_cfg
+    monkeypatch.chdir(tmp_path)
+    config = osp.join(osp.dirname(_toy(TOY_CLS)), '..', 'classification',
+                      'gcnet', 'resnet50-gcb-r16-c3-c5_8xb64-ft-coslr-40e_'
+                      'in1k.py')
+    with pytest.raises(FileNotFoundError) as err:
+        prepare_train_cfg(config)
+    msg = str(err.value)
+    assert 'train_dataloader.dataset.data_root' in msg
+    line = next(x for x in msg.splitlines() if x.strip().startswith(
+        'load_from:'))
+    assert 'work_dirs/resnet50_8xb64-coslr-120e_in1k/epoch_120.pth' in line
+    assert osp.join('classification', 'gcnet',
+                    'resnet50_8xb64-coslr-120e_in1k.py') in line
+    assert 'load_from=/path/to/epoch_120.pth' in msg
+
+
+def test_weights_are_not_checked_when_resuming(tmp_path):
+    cfg = Config(dict(load_from=str(tmp_path / 'gone.pth'), resume=True,
+                      model=dict(backbone=dict(init_cfg=dict(
+                          type='Pretrained', checkpoint='torchvision://r50')))))
+    assert check_data_paths(cfg, (), weights=True) == ['torchvision://r50']
+    cfg.resume = False
+    cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'mine.pth')
+    with pytest.raises(FileNotFoundError) as err:
+        check_data_paths(cfg, (), weights=True)
+    assert 'model.backbone.init_cfg.checkpoint' in str(err.value)
+    assert 'load_from' in str(err.value)
 
 
 def test_only_phases_asked_for_are_checked(tmp_path):

@@ -161,7 +161,7 @@ def prepare_train_cfg(config: str,
     if not any(str(h.get('type', '')).endswith('ReseedHook') for h in hooks):
         hooks.append(dict(type='gcnet_mm.ReseedHook'))
     cfg.custom_hooks = hooks
-    check_data_paths(cfg, ('train', 'val'))
+    check_data_paths(cfg, ('train', 'val'), weights=True, config=config)
     return cfg
 
 
