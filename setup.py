@@ -87,6 +87,9 @@ setup(
         'torch>=1.13',
         'mmengine>=0.10.0,<1.0.0',
         'mmcv>=2.0.0rc4,<2.2.0',
+        # mmengine 0.10 reads a config with an mmdet:: (any pkg::) base
+        # through pkg_resources, which setuptools 81 removed.
+        'setuptools<81',
     ],
     extras_require={
         'det': ['mmdet>=3.0.0,<3.4.0'],

@@ -28,6 +28,17 @@ def test_env_check_names_what_is_broken(monkeypatch, capsys):
     assert 'tools/setup_env.sh' in err
 
 
+def test_env_check_reads_a_host_config(monkeypatch, capsys):
+    """Without pkg_resources (setuptools >= 81) mmengine 0.10 reads no
+    config with an mmdet:: base: the check says so and how to fix it."""
+    assert env_check.main([]) == 0
+    assert 'an mmdet:: base' in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, 'pkg_resources', None)
+    assert env_check.main([]) == 1
+    err = capsys.readouterr().err
+    assert 'FAIL  host configs' in err and "setuptools<81" in err
+
+
 def test_setup_on_a_ready_machine_is_quick():
     """The README's commands start with tools/setup_env.sh; when .venv is up
     to date it only verifies (no pip), which the output says."""
