@@ -51,3 +51,38 @@ def test_setup_on_a_ready_machine_is_quick():
     assert proc.returncode == 0, proc.stderr
     assert 'environment up to date' in proc.stderr
     assert 'environment OK' in proc.stdout
+
+
+#: torch APIs the package calls without a fallback, and the release that
+#: added each: setup.py's minimum must be at least the newest of them.  (The
+#: weights-only allowlist, torch.serialization.add_safe_globals, 2.4, has a
+#: fallback with a warning; get_unsafe_globals_in_checkpoint, 2.5, only
+#: improves an error message.)
+TORCH_APIS = {
+    'torch.amp.is_autocast_available': (2, 4),
+    'torch.compiler.is_compiling': (2, 3),
+}
+
+
+def test_setup_states_the_torch_the_code_needs():
+    import glob
+    import re
+
+    import torch
+    with open(osp.join(REPO, 'setup.py')) as f:
+        minimum = re.search(r"'torch>=(\d+)\.(\d+)'", f.read())
+    assert minimum, 'setup.py states no torch minimum'
+    minimum = tuple(map(int, minimum.groups()))
+    source = ''
+    for path in glob.glob(osp.join(REPO, 'gcnet_mm', '**', '*.py'),
+                          recursive=True):
+        with open(path) as f:
+            source += f.read()
+    used = {api: version for api, version in TORCH_APIS.items()
+            if api in source}
+    assert used, 'none of the listed APIs is used: update TORCH_APIS'
+    assert minimum >= max(used.values()), (minimum, used)
+    for api in used:  # and they are where the table says
+        obj = torch
+        for name in api.split('.')[1:]:
+            obj = getattr(obj, name)

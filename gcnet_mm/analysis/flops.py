@@ -45,6 +45,9 @@ from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
 import torch
 from torch import nn
 
+from ..engine.config_checks import (drop_pretrained, package_configs_dir,
+                                     sync_bn_to_bn)
+
 __all__ = [
     'COUNTING_CONVENTION', 'DEFAULT_SHAPES', 'CONFIGS_DIR', 'Complexity',
     'resolve_config', 'check_shape', 'build_model', 'count_params',
@@ -76,8 +79,9 @@ _SCOPE_TO_TASK = {
     'mmpretrain': 'classification'
 }
 
-#: The package's ``configs/`` folder (next to the package in a checkout).
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / 'configs'
+#: The package's ``configs/``: ``gcnet_mm/.mim/configs`` as installed (in a
+#: checkout, a link to ``configs/``).
+CONFIGS_DIR = Path(package_configs_dir()).resolve()
 
 class Complexity(NamedTuple):
     """What :func:`get_complexity` measures for one config."""
@@ -116,9 +120,9 @@ def resolve_config(config: Union[str, Path]) -> str:
         from mmengine.utils import get_installed_path
         package, rel = path.split('::', 1)
         try:
-            candidates = [
-                osp.join(get_installed_path(package), '.mim', 'configs', rel)
-            ]
+            root = (CONFIGS_DIR if package == 'gcnet_mm' else osp.join(
+                get_installed_path(package), '.mim', 'configs'))
+            candidates = [osp.join(root, rel)]
         except Exception:  # not installed
             candidates = []
     for candidate in candidates:
@@ -179,7 +183,6 @@ def build_model(config: Union[str, Path],
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from ..engine.config_checks import drop_pretrained, sync_bn_to_bn
     cfg = Config.fromfile(resolve_config(config))
     task = _task_of(cfg)
     init_default_scope(cfg.default_scope)
