@@ -23,6 +23,12 @@ TOOL = ROOT / 'tools' / 'analysis' / 'get_complexity.py'
 CLS_BASE = 'classification/gcnet/resnet50_8xb64-ft-coslr-40e_in1k.py'
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """The tool's results cache in a folder of the test's own."""
+    monkeypatch.setenv('GCNET_MM_CACHE', str(tmp_path / 'cache'))
+
+
 def _load_tool():
     import importlib.util
     spec = importlib.util.spec_from_file_location('get_complexity', TOOL)
@@ -186,8 +192,9 @@ def test_cascade_mask_heads_capped_as_at_inference():
 
 def test_format_results_prints_flops_by_part():
     result = harness.Complexity('x.py', 'classification', 10, 4_000_000_000,
-                           (224, 224), (1, 3, 224, 224), {}, '', 'conv.',
-                           dict(backbone=3_990_000_000, head=2_000_000))
+                                (224, 224), (1, 3, 224, 224), {}, '',
+                                'conv.',
+                                dict(backbone=3_990_000_000, head=2_000_000))
     text = pt.format_results([result])
     assert '  by part: backbone 3.99G, head 2.00M' in text
 
@@ -258,7 +265,7 @@ def test_paper_tables_are_data_for_existing_configs():
 
 
 def test_paper_table_4a_params_match():
-    rows = pt.paper_table('4a', params_only=True, progress=False)
+    rows = pt.paper_table('4a', params_only=True)
     assert [r['row'] for r in rows] == [
         'baseline', '+1 NL', '+1 SNL', '+1 GC', '+all GC'
     ]
@@ -320,6 +327,90 @@ def test_cli_config_params_only(capsys):
     tool = _load_tool()
     assert tool.main([CLS_BASE, '--params-only']) == 0
     assert 'params: 25.56M' in capsys.readouterr().out
+
+
+def test_cli_config_of_a_paper_table_shows_the_paper(capsys):
+    tool = _load_tool()
+    assert tool.main([CLS_BASE, '--params-only']) == 0
+    out = capsys.readouterr().out
+    assert ('paper: 25.56M params, 3.86G FLOPs (Table 4(a): block design, '
+            'ResNet-50 (ImageNet), at 224x224: baseline)') in out
+    other = 'classification/gcnet/resnet50_8xb64-coslr-120e_in1k.py'
+    assert tool.main([other, '--params-only']) == 0
+    assert 'paper:' not in capsys.readouterr().out  # in no paper table
+
+
+def _noisy_measure(monkeypatch):
+    """get_complexity as the tool calls it, printing what model building and
+    tracing print: python prints and warnings, and a C-level write to fd 2;
+    returns the list of configs it measured."""
+    import os
+    import warnings
+    measured = []
+    real = pt.get_complexity
+
+    def noisy(config, **kwargs):
+        measured.append(config)
+        print('NOISE on stdout')
+        warnings.warn('NOISE as a warning')
+        os.write(2, b'NOISE from C\n')
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(pt, 'get_complexity', noisy)
+    return measured
+
+
+def test_cli_terminal_shows_progress_then_tables(capfd, monkeypatch):
+    """While measuring, a progress line is all the terminal gets; what the
+    models print goes to a log file; the tables follow, clean."""
+    measured = _noisy_measure(monkeypatch)
+    tool = _load_tool()
+    assert tool.main(['--paper-tables', '4a', '--params-only']) == 0
+    out, err = capfd.readouterr()
+    assert len(measured) == 5 and 'NOISE' not in out + err
+    assert out.startswith('### Table 4(a)')
+    progress = [line for line in err.splitlines() if line.startswith('[')]
+    assert len(progress) == 5 and progress[0].startswith('[1/5] resnet50')
+    note = err.strip().splitlines()[-1]
+    assert note.startswith('(') and 'lines of warnings and logs' in note
+    log = note.split(': ')[-1].rstrip(')')
+    with open(log) as f:
+        text = f.read()
+    for noise in ('NOISE on stdout', 'UserWarning: NOISE as a warning',
+                  'NOISE from C'):
+        assert text.count(noise) == 5, noise
+
+
+def test_cli_rerun_reads_the_cache(capfd, monkeypatch, tmp_path):
+    tool = _load_tool()
+    assert tool.main(['--paper-tables', '4a', '--params-only']) == 0
+    first = capfd.readouterr()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError('measured again')
+
+    with monkeypatch.context() as patch:
+        patch.setattr(harness, '_measure', no_model)
+        assert tool.main(['--paper-tables', '4a', '--params-only']) == 0
+        again = capfd.readouterr()
+        assert again.out == first.out and again.err.count('(cached)') == 5
+        with pytest.raises(AssertionError, match='measured again'):
+            tool.main(['--paper-tables', '4a', '--params-only', '--no-cache'])
+    # a config whose text changes (here its number of classes) is measured
+    # afresh
+    cache = harness.default_cache_dir()
+    mine = tmp_path / 'mine.py'
+    base = f"_base_ = '{harness.CONFIGS_DIR / CLS_BASE}'\n"
+    mine.write_text(base)
+    before = harness.get_complexity(str(mine), params_only=True,
+                                    cache_dir=cache)
+    assert harness.is_cached(str(mine), params_only=True, cache_dir=cache)
+    mine.write_text(base + 'model = dict(head=dict(num_classes=10))\n')
+    assert not harness.is_cached(str(mine), params_only=True,
+                                 cache_dir=cache)
+    after = harness.get_complexity(str(mine), params_only=True,
+                                   cache_dir=cache)
+    assert before.params - after.params == 990 * 2049
 
 
 @pytest.mark.parametrize('argv,message', [

@@ -36,7 +36,11 @@ Parameters are counted on the model the config builds, every module included
 SyncBN is turned into BN and pretrained initialisation dropped, so everything
 runs on a CPU with nothing downloaded.
 """
+import functools
+import glob
+import hashlib
 import json
+import os
 import os.path as osp
 from pathlib import Path
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
@@ -51,7 +55,8 @@ from ..engine.config_checks import (drop_pretrained, package_configs_dir,
 __all__ = [
     'COUNTING_CONVENTION', 'DEFAULT_SHAPES', 'CONFIGS_DIR', 'Complexity',
     'resolve_config', 'check_shape', 'build_model', 'count_params',
-    'count_flops', 'get_complexity', 'dump_json'
+    'count_flops', 'get_complexity', 'dump_json', 'default_cache_dir',
+    'is_cached'
 ]
 
 #: One line saying what a FLOP is here; printed with every result.
@@ -449,11 +454,88 @@ def _cap_mask_rois(model: nn.Module) -> Optional[Callable[[], None]]:
     return undo
 
 
+def default_cache_dir() -> str:
+    """Where measurements are kept: ``$GCNET_MM_CACHE/complexity``
+    (default ``~/.cache/gcnet_mm/complexity``)."""
+    root = os.environ.get('GCNET_MM_CACHE') or osp.join(
+        osp.expanduser('~'), '.cache', 'gcnet_mm')
+    return osp.join(root, 'complexity')
+
+
+@functools.lru_cache(maxsize=None)
+def _code_version() -> str:
+    """What a measurement depends on besides the config: this package's
+    sources and the installed stack's versions."""
+    from importlib import metadata
+    digest = hashlib.sha256()
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    for path in sorted(glob.glob(osp.join(package, '**', '*.py'),
+                                 recursive=True)):
+        with open(path, 'rb') as f:
+            digest.update(path[len(package):].encode() + f.read())
+    for name in ('torch', 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation',
+                 'mmpretrain'):
+        try:
+            digest.update(f'{name}={metadata.version(name)}'.encode())
+        except metadata.PackageNotFoundError:
+            pass
+    return digest.hexdigest()
+
+
+def _cache_file(cache_dir: str, path: str, shape, params_only: bool,
+                counter: str, seed: int) -> str:
+    from mmengine.config import Config
+    cfg = Config.fromfile(path).to_dict()
+    key = json.dumps([cfg, shape, params_only, counter, seed,
+                      _code_version()], sort_keys=True, default=str)
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return osp.join(cache_dir, f'{osp.basename(path)[:-3]}-{name}.json')
+
+
+def _from_cache(file: str, config: str) -> Optional[Complexity]:
+    try:
+        with open(file) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    for key in ('shape', 'input_shape'):
+        if data.get(key) is not None:
+            data[key] = tuple(data[key])
+    data['config'] = config
+    try:
+        return Complexity(**data)
+    except TypeError:  # written by another version of Complexity
+        return None
+
+
+def _to_cache(file: str, result: Complexity) -> None:
+    os.makedirs(osp.dirname(file), exist_ok=True)
+    tmp = f'{file}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(result.to_dict(), f)
+    os.replace(tmp, file)
+
+
+def is_cached(config: Union[str, Path],
+              shape: Union[int, Sequence[int], None] = None,
+              params_only: bool = False,
+              counter: str = 'fvcore',
+              seed: int = 0,
+              cache_dir: Optional[str] = None) -> bool:
+    """Whether :func:`get_complexity` with these arguments reads its result
+    from ``cache_dir`` (default :func:`default_cache_dir`)."""
+    file = _cache_file(cache_dir or default_cache_dir(),
+                       resolve_config(config), check_shape(shape),
+                       params_only, counter, seed)
+    return _from_cache(file, str(config)) is not None
+
+
 def get_complexity(config: Union[str, Path],
                    shape: Union[int, Sequence[int], None] = None,
                    params_only: bool = False,
                    counter: str = 'fvcore',
-                   seed: int = 0) -> Complexity:
+                   seed: int = 0,
+                   cache_dir: Optional[str] = None) -> Complexity:
     """Parameters and FLOPs of a config's model at an input size.
 
     Args:
@@ -467,6 +549,10 @@ def get_complexity(config: Union[str, Path],
             ``'mmcv'``; see the module docstring.
         seed (int): Seed of the random input (a detector's RoI count
             depends on it). Defaults to 0.
+        cache_dir (str, optional): Keep the result in this folder and reuse
+            it while the config (with its bases), the arguments, this
+            package's code and the installed stack stay the same (see
+            :func:`default_cache_dir`). Defaults to None: always measure.
 
     Returns:
         Complexity: params, FLOPs (one multiply-add = 1 FLOP), the input
@@ -479,9 +565,22 @@ def get_complexity(config: Union[str, Path],
     if counter not in ('fvcore', 'mmcv'):
         raise ValueError(f"counter must be 'fvcore' or 'mmcv', but got "
                          f'{counter!r}')
+    path = resolve_config(config)
+    if cache_dir is None:
+        return _measure(config, path, shape, params_only, counter, seed)
+    file = _cache_file(cache_dir, path, shape, params_only, counter, seed)
+    result = _from_cache(file, str(config))
+    if result is None:
+        result = _measure(config, path, shape, params_only, counter, seed)
+        _to_cache(file, result)
+    return result
+
+
+def _measure(config, path: str, shape: Optional[Tuple[int, int]],
+             params_only: bool, counter: str, seed: int) -> Complexity:
+    """:func:`get_complexity` without the cache."""
     convention = COUNTING_CONVENTION if counter == 'fvcore' else \
         _MMCV_CONVENTION
-    path = resolve_config(config)
     torch.manual_seed(seed)
     model, task = build_model(path, meta=params_only)
     params = count_params(model)
@@ -528,6 +627,7 @@ def get_complexity(config: Union[str, Path],
     return Complexity(
         str(config), task, params, flops, shape, tuple(inputs.shape), by_op,
         notes, convention, parts, _roi_stages(model))
+
 
 def dump_json(data: Any, path: str) -> None:
     """Write results (:class:`Complexity` or row dicts, or lists) as JSON."""

@@ -7,15 +7,21 @@ GCNet slides (the Cityscapes head comparison) print for each config;
 relates the paper's detection FLOPs to the measured parts, and the
 ``format_*`` functions write the reports of ``tools/analysis/get_complexity.py``.
 """
+import contextlib
+import gc
+import os
 import os.path as osp
-from typing import (Any, Dict, Iterable, List, NamedTuple, Optional, Sequence,
-                    Tuple, Union)
+import sys
+import warnings
+from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional,
+                    Sequence, TextIO, Tuple, Union)
 
-from .flops import Complexity, check_shape, get_complexity
+from .flops import Complexity, check_shape, get_complexity, is_cached
 
 __all__ = [
-    'PAPER_TABLES', 'PaperRow', 'paper_table', 'fit_paper_convention',
-    'format_fit', 'format_table', 'format_results'
+    'PAPER_TABLES', 'PaperRow', 'paper_table', 'paper_rows', 'table_jobs',
+    'QuietMeasurer', 'fit_paper_convention', 'format_fit', 'format_table',
+    'format_results'
 ]
 
 
@@ -126,33 +132,68 @@ PAPER_TABLES: Dict[str, _Table] = {
 }
 
 
+def _table(name: str) -> _Table:
+    if name not in PAPER_TABLES:
+        raise ValueError(f'unknown paper table {name!r}; expected one of '
+                         f'{sorted(PAPER_TABLES)}')
+    return PAPER_TABLES[name]
+
+
+def table_jobs(names: Iterable[str],
+               shape: Union[int, Sequence[int], None] = None
+               ) -> List[Tuple[str, Tuple[int, int]]]:
+    """The (config, input size) pairs the tables ``names`` measure, each
+    once (Tables 2(a) and 3 share rows)."""
+    jobs = []
+    for name in names:
+        table = _table(name)
+        size = check_shape(shape) or table.shape
+        jobs += [(config, size) for config in table.rows]
+    return list(dict.fromkeys(jobs))
+
+
+def paper_rows(config: str) -> List[Tuple[str, PaperRow]]:
+    """The paper tables a config is in: (table title at its input size,
+    the paper's row)."""
+    from .flops import resolve_config
+    try:
+        path = osp.realpath(resolve_config(config))
+    except ValueError:  # not a config file: in no table
+        return []
+    return [(f'{table.title}, at {table.shape[0]}x{table.shape[1]}', row)
+            for table in PAPER_TABLES.values()
+            for key, row in table.rows.items()
+            if osp.realpath(resolve_config(key)) == path]
+
+
 def paper_table(name: str,
                 params_only: bool = False,
                 shape: Union[int, Sequence[int], None] = None,
                 counter: str = 'fvcore',
-                progress: bool = True) -> List[Dict[str, Any]]:
+                measure: Optional[Callable[[str, Tuple[int, int]],
+                                           Complexity]] = None
+                ) -> List[Dict[str, Any]]:
     """Measure every config of one paper table: a list of row dicts.
 
     Each row holds the paper's row label, params and FLOPs, the measured
     ones and their differences (measured - paper; FLOPs ``None`` with
     ``params_only``).  ``shape`` defaults to the table's own input size.
+    ``measure(config, shape)`` measures one config (default:
+    :func:`get_complexity` with ``params_only`` and ``counter``; see
+    :class:`QuietMeasurer`).
 
     Raises:
         ValueError: for a table name not in :data:`PAPER_TABLES`.
     """
-    if name not in PAPER_TABLES:
-        raise ValueError(f'unknown paper table {name!r}; expected one of '
-                         f'{sorted(PAPER_TABLES)}')
-    table = PAPER_TABLES[name]
+    table = _table(name)
     shape = check_shape(shape) or table.shape
-    bar = None
-    if progress:
-        from mmengine.utils import ProgressBar
-        bar = ProgressBar(len(table.rows))
+    if measure is None:
+        def measure(config, size):
+            return get_complexity(config, shape=size,
+                                  params_only=params_only, counter=counter)
     rows = []
     for config, paper in table.rows.items():
-        result = get_complexity(
-            config, shape=shape, params_only=params_only, counter=counter)
+        result = measure(config, shape)
         params = result.params / 1e6
         flops = None if result.flops is None else result.flops / 1e9
         rows.append(
@@ -180,11 +221,114 @@ def paper_table(name: str,
                 zoo=paper.zoo,
                 remark=paper.remark,
                 convention=result.convention))
-        if bar is not None:
-            bar.update()
-    if bar is not None:
-        print()
     return rows
+
+
+class QuietMeasurer:
+    """:func:`get_complexity` for many configs with one progress line on the
+    terminal and nothing else: what building and tracing the models prints
+    (warnings, logs, tracer notes; file descriptors 1 and 2) goes to
+    ``log_file``.  Results are kept by (config, shape), so the tables that
+    share a row measure it once, and in ``cache_dir`` when given.
+
+    Use as a context manager; call it as ``measure(config, shape)``.
+    """
+
+    def __init__(self,
+                 total: int,
+                 log_file: str,
+                 params_only: bool = False,
+                 counter: str = 'fvcore',
+                 cache_dir: Optional[str] = None,
+                 stream: Optional[TextIO] = None) -> None:
+        self.total = total
+        self.log_file = log_file
+        self.params_only = params_only
+        self.counter = counter
+        self.cache_dir = cache_dir
+        self.stream = stream or sys.stderr
+        self.results: Dict[Tuple[str, Tuple[int, int]], Complexity] = {}
+        self._width = 0
+
+    def __enter__(self) -> 'QuietMeasurer':
+        open(self.log_file, 'w').close()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._width and self.stream.isatty():
+            print(file=self.stream, flush=True)
+
+    def __call__(self, config: str,
+                 shape: Optional[Tuple[int, int]]) -> Complexity:
+        key = (config, shape)
+        if key not in self.results:
+            self.results[key] = self._measure(config, shape)
+        return self.results[key]
+
+    def _measure(self, config: str,
+                 shape: Optional[Tuple[int, int]]) -> Complexity:
+        kwargs = dict(shape=shape, params_only=self.params_only,
+                      counter=self.counter, cache_dir=self.cache_dir)
+        with _output_to(self.log_file):  # reading a config can warn too
+            cached = self.cache_dir is not None and is_cached(
+                config, **kwargs)
+        size = 'its default size' if shape is None else \
+            f'{shape[0]}x{shape[1]}'
+        self._show(f'[{len(self.results) + 1:>{len(str(self.total))}}/'
+                   f'{self.total}] {osp.basename(config)[:-3]} at {size}' +
+                   (' (cached)' if cached else ''))
+        try:
+            with _output_to(self.log_file):
+                return get_complexity(config, **kwargs)
+        finally:
+            gc.collect()  # the model and its trace, before the next one
+
+    def _show(self, line: str) -> None:
+        if self.stream.isatty():  # one line, rewritten
+            pad = max(self._width - len(line), 0)
+            print(f'\r{line}{" " * pad}', end='', file=self.stream,
+                  flush=True)
+            self._width = len(line)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def captured_lines(self) -> int:
+        """How many lines the measurements printed into the log file."""
+        with open(self.log_file, errors='replace') as f:
+            return sum(1 for line in f if line.strip())
+
+
+@contextlib.contextmanager
+def _output_to(path: str):
+    """File descriptors 1 and 2 (python's prints, logging handlers, C++ and
+    tracer messages) and python's warnings appended to ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, 'ab') as log, open(
+                path, 'a', buffering=1) as text, contextlib.redirect_stdout(
+                    text), contextlib.redirect_stderr(
+                        text), warnings.catch_warnings():
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+
+            def show(message, category, filename, lineno, file=None,
+                     line=None):
+                sys.stderr.write(warnings.formatwarning(
+                    message, category, filename, lineno, line))
+
+            warnings.showwarning = show
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def fit_paper_convention(rows: Iterable[Dict[str, Any]]
@@ -286,7 +430,7 @@ def _num(value: Optional[float], digits: int, sign: bool = False) -> str:
 
 def format_table(name: str, rows: Iterable[Dict[str, Any]]) -> str:
     """A markdown table of :func:`paper_table`'s rows, titled."""
-    table = PAPER_TABLES[name]
+    table = _table(name)
     rows = list(rows)
     digits = 2 if any(r['paper_params_m'] != round(r['paper_params_m'], 1)
                       for r in rows) else 1
@@ -324,7 +468,8 @@ def format_table(name: str, rows: Iterable[Dict[str, Any]]) -> str:
 
 
 def format_results(results: Iterable[Complexity]) -> str:
-    """A plain-text report of :func:`get_complexity` results."""
+    """A plain-text report of :func:`get_complexity` results, with the
+    paper's figures for a config that is in a paper table."""
     results = list(results)
     lines = []
     for r in results:
@@ -342,6 +487,10 @@ def format_results(results: Iterable[Complexity]) -> str:
                     for name, count in r.flops_by_part.items()))
             if r.notes:
                 lines.append(f'  ({r.notes})')
+        for title, row in paper_rows(r.config):
+            flops = '' if row.flops is None else f', {row.flops}G FLOPs'
+            lines.append(f'  paper: {row.params}M params{flops} '
+                         f'({title}: {row.row})')
     if lines:
         conventions = sorted({r.convention for r in results})
         lines += conventions

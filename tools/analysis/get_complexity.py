@@ -10,12 +10,23 @@ Examples::
     python tools/analysis/get_complexity.py CONFIG --shape 800 1216
     python tools/analysis/get_complexity.py --paper-tables            # all
     python tools/analysis/get_complexity.py --paper-tables 4a --params-only
+
+While it measures, the terminal shows one progress line; what building and
+tracing the models prints goes to a log file, named at the end.  Results are
+kept (see --no-cache), so a second run prints at once.
 """
 import argparse
+import os
+import sys
+import tempfile
+import warnings
 
-from gcnet_mm.analysis import flops, paper_tables
-from gcnet_mm.engine.cli import run_cli
-from gcnet_mm.engine.runner_cfg import UsageError
+# mmengine 0.10 imports pkg_resources; its deprecation note is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from gcnet_mm.analysis import flops, paper_tables  # noqa: E402
+from gcnet_mm.engine.cli import run_cli  # noqa: E402
+from gcnet_mm.engine.runner_cfg import UsageError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -39,6 +50,11 @@ def parse_args(argv=None):
                         help="FLOP counter: mmengine's FlopAnalyzer (default)"
                         " or mmcv's module-hook counter")
     parser.add_argument('--out', help='also write the results as JSON')
+    parser.add_argument(
+        '--no-cache', action='store_true',
+        help='measure afresh; by default results are kept in '
+        f'{flops.default_cache_dir()} ($GCNET_MM_CACHE) and reused while '
+        'the config, this package and the installed stack are unchanged')
     return parser.parse_args(argv)
 
 
@@ -53,35 +69,44 @@ def _run(args) -> int:
     if not args.configs and args.paper_tables is None:
         raise ValueError('give CONFIG files or --paper-tables')
     shape = flops.check_shape(args.shape)
-    results = {}
+    names = []
     if args.paper_tables is not None:
         names = args.paper_tables or list(paper_tables.PAPER_TABLES)
-        for name in names:  # fail early on a wrong name
-            if name not in paper_tables.PAPER_TABLES:
-                raise ValueError(f'unknown paper table {name!r}; expected one'
-                                 f' of {sorted(paper_tables.PAPER_TABLES)}')
-        for name in names:
-            rows = paper_tables.paper_table(
-                name, params_only=args.params_only, shape=shape,
-                counter=args.counter)
-            print(paper_tables.format_table(name, rows) + '\n', flush=True)
-            results[name] = rows
-        fit = paper_tables.fit_paper_convention(
-            row for name in names for row in results[name])
-        if fit is not None:
-            print(paper_tables.format_fit(fit) + '\n', flush=True)
-            results['paper_fit'] = fit
-    if args.configs:
-        paths = [flops.resolve_config(c) for c in args.configs]
-        measured = [
-            flops.get_complexity(
-                c, shape=shape, params_only=args.params_only,
-                counter=args.counter) for c in paths
-        ]
+    paths = [flops.resolve_config(c) for c in args.configs]
+    jobs = paper_tables.table_jobs(names, shape)  # fails early on a name
+    jobs += [(path, shape) for path in paths]
+    fd, log = tempfile.mkstemp(prefix='get_complexity-', suffix='.log')
+    os.close(fd)
+    measure = paper_tables.QuietMeasurer(
+        len(jobs), log, params_only=args.params_only, counter=args.counter,
+        cache_dir=None if args.no_cache else flops.default_cache_dir())
+    with measure:
+        for config, size in jobs:
+            measure(config, size)
+    captured = measure.captured_lines()
+    results = {}
+    for name in names:
+        rows = paper_tables.paper_table(
+            name, params_only=args.params_only, shape=shape,
+            counter=args.counter, measure=measure)
+        print(paper_tables.format_table(name, rows) + '\n')
+        results[name] = rows
+    fit = paper_tables.fit_paper_convention(
+        row for name in names for row in results[name])
+    if fit is not None:
+        print(paper_tables.format_fit(fit) + '\n')
+        results['paper_fit'] = fit
+    if paths:
+        measured = [measure(path, shape) for path in paths]
         print(paper_tables.format_results(measured))
         results['configs'] = measured
     if args.out:
         flops.dump_json(results, args.out)
+    if captured:
+        print(f'({captured} lines of warnings and logs from building and '
+              f'tracing the models: {log})', file=sys.stderr)
+    else:
+        os.remove(log)
     return 0
 
 
