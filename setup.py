@@ -84,9 +84,14 @@ setup(
     package_data={'gcnet_mm': ['.mim/model-index.yml', '.mim/configs/**/*.py',
                               '.mim/configs/**/*.yml', '.mim/configs/**/*.md']},
     install_requires=[
-        'torch>=1.13',
+        # torch.amp.is_autocast_available and the weights-only loader's
+        # allowlist (torch.serialization.add_safe_globals) arrived in 2.4.
+        'torch>=2.4',
         'mmengine>=0.10.0,<1.0.0',
         'mmcv>=2.0.0rc4,<2.2.0',
+        # mmengine 0.10 reads a config with an mmdet:: (any pkg::) base
+        # through pkg_resources, which setuptools 81 removed.
+        'setuptools<81',
     ],
     extras_require={
         'det': ['mmdet>=3.0.0,<3.4.0'],

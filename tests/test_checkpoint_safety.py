@@ -116,6 +116,53 @@ def test_atomic_put_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
 
 
+@pytest.fixture
+def umask():
+    """Set the process umask for a test, then put the old one back."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize('mask', [0o022, 0o027, 0o077], ids=oct)
+def test_saved_files_honour_the_umask(tmp_path, umask, mask):
+    """Checkpoints (mmengine's save_checkpoint), result pickles (mmengine's
+    dump, which DumpResults uses) and text files come out as ``open`` makes
+    them: 0o666 less the umask, 0o644 under the usual 022."""
+    import mmengine
+    from mmengine.runner.checkpoint import save_checkpoint
+    umask(mask)
+    save_checkpoint(_mm_like_checkpoint(), str(tmp_path / 'epoch_1.pth'))
+    mmengine.dump([{'pred': np.zeros(2)}], str(tmp_path / 'results.pkl'))
+    mmengine.dump({'a': 1}, str(tmp_path / 'scalars.json'))
+    with open(tmp_path / 'plain.txt', 'w') as f:  # the reference
+        f.write('x')
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(
+        ['epoch_1.pth', 'results.pkl', 'scalars.json', 'plain.txt'],
+        0o666 & ~mask), {k: oct(v) for k, v in modes.items()}
+
+
+def test_temporaries_of_a_killed_save_are_removed_at_the_next_start(
+        tmp_path, monkeypatch):
+    from gcnet_mm.datasets import make_imagenet
+    from gcnet_mm.engine.runner_cfg import prepare_train_cfg
+    make_imagenet(str(tmp_path / 'data' / 'toy_imagenet'))
+    monkeypatch.chdir(tmp_path)
+    work_dir = tmp_path / 'work_dir'
+    work_dir.mkdir()
+    for name in ('.tmp-k2x9_q1epoch_3.pth', '.tmp-0a1b2c3dlast_checkpoint',
+                 'epoch_2.pth', '.tmprc', 'notes.tmp-1'):
+        (work_dir / name).write_bytes(b'x')
+    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs', '_toy_',
+                      'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
+    with pytest.warns(UserWarning, match='removed 2 temporary file'):
+        prepare_train_cfg(config, work_dir=str(work_dir))
+    assert sorted(p.name for p in work_dir.iterdir()) == [
+        '.tmprc', 'epoch_2.pth', 'notes.tmp-1']
+
+
 def test_pickle_module_is_not_used_for_unknown_types(tmp_path):
     """A class of the user's own is refused too (not only os.system)."""
     path = str(tmp_path / 'custom.pth')
@@ -139,29 +186,128 @@ def test_getattr_only_for_history_buffer(tmp_path):
         safe_load(path)
 
 
-def test_checkpoint_from_url(tmp_path, monkeypatch):
-    """tools/test.py takes a URL: it is downloaded, then loaded weights-only
-    (served here from 127.0.0.1)."""
-    import functools
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """(folder, base URL): files in the folder over HTTP on 127.0.0.1, and
+    an empty torch hub cache.  A request for ``NAME.cut`` announces the whole
+    of NAME and sends half of it (a connection that breaks off)."""
     import http.server
     import threading
-    served = tmp_path / 'served'
-    served.mkdir()
-    torch.save(_mm_like_checkpoint(), str(served / 'good.pth'))
-    torch.save({'payload': _RunsCode()}, str(served / 'evil.pth'))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(served))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    folder = tmp_path / 'served'
+    folder.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if not self.path.endswith('.cut'):
+                return super().do_GET()
+            data = (folder / self.path[1:-len('.cut')]).read_bytes()
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 2])
+            self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    try:
-        url = f'http://127.0.0.1:{server.server_address[1]}'
-        loaded = _load_checkpoint(f'{url}/good.pth', map_location='cpu')
-        assert loaded['meta']['epoch'] == 1
-        with pytest.raises(CheckpointLoadError, match='refused'):
-            _load_checkpoint(f'{url}/evil.pth', map_location='cpu')
-        assert not osp.exists('/tmp/gcnet_mm_pwned')
-    finally:
-        server.shutdown()
+    yield folder, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+
+
+def _hub_cache(tmp_path):
+    folder = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_checkpoint_from_url(served):
+    """tools/test.py takes a URL: it is downloaded, then loaded weights-only
+    (served here from 127.0.0.1)."""
+    folder, url = served
+    torch.save(_mm_like_checkpoint(), str(folder / 'good.pth'))
+    torch.save({'payload': _RunsCode()}, str(folder / 'evil.pth'))
+    loaded = _load_checkpoint(f'{url}/good.pth', map_location='cpu')
+    assert loaded['meta']['epoch'] == 1
+    with pytest.raises(CheckpointLoadError, match='refused'):
+        _load_checkpoint(f'{url}/evil.pth', map_location='cpu')
+    assert not osp.exists('/tmp/gcnet_mm_pwned')
+
+
+def _one_line(error):
+    message = str(error.value)
+    assert '\n' not in message and 'Traceback' not in message
+    return message
+
+
+def test_http_error_is_one_clear_line(served, tmp_path):
+    _, url = served
+    with pytest.raises(CheckpointLoadError) as e:
+        _load_checkpoint(f'{url}/missing.pth', map_location='cpu')
+    message = _one_line(e)
+    assert 'HTTP 404' in message and f'{url}/missing.pth' in message
+    with pytest.raises(CheckpointLoadError, match='cannot download'):
+        _load_checkpoint('http://127.0.0.1:9/x.pth', map_location='cpu')
+    assert _hub_cache(tmp_path) == []
+
+
+def test_download_that_breaks_off_is_not_cached(served, tmp_path):
+    folder, url = served
+    torch.save(_mm_like_checkpoint(), str(folder / 'model.pth'))
+    with pytest.raises(CheckpointLoadError) as e:
+        _load_checkpoint(f'{url}/model.pth.cut', map_location='cpu')
+    assert 'broke off' in _one_line(e) or 'incomplete' in str(e.value)
+    assert _hub_cache(tmp_path) == []
+
+
+def test_truncated_file_on_the_server_is_never_cached(served, tmp_path):
+    """The server holds half a checkpoint: the download fails and nothing is
+    cached, so once the server is fixed the next load gets the whole file."""
+    folder, url = served
+    torch.save(_mm_like_checkpoint(), str(folder / 'full.pth'))
+    data = (folder / 'full.pth').read_bytes()
+    (folder / 'model.pth').write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointLoadError, match='truncated'):
+        _load_checkpoint(f'{url}/model.pth', map_location='cpu')
+    assert _hub_cache(tmp_path) == []
+    (folder / 'model.pth').write_bytes(data)  # the server is fixed
+    loaded = _load_checkpoint(f'{url}/model.pth', map_location='cpu')
+    assert loaded['meta']['epoch'] == 1
+    assert _hub_cache(tmp_path) == ['model.pth']
+
+
+def test_sha256_in_the_name_is_checked(served, tmp_path):
+    import hashlib
+    folder, url = served
+    torch.save(_mm_like_checkpoint(), str(folder / 'x.pth'))
+    data = (folder / 'x.pth').read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:8]
+    wrong = format(int(digest, 16) ^ 1, '08x')
+    (folder / f'model_20200515-{wrong}.pth').write_bytes(data)
+    with pytest.raises(CheckpointLoadError, match=f'sha256.*{wrong}'):
+        _load_checkpoint(f'{url}/model_20200515-{wrong}.pth',
+                         map_location='cpu')
+    assert _hub_cache(tmp_path) == []
+    (folder / f'model_20200515-{digest}.pth').write_bytes(data)
+    _load_checkpoint(f'{url}/model_20200515-{digest}.pth', map_location='cpu')
+    assert _hub_cache(tmp_path) == [f'model_20200515-{digest}.pth']
+
+
+def test_bad_cached_copy_is_replaced(served, tmp_path):
+    """A truncated file that another tool left in torch's hub cache is
+    downloaded again instead of being reused forever."""
+    folder, url = served
+    torch.save(_mm_like_checkpoint(), str(folder / 'model.pth'))
+    data = (folder / 'model.pth').read_bytes()
+    cache = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    (cache / 'model.pth').write_bytes(data[:len(data) // 3])
+    with pytest.warns(UserWarning, match='downloading it again'):
+        loaded = _load_checkpoint(f'{url}/model.pth', map_location='cpu')
+    assert loaded['meta']['epoch'] == 1
+    assert (cache / 'model.pth').read_bytes() == data

@@ -257,9 +257,9 @@ def test_nonlocal_input_pooling_differs_from_mmcv_sub_sample():
     with torch.no_grad():
         assert not torch.allclose(ours(x), after(x), atol=1e-3)
     assert ours.phi.conv.weight is not None
-    from gcnet_mm.analysis import complexity as cx
-    after_flops = cx.count_flops(after.eval(), x)[0]
-    ours_flops = cx.count_flops(ours.eval(), x)[0]
+    from gcnet_mm.analysis.flops import count_flops
+    after_flops = count_flops(after.eval(), x)[0]
+    ours_flops = count_flops(ours.eval(), x)[0]
     b, n, inner = 2, 24, 4  # batch, positions, phi/g channels
     # phi and g (8 -> 4 channels) on n // 4 positions instead of n
     assert after_flops - ours_flops == b * 2 * (n - n // 4) * 8 * inner

@@ -1,4 +1,5 @@
-"""gcnet_mm.analysis.complexity and tools/analysis/get_complexity.py.
+"""gcnet_mm.analysis.flops and .paper_tables, and
+tools/analysis/get_complexity.py.
 
 FLOPs: one fused multiply-add = 1 FLOP (mmengine's FlopAnalyzer).  Counts are
 checked by hand on tiny modules; whole detectors are only counted at a tiny
@@ -13,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from gcnet_mm.analysis import complexity as cx
+from gcnet_mm.analysis import flops as harness
+from gcnet_mm.analysis import paper_tables as pt
 from gcnet_mm.models.blocks import (ContextBlock, ContextBlock3d,
                                     NonLocalBlock, NonLocalBlock3d, SNLBlock,
                                     SNLBlock3d)
@@ -21,6 +23,12 @@ from gcnet_mm.models.blocks import (ContextBlock, ContextBlock3d,
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'analysis' / 'get_complexity.py'
 CLS_BASE = 'classification/gcnet/resnet50_8xb64-ft-coslr-40e_in1k.py'
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """The tool's results cache in a folder of the test's own."""
+    monkeypatch.setenv('GCNET_MM_CACHE', str(tmp_path / 'cache'))
 
 
 def _load_tool():
@@ -37,7 +45,7 @@ def _load_tool():
 @pytest.mark.parametrize('k,cin,cout,h,w', [(1, 3, 8, 5, 7), (3, 4, 6, 6, 9)])
 def test_conv_flops_by_hand(k, cin, cout, h, w):
     conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=True)
-    flops, by_op = cx.count_flops(conv, torch.rand(1, cin, h, w))
+    flops, by_op = harness.count_flops(conv, torch.rand(1, cin, h, w))
     assert flops == h * w * cin * cout * k * k  # bias free
     assert by_op == {'conv': flops}
 
@@ -48,21 +56,21 @@ def test_broadcast_matmul_counts_every_batch():
         def forward(self, w, x):
             return torch.matmul(w, x)
 
-    flops, _ = cx.count_flops(Pool(),
+    flops, _ = harness.count_flops(Pool(),
                               (torch.rand(1, 1, 6), torch.rand(3, 6, 10)))
     assert flops == 3 * 6 * 10
 
 
 def test_linear_and_batchnorm_by_hand():
     model = nn.Sequential(nn.Linear(10, 7), nn.ReLU()).eval()
-    assert cx.count_flops(model, torch.rand(3, 10))[0] == 3 * 10 * 7
+    assert harness.count_flops(model, torch.rand(3, 10))[0] == 3 * 10 * 7
     bn = nn.BatchNorm2d(4).eval()  # inference: scale and shift per element
-    assert cx.count_flops(bn, torch.rand(2, 4, 3, 5))[0] == 2 * 2 * 4 * 3 * 5
+    assert harness.count_flops(bn, torch.rand(2, 4, 3, 5))[0] == 2 * 2 * 4 * 3 * 5
 
 
 def test_mmcv_counter_adds_bias_and_relu():
     model = nn.Sequential(nn.Conv2d(2, 3, 1, bias=True), nn.ReLU()).eval()
-    flops, by_op = cx.count_flops(model, torch.rand(1, 2, 4, 4), 'mmcv')
+    flops, by_op = harness.count_flops(model, torch.rand(1, 2, 4, 4), 'mmcv')
     # multiply-adds, plus one bias add and one ReLU per output element
     assert flops == 16 * 2 * 3 + 16 * 3 + 16 * 3
     assert by_op == {}
@@ -79,13 +87,13 @@ def test_deformable_conv_counts_as_a_conv(modulated, counter):
     dcn = cls(8, 12, 3, stride=2, padding=1, groups=2, deform_groups=2).eval()
     plain = nn.Conv2d(8, 12, 3, stride=2, padding=1, groups=2, bias=modulated)
     x = torch.rand(1, 8, 9, 11)
-    flops = cx.count_flops(dcn, x, counter)[0]
+    flops = harness.count_flops(dcn, x, counter)[0]
     out_elements = 12 * 5 * 6
     expected_conv = out_elements * (8 // 2) * 9  # multiply-adds
     if counter == 'mmcv' and modulated:
         expected_conv += out_elements  # its bias
-    assert cx.count_flops(plain, x, counter)[0] == expected_conv
-    assert flops == expected_conv + cx.count_flops(dcn.conv_offset, x,
+    assert harness.count_flops(plain, x, counter)[0] == expected_conv
+    assert flops == expected_conv + harness.count_flops(dcn.conv_offset, x,
                                                    counter)[0]
 
 
@@ -94,7 +102,7 @@ def test_deformable_conv_counts_as_a_conv(modulated, counter):
 def test_context_block_flops_by_hand(c, ratio, h, w):
     block = ContextBlock(c, ratio).eval()
     p, n = int(c * ratio), h * w
-    flops, by_op = cx.count_flops(block, torch.randn(2, c, h, w))
+    flops, by_op = harness.count_flops(block, torch.randn(2, c, h, w))
     per_image = (
         n * c  # conv_mask, C -> 1 at every position
         + c * n  # weighted sum of the features: (C, HW) @ (HW, 1)
@@ -103,7 +111,7 @@ def test_context_block_flops_by_hand(c, ratio, h, w):
     assert flops == 2 * per_image, by_op
     # and the same as mmcv's ContextBlock, the upstream reference
     from mmcv.cnn import ContextBlock as UpstreamContextBlock
-    assert cx.count_flops(
+    assert harness.count_flops(
         UpstreamContextBlock(c, ratio).eval(),
         torch.randn(2, c, h, w))[0] == flops
 
@@ -112,13 +120,13 @@ def test_nonlocal_and_snl_flops_by_hand():
     c, n = 16, 25
     inner = c // 2
     x = torch.randn(1, c, 5, 5)
-    nl, _ = cx.count_flops(
+    nl, _ = harness.count_flops(
         NonLocalBlock(c, norm_cfg=dict(type='BN')).eval(), x)
     assert nl == (3 * n * c * inner  # theta, phi, g
                   + 2 * n * n * inner  # theta^T phi and the sum over g
                   + n * inner * c  # output conv
                   + 2 * n * c)  # its BN (inference)
-    snl, _ = cx.count_flops(SNLBlock(c).eval(), x)
+    snl, _ = harness.count_flops(SNLBlock(c).eval(), x)
     assert snl == n * c + c * n + c * c  # mask conv, pooling, C -> C conv
 
 
@@ -128,14 +136,14 @@ def test_nonlocal_and_snl_flops_by_hand():
 @pytest.mark.parametrize(
     'config', [CLS_BASE, 'mmpretrain::resnet/resnet50_8xb32_in1k.py'])
 def test_resnet50_classifier_params(config):
-    result = cx.get_complexity(config, params_only=True)
+    result = harness.get_complexity(config, params_only=True)
     assert result.task == 'classification'
     assert round(result.params / 1e6, 2) == 25.56
     assert result.flops is None
 
 
 def test_resnet50_flops_at_a_small_input():
-    result = cx.get_complexity(CLS_BASE, shape=32)
+    result = harness.get_complexity(CLS_BASE, shape=32)
     assert result.input_shape == (1, 3, 32, 32)
     # stride 32: the network is the 224 one on 7x fewer pixels per side, so
     # its convs cost about (32 / 224)^2 of 4.09G (borders round up)
@@ -150,8 +158,8 @@ def test_paper_nl_config_pools_its_input():
     """Table 4(a)'s NL config is the input-pooled NL block the paper's FLOPs
     count: at 64x64, c4 is 4x4 (16 positions) and phi/g see 2x2 (4)."""
     nl = 'classification/gcnet/resnet50-nl-c4-1blk_8xb64-ft-coslr-40e_in1k.py'
-    base = cx.get_complexity(CLS_BASE, shape=64)
-    with_nl = cx.get_complexity(nl, shape=64)
+    base = harness.get_complexity(CLS_BASE, shape=64)
+    with_nl = harness.get_complexity(nl, shape=64)
     c, inner, n, k = 1024, 512, 16, 4
     expected = (2 * n * c * inner  # theta and the output conv, full res
                 + 2 * k * c * inner  # phi and g on the pooled input
@@ -162,7 +170,7 @@ def test_paper_nl_config_pools_its_input():
 
 def test_detector_flops_at_a_tiny_input():
     name = 'detection/gcnet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py'
-    result = cx.get_complexity(name, shape=(60, 90))
+    result = harness.get_complexity(name, shape=(60, 90))
     # padded to a multiple of 32 by the detector's data preprocessor
     assert result.input_shape == (1, 3, 64, 96)
     assert round(result.params / 1e6, 1) == 46.9
@@ -179,23 +187,24 @@ def test_cascade_mask_heads_capped_as_at_inference():
     # mmdet's tensor mode runs a cascade's 3 mask heads on every proposal;
     # the count caps them at test_cfg.rcnn.max_per_img (100) RoIs
     name = 'detection/gcnet/cascade-mask-rcnn_x101-32x4d-syncbn_fpn_1x_coco.py'
-    result = cx.get_complexity(name, shape=(200, 320))
+    result = harness.get_complexity(name, shape=(200, 320))
     assert result.notes == ('1000 RoIs to the bbox head, '
                             '100 RoIs to the mask head')
     assert result.roi_stages == 3
 
 
 def test_format_results_prints_flops_by_part():
-    result = cx.Complexity('x.py', 'classification', 10, 4_000_000_000,
-                           (224, 224), (1, 3, 224, 224), {}, '', 'conv.',
-                           dict(backbone=3_990_000_000, head=2_000_000))
-    text = cx.format_results([result])
+    result = harness.Complexity('x.py', 'classification', 10, 4_000_000_000,
+                                (224, 224), (1, 3, 224, 224), {}, '',
+                                'conv.',
+                                dict(backbone=3_990_000_000, head=2_000_000))
+    text = pt.format_results([result])
     assert '  by part: backbone 3.99G, head 2.00M' in text
 
 
 def test_segmentor_flops_without_aux_head():
     name = 'segmentation/gcnet/gcnet_r50-d8_4xb4-20k_voc12aug-512x512.py'
-    result = cx.get_complexity(name, shape=32)
+    result = harness.get_complexity(name, shape=32)
     assert result.input_shape == (1, 3, 32, 32)
     assert 'auxiliary head' in result.notes
     assert result.flops > 0
@@ -222,7 +231,7 @@ def test_fit_paper_convention_recovers_scale_and_per_stage():
     rows = [_fit_row(n, r, h, s, paper(r, h, s)) for n, r, h, s in cases]
     # an NL row is held out: not fitted on, but predicted like the others
     rows.append(_fit_row('mask-rcnn_r50-nl-c4', 227.0, 67.0, 1, 280.0))
-    fit = cx.fit_paper_convention(rows)
+    fit = pt.fit_paper_convention(rows)
     assert fit['rows_used'] == 4
     assert fit['scale'] == pytest.approx(scale)
     assert fit['per_stage_g'] == pytest.approx(per_stage)
@@ -231,7 +240,7 @@ def test_fit_paper_convention_recovers_scale_and_per_stage():
     assert max(abs(residuals[n + '.py']) for n in 'abcd') < 1e-9
     nl = residuals['mask-rcnn_r50-nl-c4.py']
     assert nl == pytest.approx(280.0 - (scale * 227 + 67 + per_stage))
-    text = cx.format_fit(fit)
+    text = pt.format_fit(fit)
     assert '0.900 x' in text and '20.00G x RoI stages' in text
     assert 'largest |paper - estimate| of the fitted rows' in text
     assert 'held out (predicted, not fitted): mask-rcnn_r50-nl-c4' in text
@@ -241,25 +250,25 @@ def test_fit_paper_convention_recovers_scale_and_per_stage():
 def test_fit_paper_convention_needs_two_stage_counts():
     rows = [_fit_row('a', 200.0, 67.0, 1, 280.0),
             _fit_row('b', 280.0, 67.0, 1, 350.0)]
-    assert cx.fit_paper_convention(rows) is None  # no cascade: no fit
+    assert pt.fit_paper_convention(rows) is None  # no cascade: no fit
     rows[0]['flops_g'] = None  # params-only rows are skipped
-    assert cx.fit_paper_convention(rows) is None
+    assert pt.fit_paper_convention(rows) is None
 
 
 def test_paper_tables_are_data_for_existing_configs():
-    assert set(cx.PAPER_TABLES) == {'2a', '3', '4a', 'cityscapes', '5'}
-    assert len(cx.PAPER_TABLES['3'].rows) == 15
-    for table in cx.PAPER_TABLES.values():
+    assert set(pt.PAPER_TABLES) == {'2a', '3', '4a', 'cityscapes', '5'}
+    assert len(pt.PAPER_TABLES['3'].rows) == 15
+    for table in pt.PAPER_TABLES.values():
         for config, row in table.rows.items():
-            assert (cx.CONFIGS_DIR / config).is_file(), config
+            assert (harness.CONFIGS_DIR / config).is_file(), config
             assert row.params > 0 and row.flops > 0
-    baseline = cx.PAPER_TABLES['2a'].rows[
+    baseline = pt.PAPER_TABLES['2a'].rows[
         'detection/gcnet/mask-rcnn_r50-syncbn_fpn_1x_coco.py']
     assert (baseline.params, baseline.flops) == (44.4, 279.4)
 
 
 def test_paper_table_4a_params_match():
-    rows = cx.paper_table('4a', params_only=True, progress=False)
+    rows = pt.paper_table('4a', params_only=True)
     assert [r['row'] for r in rows] == [
         'baseline', '+1 NL', '+1 SNL', '+1 GC', '+all GC'
     ]
@@ -280,11 +289,12 @@ def test_video_block_flops_by_hand():
     c, inner, t, h, w = 16, 8, 3, 4, 6
     n, k = t * h * w, t * (h // 2) * (w // 2)
     x = torch.randn(1, c, t, h, w)
-    gc, _ = cx.count_flops(ContextBlock3d(c, ratio=1 / 4).eval(), x)
+    gc, _ = harness.count_flops(ContextBlock3d(c, ratio=1 / 4).eval(), x)
     assert gc == n * c + c * n + 2 * c * (c // 4) + 5 * (c // 4)
-    snl, _ = cx.count_flops(SNLBlock3d(c, mask_bias=False).eval(), x)
+    snl, _ = harness.count_flops(SNLBlock3d(c, mask_bias=False).eval(), x)
     assert snl == n * c + c * n + c * c
-    nl, _ = cx.count_flops(NonLocalBlock3d(c, sub_sample='input').eval(), x)
+    nl, _ = harness.count_flops(NonLocalBlock3d(
+        c, sub_sample='input', norm_cfg=dict(type='BN3d')).eval(), x)
     assert nl == (2 * n * c * inner  # theta and the output conv
                   + 2 * k * c * inner  # phi and g on the 1x2x2-pooled input
                   + 2 * n * k * inner  # theta^T phi and the sum over g
@@ -292,7 +302,7 @@ def test_video_block_flops_by_hand():
 
 
 def test_paper_table_5_params_match():
-    rows = cx.paper_table('5', params_only=True, progress=False)
+    rows = pt.paper_table('5', params_only=True)
     assert [r['row'] for r in rows] == [
         'baseline', '+5 NL', '+5 SNL', '+5 GC', '+all GC'
     ]
@@ -305,20 +315,20 @@ def test_paper_table_5_params_match():
 def test_video_flops_of_one_clip_at_a_small_input():
     """One clip of the config's 8 frames through backbone and head; the 5
     NL blocks (2 in c3, 3 in c4) add what their arithmetic says."""
-    base = cx.get_complexity(VIDEO_BASE, shape=64)
+    base = harness.get_complexity(VIDEO_BASE, shape=64)
     assert base.task == 'recognition'
     assert base.input_shape == (1, 1, 3, 8, 64, 64)
     assert base.notes == 'one clip of 8 frames'
     assert set(base.flops_by_part) == {'backbone', 'cls_head'}
     assert base.flops_by_operator['linear'] == 2048 * 400  # the fc head
-    nl = cx.get_complexity(VIDEO + 'r50-in1k-pre-nl-5blk' + K400, shape=64)
+    nl = harness.get_complexity(VIDEO + 'r50-in1k-pre-nl-5blk' + K400, shape=64)
     added = 0
     for blocks, c, side in ((2, 512, 8), (3, 1024, 4)):  # c3, c4 at 64x64
         n, k, inner = 8 * side * side, 8 * (side // 2)**2, c // 2
         added += blocks * (2 * n * c * inner + 2 * k * c * inner +
                            2 * n * k * inner + 2 * n * c)
     assert nl.flops - base.flops == added
-    text = cx.format_table('5', [dict(
+    text = pt.format_table('5', [dict(
         row='baseline', config=VIDEO_BASE, params_m=32.454,
         paper_params_m=32.45, params_diff_m=0.004, flops_g=1.0,
         paper_flops_g=39.29, flops_diff_g=0.0, flops_rel_diff=0.0,
@@ -334,28 +344,28 @@ def test_video_flops_of_one_clip_at_a_small_input():
                                             ([800, 1333], (800, 1333)),
                                             ((7, ), (7, 7)), (None, None)])
 def test_check_shape(shape, expected):
-    assert cx.check_shape(shape) == expected
+    assert harness.check_shape(shape) == expected
 
 
 @pytest.mark.parametrize('shape', [0, (3, 4, 5), (224, -1), (2.5, 3), 'ab',
                                    True, ()])
 def test_bad_shape(shape):
     with pytest.raises(ValueError, match='shape must be one or two positive'):
-        cx.check_shape(shape)
+        harness.check_shape(shape)
 
 
 def test_missing_config():
     with pytest.raises(ValueError, match=r"config file 'nope\.py' not found"):
-        cx.get_complexity('nope.py')
+        harness.get_complexity('nope.py')
     with pytest.raises(ValueError, match='not found'):
-        cx.resolve_config('mmdet::gcnet/nope.py')
+        harness.resolve_config('mmdet::gcnet/nope.py')
 
 
 def test_bad_table_and_counter():
     with pytest.raises(ValueError, match="unknown paper table '9z'.*'2a'"):
-        cx.paper_table('9z')
+        pt.paper_table('9z')
     with pytest.raises(ValueError, match="counter must be 'fvcore' or 'mmcv'"):
-        cx.get_complexity(CLS_BASE, counter='ptflops')
+        harness.get_complexity(CLS_BASE, counter='ptflops')
 
 
 def test_cli_paper_tables_params_only(capsys, tmp_path):
@@ -380,6 +390,90 @@ def test_cli_config_params_only(capsys):
     tool = _load_tool()
     assert tool.main([CLS_BASE, '--params-only']) == 0
     assert 'params: 25.56M' in capsys.readouterr().out
+
+
+def test_cli_config_of_a_paper_table_shows_the_paper(capsys):
+    tool = _load_tool()
+    assert tool.main([CLS_BASE, '--params-only']) == 0
+    out = capsys.readouterr().out
+    assert ('paper: 25.56M params, 3.86G FLOPs (Table 4(a): block design, '
+            'ResNet-50 (ImageNet), at 224x224: baseline)') in out
+    other = 'classification/gcnet/resnet50_8xb64-coslr-120e_in1k.py'
+    assert tool.main([other, '--params-only']) == 0
+    assert 'paper:' not in capsys.readouterr().out  # in no paper table
+
+
+def _noisy_measure(monkeypatch):
+    """get_complexity as the tool calls it, printing what model building and
+    tracing print: python prints and warnings, and a C-level write to fd 2;
+    returns the list of configs it measured."""
+    import os
+    import warnings
+    measured = []
+    real = pt.get_complexity
+
+    def noisy(config, **kwargs):
+        measured.append(config)
+        print('NOISE on stdout')
+        warnings.warn('NOISE as a warning')
+        os.write(2, b'NOISE from C\n')
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(pt, 'get_complexity', noisy)
+    return measured
+
+
+def test_cli_terminal_shows_progress_then_tables(capfd, monkeypatch):
+    """While measuring, a progress line is all the terminal gets; what the
+    models print goes to a log file; the tables follow, clean."""
+    measured = _noisy_measure(monkeypatch)
+    tool = _load_tool()
+    assert tool.main(['--paper-tables', '4a', '--params-only']) == 0
+    out, err = capfd.readouterr()
+    assert len(measured) == 5 and 'NOISE' not in out + err
+    assert out.startswith('### Table 4(a)')
+    progress = [line for line in err.splitlines() if line.startswith('[')]
+    assert len(progress) == 5 and progress[0].startswith('[1/5] resnet50')
+    note = err.strip().splitlines()[-1]
+    assert note.startswith('(') and 'lines of warnings and logs' in note
+    log = note.split(': ')[-1].rstrip(')')
+    with open(log) as f:
+        text = f.read()
+    for noise in ('NOISE on stdout', 'UserWarning: NOISE as a warning',
+                  'NOISE from C'):
+        assert text.count(noise) == 5, noise
+
+
+def test_cli_rerun_reads_the_cache(capfd, monkeypatch, tmp_path):
+    tool = _load_tool()
+    assert tool.main(['--paper-tables', '4a', '--params-only']) == 0
+    first = capfd.readouterr()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError('measured again')
+
+    with monkeypatch.context() as patch:
+        patch.setattr(harness, '_measure', no_model)
+        assert tool.main(['--paper-tables', '4a', '--params-only']) == 0
+        again = capfd.readouterr()
+        assert again.out == first.out and again.err.count('(cached)') == 5
+        with pytest.raises(AssertionError, match='measured again'):
+            tool.main(['--paper-tables', '4a', '--params-only', '--no-cache'])
+    # a config whose text changes (here its number of classes) is measured
+    # afresh
+    cache = harness.default_cache_dir()
+    mine = tmp_path / 'mine.py'
+    base = f"_base_ = '{harness.CONFIGS_DIR / CLS_BASE}'\n"
+    mine.write_text(base)
+    before = harness.get_complexity(str(mine), params_only=True,
+                                    cache_dir=cache)
+    assert harness.is_cached(str(mine), params_only=True, cache_dir=cache)
+    mine.write_text(base + 'model = dict(head=dict(num_classes=10))\n')
+    assert not harness.is_cached(str(mine), params_only=True,
+                                 cache_dir=cache)
+    after = harness.get_complexity(str(mine), params_only=True,
+                                   cache_dir=cache)
+    assert before.params - after.params == 990 * 2049
 
 
 @pytest.mark.parametrize('argv,message', [

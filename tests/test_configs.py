@@ -30,8 +30,8 @@ import torch
 from mmengine.config import Config
 
 import gcnet_mm  # noqa: F401
-from gcnet_mm.analysis.complexity import build_model as complexity_build_model
-from gcnet_mm.analysis.complexity import resolve_config
+from gcnet_mm.analysis.flops import build_model as complexity_build_model
+from gcnet_mm.analysis.flops import resolve_config
 
 mmdet = pytest.importorskip('mmdet')
 mmseg = pytest.importorskip('mmseg')
@@ -328,7 +328,7 @@ def test_detection_params_match_paper(name):
     # Every row rounds to the paper's figure except R-101 r16 (68.18M) and
     # X-101 r4 (81.98M): within 0.08M of the paper's 68.1 and 81.9, and the
     # rows the complexity tool's table remarks on.
-    from gcnet_mm.analysis.complexity import PAPER_TABLES
+    from gcnet_mm.analysis.paper_tables import PAPER_TABLES
     millions = summary(name).params / 1e6
     assert abs(millions - DET_PARAMS[name]) < 0.1, millions
     paper_row = {**PAPER_TABLES['2a'].rows, **PAPER_TABLES['3'].rows}[name]

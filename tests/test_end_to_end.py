@@ -15,7 +15,6 @@ import torch
 
 from gcnet_mm.datasets.synthetic import make_cityscapes, make_coco, make_imagenet
 from gcnet_mm.engine import safe_load
-from gcnet_mm.engine.runner_cfg import find_resumable_checkpoint
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY = osp.join(REPO, 'configs', '_toy_')
@@ -23,7 +22,7 @@ DET = osp.join(TOY, 'mask-rcnn_r50-gcb-r16-c3-c5_fpn_toy-coco.py')
 SEG = osp.join(TOY, 'gcnet_r50-d8_toy-cityscapes.py')
 CLS = osp.join(TOY, 'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope='module')
@@ -43,14 +42,30 @@ def _free_port():
         return str(sock.getsockname()[1])
 
 
-def run_tool(cwd, *args, check=True, nproc=None):
+def host_tool(host, name):
+    """A host's own tools/NAME (shipped in its wheel under .mim/tools)."""
+    import importlib
+    path = osp.join(osp.dirname(importlib.import_module(host).__file__),
+                    '.mim', 'tools', name)
+    if not osp.isfile(path):
+        pytest.skip(f'{host} was installed without its tools/{name}')
+    return path
+
+
+def run_tool(cwd, *args, check=True, nproc=None, host=None, umask=None):
+    """``python tools/ARGS[0] ARGS[1:]`` in ``cwd``; ``host='mmdet'`` runs
+    that host's own tool instead, through ``python -m gcnet_mm``."""
     env = dict(os.environ, OMP_NUM_THREADS='2', PORT=_free_port())
     if nproc:
         cmd = ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), *args]
+    elif host:
+        cmd = [sys.executable, '-m', 'gcnet_mm', host_tool(host, args[0]),
+               *args[1:]]
     else:
         cmd = [sys.executable, osp.join(REPO, 'tools', args[0]), *args[1:]]
-    proc = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        cmd, cwd=str(cwd), env=env, capture_output=True, text=True,
+        preexec_fn=None if umask is None else lambda: os.umask(umask))
     out = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
         pytest.fail(f'{" ".join(cmd)} exited {proc.returncode}:\n{out[-6000:]}')
@@ -64,34 +79,116 @@ def metrics_of(work_dir):
         return json.load(f)['metrics']
 
 
-def test_detection_train_test(workspace):
+def same(a, b):
+    """Deep equality of what the dump metrics pickle (tensors and arrays
+    compared element for element)."""
+    import numpy as np
+    if isinstance(a, dict):
+        return (isinstance(b, dict) and a.keys() == b.keys()
+                and all(same(a[k], b[k]) for k in a))
+    if isinstance(a, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(same(x, y) for x, y in zip(a, b)))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return a == b
+
+
+def test_detection_under_mmdet_tools_and_ours(workspace):
+    """A user's config inheriting ``gcnet_mm::_toy_/...`` trains with
+    mmdetection's own tools/train.py (through ``python -m gcnet_mm``); our
+    tools/test.py and mmdet's give the same --out pickle (DumpDetResults:
+    masks in RLE, no ground truth), written under the user's umask; a test
+    whose predictions are all filtered out is an error."""
+    import pickle
+    (workspace / 'user_det.py').write_text(
+        "_base_ = 'gcnet_mm::_toy_/mask-rcnn_r50-gcb-r16-c3-c5_fpn_toy-coco.py'"
+        '\ntrain_cfg = dict(max_epochs=1, val_interval=5)\n')
     wd = str(workspace / 'det')
-    run_tool(workspace, 'train.py', DET, '--work-dir', wd, '--cfg-options',
-             'train_cfg.max_epochs=1', 'train_cfg.val_interval=5')
+    run_tool(workspace, 'train.py', 'user_det.py', '--work-dir', wd,
+             host='mmdet')
     ckpt = osp.join(wd, 'epoch_1.pth')
     assert osp.isfile(ckpt)
-    _, out = run_tool(workspace, 'test.py', DET, ckpt, '--work-dir', wd)
+    ours, theirs = str(workspace / 'det_ours.pkl'), str(workspace / 'det.pkl')
+    keep_all = ['--cfg-options', 'model.test_cfg.rcnn.score_thr=0']
+    _, out = run_tool(workspace, 'test.py', DET, ckpt, '--work-dir', wd,
+                      '--out', ours, *keep_all, umask=0o027)
     metrics = metrics_of(wd)
     for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'):
         assert key in metrics and -1 <= metrics[key] <= 1, metrics
     assert 'Average Precision' in out  # the COCO table is printed
+    run_tool(workspace, 'test.py', 'user_det.py', ckpt, '--work-dir',
+             str(workspace / 'det_host'), '--out', theirs, *keep_all,
+             host='mmdet')
+    with open(ours, 'rb') as f:
+        predictions = pickle.load(f)
+    with open(theirs, 'rb') as f:
+        assert same(predictions, pickle.load(f))
+    assert len(predictions) == 2 and 'gt_instances' not in predictions[0]
+    masks = predictions[0]['pred_instances']['masks']
+    assert masks and all(set(m) == {'size', 'counts'} for m in masks)  # RLE
+    written = [ours] + glob.glob(osp.join(wd, 'metrics_*.json'))
+    assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {'0o640'}
     # The GC blocks in the checkpoint are the package's (names as the zoo's).
     keys = safe_load(ckpt)['state_dict']
     assert 'backbone.layer3.5.context_block.channel_add_conv.3.weight' in keys
 
+    empty = str(workspace / 'det_empty')
+    rc, out = run_tool(workspace, 'test.py', DET, ckpt, '--work-dir', empty,
+                       '--cfg-options', 'model.test_cfg.rcnn.score_thr=1.01',
+                       check=False)
+    assert rc != 0 and 'computed no metrics' in out, out[-3000:]
+    assert 'Traceback' not in out and 'metrics written' not in out
+    assert not glob.glob(osp.join(empty, 'metrics_*.json'))
 
-def test_segmentation_train_test(workspace):
-    wd = str(workspace / 'seg')
-    run_tool(workspace, 'train.py', SEG, '--work-dir', wd)
+
+def _float_tensors_differ(ckpt_a, ckpt_b):
+    a, b = safe_load(ckpt_a)['state_dict'], safe_load(ckpt_b)['state_dict']
+    assert a.keys() == b.keys()
+    return [k for k in a
+            if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
+
+
+def test_segmentation_train_resume_test(workspace):
+    """An iteration-based config with dropout in both heads: 4 iterations
+    straight (validating at 2) == 2 iterations, then --resume for 2 more,
+    every float tensor bit for bit; then tools/test.py --show-dir."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(SEG)
+    assert cfg.model.decode_head.dropout_ratio > 0
+    assert cfg.model.auxiliary_head.dropout_ratio > 0
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+    options = ['--cfg-options', 'train_cfg.val_interval=2']
+    wd, split = str(workspace / 'seg'), str(workspace / 'seg_split')
+    run_tool(workspace, 'train.py', SEG, '--work-dir', wd, *options)
     ckpt = osp.join(wd, 'iter_4.pth')
     assert osp.isfile(ckpt)
+    run_tool(workspace, 'train.py', SEG, '--work-dir', split, *options,
+             'train_cfg.max_iters=2')
+    assert not osp.exists(osp.join(split, 'iter_4.pth'))
+    _, out = run_tool(workspace, 'train.py', SEG, '--work-dir', split,
+                      '--resume', *options)
+    assert 'resumed epoch: 0, iter: 2' in out
+    differ = _float_tensors_differ(ckpt, osp.join(split, 'iter_4.pth'))
+    assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
+
+    ours, theirs = workspace / 'seg_maps', workspace / 'seg_maps_host'
     run_tool(workspace, 'test.py', SEG, ckpt, '--work-dir', wd,
-             '--show-dir', str(workspace / 'seg_vis'))
+             '--show-dir', str(workspace / 'seg_vis'), '--out', str(ours))
     metrics = metrics_of(wd)
     assert 0 <= metrics['mIoU'] <= 100, metrics
     drawn = glob.glob(str(workspace / 'seg_vis' / '**' / '*.png'),
                       recursive=True)
     assert len(drawn) == 2, drawn  # one per val image
+    # --out: a folder of label maps, the files mmseg's own test.py writes
+    run_tool(workspace, 'test.py', SEG, ckpt, '--work-dir',
+             str(workspace / 'seg_host'), '--out', str(theirs), host='mmseg')
+    maps = sorted(p.name for p in ours.iterdir())
+    assert len(maps) == 2 and maps == sorted(p.name for p in theirs.iterdir())
+    assert all((ours / m).read_bytes() == (theirs / m).read_bytes()
+               for m in maps)
     keys = safe_load(ckpt)['state_dict']
     assert 'decode_head.gc_block.conv_mask.weight' in keys
 
@@ -108,15 +205,17 @@ def test_classification_resume_is_exact(workspace):
                       '--resume')
     assert 'resumed epoch: 1' in out
     assert 'Epoch(train)   [1]' not in out and 'Epoch(train) [1]' not in out
-    a = safe_load(osp.join(straight, 'epoch_2.pth'))['state_dict']
-    b = safe_load(osp.join(split, 'epoch_2.pth'))['state_dict']
-    assert a.keys() == b.keys()
-    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    differ = _float_tensors_differ(osp.join(straight, 'epoch_2.pth'),
+                                   osp.join(split, 'epoch_2.pth'))
     assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
 
+    out = str(workspace / 'cls.pkl')
     run_tool(workspace, 'test.py', CLS, osp.join(split, 'epoch_2.pth'),
-             '--work-dir', split)
+             '--work-dir', split, '--out', out)
     assert 0 <= metrics_of(split)['accuracy/top1'] <= 100
+    import mmengine  # mmpretrain's tools/test.py: mmengine's DumpResults
+    predictions = mmengine.load(out)
+    assert predictions and predictions[0]['pred_score'].shape == (1000, )
 
 
 def test_test_refuses_checkpoint_of_another_model(workspace):
@@ -149,15 +248,3 @@ def test_dist_train_on_cpu_two_processes(workspace):
     assert osp.isfile(osp.join(wd, 'epoch_1.pth'))
     assert out.count('SyncBN (which needs GPUs) is replaced by BN') == 1
     assert 'Distributed training: True' in out
-
-
-def test_resume_skips_a_cut_short_checkpoint(tmp_path):
-    good = tmp_path / 'epoch_1.pth'
-    torch.save({'state_dict': {'w': torch.ones(1)}}, str(good))
-    bad = tmp_path / 'epoch_2.pth'
-    data = good.read_bytes()
-    bad.write_bytes(data[:len(data) // 2])
-    os.utime(str(good), (1, 1))
-    (tmp_path / 'last_checkpoint').write_text(str(bad))
-    with pytest.warns(UserWarning, match='unreadable'):
-        assert find_resumable_checkpoint(str(tmp_path)) == str(good)

@@ -46,6 +46,17 @@ def test_env_check_says_how_to_fix_mmaction(monkeypatch, capsys):
     assert 'python -m gcnet_mm.utils.mmaction_compat' in err
 
 
+def test_env_check_reads_a_host_config(monkeypatch, capsys):
+    """Without pkg_resources (setuptools >= 81) mmengine 0.10 reads no
+    config with an mmdet:: base: the check says so and how to fix it."""
+    assert env_check.main([]) == 0
+    assert 'an mmdet:: base' in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, 'pkg_resources', None)
+    assert env_check.main([]) == 1
+    err = capsys.readouterr().err
+    assert 'FAIL  host configs' in err and "setuptools<81" in err
+
+
 def test_setup_on_a_ready_machine_is_quick():
     """The README's commands start with tools/setup_env.sh; when .venv is up
     to date it only verifies (no pip), which the output says."""
@@ -58,3 +69,38 @@ def test_setup_on_a_ready_machine_is_quick():
     assert proc.returncode == 0, proc.stderr
     assert 'environment up to date' in proc.stderr
     assert 'environment OK' in proc.stdout
+
+
+#: torch APIs the package calls without a fallback, and the release that
+#: added each: setup.py's minimum must be at least the newest of them.  (The
+#: weights-only allowlist, torch.serialization.add_safe_globals, 2.4, has a
+#: fallback with a warning; get_unsafe_globals_in_checkpoint, 2.5, only
+#: improves an error message.)
+TORCH_APIS = {
+    'torch.amp.is_autocast_available': (2, 4),
+    'torch.compiler.is_compiling': (2, 3),
+}
+
+
+def test_setup_states_the_torch_the_code_needs():
+    import glob
+    import re
+
+    import torch
+    with open(osp.join(REPO, 'setup.py')) as f:
+        minimum = re.search(r"'torch>=(\d+)\.(\d+)'", f.read())
+    assert minimum, 'setup.py states no torch minimum'
+    minimum = tuple(map(int, minimum.groups()))
+    source = ''
+    for path in glob.glob(osp.join(REPO, 'gcnet_mm', '**', '*.py'),
+                          recursive=True):
+        with open(path) as f:
+            source += f.read()
+    used = {api: version for api, version in TORCH_APIS.items()
+            if api in source}
+    assert used, 'none of the listed APIs is used: update TORCH_APIS'
+    assert minimum >= max(used.values()), (minimum, used)
+    for api in used:  # and they are where the table says
+        obj = torch
+        for name in api.split('.')[1:]:
+            obj = getattr(obj, name)

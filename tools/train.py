@@ -1,6 +1,6 @@
 """Train a detector, segmentor or classifier from a config.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT] | --auto-resume] [--amp]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse
@@ -19,10 +19,16 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='folder for logs and checkpoints')
-    parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
+        '--resume', nargs='?', type=str, const='auto', metavar='CKPT',
         help='resume from CKPT; without a value, from the newest readable '
-        'checkpoint in the work dir')
+        'checkpoint in the work dir (an error if there is none)')
+    resume.add_argument(
+        '--auto-resume', dest='resume', action='store_const',
+        const='auto-if-any',
+        help='resume from the newest readable checkpoint in the work dir if '
+        'there is one, else start afresh (for jobs that get requeued)')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision training (GPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',

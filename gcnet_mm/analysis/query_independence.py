@@ -586,7 +586,7 @@ def _build_model(cfg, checkpoint: Optional[str], device: str,
     from mmengine.runner import load_checkpoint
 
     from gcnet_mm.engine import drop_pretrained, install_checkpoint_safety
-    from .complexity import build_model
+    from .flops import build_model
     if checkpoint is None:
         dropped = drop_pretrained(copy.deepcopy(cfg.model))
         if dropped:
@@ -647,7 +647,7 @@ def analyze_query_independence(config: str,
     """Table 1 and Figure 1 of the GCNet paper for a model with NL blocks.
 
     The model is built from ``config`` as the complexity tool builds it
-    (:func:`gcnet_mm.analysis.complexity.build_model`: SyncBN turned into
+    (:func:`gcnet_mm.analysis.flops.build_model`: SyncBN turned into
     BN, no pretrained weights; a config of mmdet, mmseg, mmpretrain or
     mmaction2), loaded from ``checkpoint`` (or left randomly initialised,
     with a loud warning) and run in test mode on ``num_images`` images: the

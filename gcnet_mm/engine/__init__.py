@@ -4,7 +4,7 @@ from .checkpoint import (CheckpointLoadError, install_checkpoint_safety,
                          register_safe_globals, safe_load)
 from .config_checks import check_data_paths, drop_pretrained, sync_bn_to_bn
 from .distributed import CPUDistributedDataParallel, setup_cpu_distributed
-from .hooks import EpochReseedHook
+from .hooks import ReseedHook
 from .runner_cfg import UsageError
 from .cli import USER_ERRORS
 
@@ -12,5 +12,5 @@ __all__ = [
     'USER_ERRORS', 'UsageError',
     'CheckpointLoadError', 'install_checkpoint_safety', 'register_safe_globals',
     'safe_load', 'check_data_paths', 'drop_pretrained', 'CPUDistributedDataParallel',
-    'setup_cpu_distributed', 'sync_bn_to_bn', 'EpochReseedHook'
+    'setup_cpu_distributed', 'sync_bn_to_bn', 'ReseedHook'
 ]

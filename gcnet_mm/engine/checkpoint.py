@@ -5,15 +5,27 @@ types that OpenMMLab checkpoints hold (mmengine's ``HistoryBuffer`` in the
 message hub, numpy arrays, scalars and dtypes in metadata).  Anything else, such
 as a pickle that would call ``os.system``, is refused before any of it runs.
 
-Saving writes to a temporary file in the same folder and renames it over the
-target, so a run killed while saving never leaves a truncated checkpoint (or a
-``last_checkpoint`` pointer to one) behind.
+Saving writes to a temporary file (``.tmp-*``) in the same folder and renames
+it over the target, so a run killed while saving never leaves a truncated
+checkpoint (or a ``last_checkpoint`` pointer to one) behind; the file gets
+the permissions the user's umask gives any new file, and the temporary files
+a killed run leaves are removed when the next one starts
+(:func:`remove_temporaries`).
 """
+import glob
+import hashlib
+import http.client
 import os
 import os.path as osp
 import pickle
+import re
+import sys
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
+import zipfile
 from typing import Any, List, Optional
 
 import numpy as np
@@ -21,12 +33,19 @@ import torch
 
 __all__ = [
     'CheckpointLoadError', 'safe_globals', 'register_safe_globals', 'safe_load',
-    'install_checkpoint_safety'
+    'install_checkpoint_safety', 'remove_temporaries', 'download_checkpoint'
 ]
+
+#: Name prefix of the temporary files of :func:`_atomic_put`.
+TMP_PREFIX = '.tmp-'
 
 
 class CheckpointLoadError(RuntimeError):
     """A checkpoint could not be loaded: missing, unreadable or unsafe."""
+
+
+class UnsafeCheckpointError(CheckpointLoadError):
+    """A checkpoint holds types that could run code when unpickled."""
 
 
 def _numpy_globals() -> List[Any]:
@@ -123,7 +142,7 @@ def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
         unsafe = [u for u in unsafe if u not in allowed]
         what = (f'it needs {", ".join(unsafe)}' if unsafe else
                 f'the weights-only unpickler rejected it ({e})')
-        raise CheckpointLoadError(
+        raise UnsafeCheckpointError(
             f'refused to load checkpoint {filename!r}: {what}. Only tensors, '
             'containers and the types OpenMMLab checkpoints use (mmengine '
             'HistoryBuffer, numpy arrays/scalars) are allowed, because other '
@@ -141,31 +160,180 @@ def _load_from_local(filename: str, map_location: Optional[Any] = None):
     return safe_load(filename, map_location)
 
 
-def _load_from_http(filename: str, map_location: Optional[Any] = None,
-                    model_dir: Optional[str] = None):
-    """Download (rank 0 first) with mmengine, then load weights-only."""
-    from mmengine.dist import barrier, get_dist_info
-    from torch.hub import download_url_to_file, get_dir
+def zip_ok(path: str) -> bool:
+    """Whether ``path`` is a zip archive (torch's format since 1.6) whose
+    directory reads: a file cut short is not."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return bool(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+#: ``name-<first hex digits of the file's sha256>.pth``: OpenMMLab's and
+#: torch hub's checkpoint names.
+_HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.[A-Za-z0-9]+$')
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _problem(path: str, name: str, size: Optional[int] = None
+             ) -> Optional[str]:
+    """What is wrong with a downloaded checkpoint, or None: its size against
+    the server's, the sha256 its name carries, a zip cut short."""
+    got = osp.getsize(path)
+    if size is not None and got != size:
+        return f'incomplete: {got} of {size} bytes arrived'
+    if got == 0:
+        return 'empty (0 bytes)'
+    match = _HASH_IN_NAME.search(name)
+    if match and not _sha256(path).startswith(match.group(1)):
+        return (f'corrupt: its sha256 does not start with {match.group(1)}, '
+                'as its name says it must')
+    with open(path, 'rb') as f:
+        is_zip = f.read(2) == b'PK'
+    if is_zip and not zip_ok(path):
+        return 'truncated: its zip directory does not read'
+    return None
+
+
+def _fetch(url: str, dst: str, timeout: float) -> Optional[int]:
+    """Stream ``url`` into ``dst``; returns the size the server announced."""
+    request = urllib.request.Request(url, headers={'User-Agent': 'gcnet_mm'})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        raise CheckpointLoadError(
+            f'cannot download checkpoint {url}: HTTP {e.code} {e.reason}'
+        ) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, 'reason', e)
+        raise CheckpointLoadError(
+            f'cannot download checkpoint {url}: {reason}') from None
+    with response:
+        length = response.headers.get('Content-Length')
+        size = int(length) if length and length.isdigit() else None
+        show = sys.stderr.isatty() and size
+        done = 0
+        try:
+            with open(dst, 'wb') as f:
+                for block in iter(lambda: response.read(1 << 20), b''):
+                    f.write(block)
+                    done += len(block)
+                    if show:
+                        print(f'\rdownloading {url}: {100 * done // size}%',
+                              end='', file=sys.stderr)
+        except (http.client.HTTPException, OSError) as e:
+            raise CheckpointLoadError(
+                f'download of checkpoint {url} broke off after {done} '
+                f'bytes ({type(e).__name__}); nothing was kept, try again'
+            ) from None
+        finally:
+            if show:
+                print(file=sys.stderr)
+    return size
+
+
+def download_checkpoint(url: str, model_dir: Optional[str] = None,
+                        timeout: float = 60) -> str:
+    """The local copy of the checkpoint at ``url``, downloaded once into
+    torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``) and
+    verified: the size the server announced, the sha256 prefix of an
+    OpenMMLab or torch hub name (``...-187da160.pth``), a zip that is whole.
+    A download that fails the check is deleted and never cached; a cached
+    copy that fails it (left by another tool) is replaced.
+
+    Raises:
+        CheckpointLoadError: one line saying what went wrong (an HTTP error,
+            no connection, an incomplete or corrupt file).
+    """
+    from torch.hub import get_dir
+    name = osp.basename(urllib.parse.urlparse(url).path)
+    if not name:
+        raise CheckpointLoadError(f'no file name in the URL {url!r}')
     model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
     os.makedirs(model_dir, exist_ok=True)
-    cached = osp.join(model_dir, osp.basename(filename.split('?')[0]))
+    cached = osp.join(model_dir, name)
+    if osp.isfile(cached):
+        problem = _problem(cached, name)
+        if problem is None:
+            return cached
+        warnings.warn(f'cached checkpoint {cached!r} is {problem}; '
+                      'downloading it again')
+        os.remove(cached)
+    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=TMP_PREFIX, suffix=name)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        size = _fetch(url, tmp, timeout)
+        problem = _problem(tmp, name, size)
+        if problem is not None:
+            raise CheckpointLoadError(
+                f'download of checkpoint {url} is {problem}; nothing was '
+                'kept, try again')
+        os.replace(tmp, cached)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return cached
+
+
+def _load_from_http(filename: str, map_location: Optional[Any] = None,
+                    model_dir: Optional[str] = None):
+    """Download (rank 0 first) and verify, then load weights-only.  A cached
+    copy that does not load is deleted, so the next run downloads afresh."""
+    from mmengine.dist import barrier, get_dist_info
     rank, world_size = get_dist_info()
-    if rank == 0 and not osp.isfile(cached):
-        download_url_to_file(filename, cached, progress=True)
+    if rank == 0:
+        cached = download_checkpoint(filename, model_dir)
     if world_size > 1:
         barrier()
-    return safe_load(cached, map_location)
+    if rank != 0:
+        cached = download_checkpoint(filename, model_dir)  # verified by now
+    try:
+        return safe_load(cached, map_location)
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointLoadError as e:
+        if rank == 0 and osp.isfile(cached):
+            os.remove(cached)
+        raise CheckpointLoadError(
+            f'{e} (downloaded from {filename}; the copy was deleted, so '
+            'the next run downloads it again)') from None
+
+
+def _umask() -> int:
+    """The process's umask (from /proc where it is listed, which does not
+    change it even for a moment)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_put(self, obj: bytes, filepath) -> None:
     """Drop-in for mmengine's ``LocalBackend.put`` that never leaves a
-    partially written file under ``filepath``."""
+    partially written file under ``filepath``; the file is created with the
+    permissions ``open`` would give it (``0o666`` less the umask)."""
     filepath = str(filepath)
     folder = osp.dirname(osp.abspath(filepath))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-',
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX,
                                suffix=osp.basename(filepath))
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0o600
         with os.fdopen(fd, 'wb') as f:
             f.write(obj)
             f.flush()
@@ -179,6 +347,21 @@ def _atomic_put(self, obj: bytes, filepath) -> None:
 
 def _atomic_put_text(self, obj: str, filepath, encoding: str = 'utf-8'):
     _atomic_put(self, obj.encode(encoding), filepath)
+
+
+def remove_temporaries(folder: str) -> List[str]:
+    """Remove the temporary files a save killed midway left in ``folder``
+    (``.tmp-*``, never a complete file); returns the paths removed."""
+    removed = []
+    for path in glob.glob(osp.join(glob.escape(folder), TMP_PREFIX + '*')):
+        if not osp.isfile(path):
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:  # another process of the run was first
+            continue
+        removed.append(path)
+    return removed
 
 
 def install_checkpoint_safety() -> None:

@@ -7,13 +7,14 @@ from typing import Callable, Optional, Sequence
 from mmengine.config import DictAction
 
 from .checkpoint import CheckpointLoadError
-from .runner_cfg import UsageError
+from .runner_cfg import EvaluationError, UsageError
 
 __all__ = ['USER_ERRORS', 'add_launch_args', 'parse_launch_args',
            'build_runner', 'run_cli']
 
 #: Errors the tools report as a message rather than a traceback.
-USER_ERRORS = (CheckpointLoadError, FileNotFoundError, UsageError)
+USER_ERRORS = (CheckpointLoadError, EvaluationError, FileNotFoundError,
+               UsageError)
 
 
 def add_launch_args(parser: argparse.ArgumentParser, example: str) -> None:

@@ -1,23 +1,25 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before mmengine's
 Runner takes over; the same for detection, segmentation, classification and
 action recognition."""
+import copy
 import glob
 import json
 import os
 import os.path as osp
 import warnings
-import zipfile
-from typing import Optional
+from typing import Any, Optional
 
 from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
 
-from .checkpoint import CheckpointLoadError, install_checkpoint_safety
+from .checkpoint import (CheckpointLoadError, install_checkpoint_safety,
+                         remove_temporaries, zip_ok)
 from .config_checks import check_data_paths
 from .distributed import setup_cpu_distributed
 
 __all__ = [
     'UsageError', 'load_config', 'prepare_train_cfg', 'prepare_test_cfg',
-    'find_resumable_checkpoint', 'load_checkpoint_strict', 'dump_metrics'
+    'find_resumable_checkpoint', 'load_checkpoint_strict', 'dump_metrics',
+    'check_metrics', 'EvaluationError'
 ]
 
 _HOSTS = ('mmdet', 'mmseg', 'mmpretrain', 'mmaction')
@@ -25,6 +27,10 @@ _HOSTS = ('mmdet', 'mmseg', 'mmpretrain', 'mmaction')
 
 class UsageError(ValueError):
     """A command-line option that cannot work as given."""
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation ran but computed nothing that it should have."""
 
 
 def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
@@ -48,15 +54,19 @@ def _common(cfg: Config, config: str, work_dir: Optional[str],
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
+    _remove_temporaries(cfg.work_dir)
     return cfg
 
 
-def _zip_ok(path: str) -> bool:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return bool(z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+def _remove_temporaries(folder: str) -> None:
+    """Clean up after a run killed while saving (first process only)."""
+    if os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) != '0':
+        return
+    removed = remove_temporaries(folder)
+    if removed:
+        warnings.warn(f'removed {len(removed)} temporary file(s) that a save '
+                      f'cut short left in {folder!r}: '
+                      f'{", ".join(osp.basename(p) for p in removed)}')
 
 
 def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
@@ -71,17 +81,27 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     if osp.isfile(pointer):
         with open(pointer) as f:
             last = f.read().strip() or None
-        if last and osp.isfile(last) and _zip_ok(last):
+        if last and osp.isfile(last) and zip_ok(last):
             return last
     candidates = sorted(glob.glob(osp.join(work_dir, '*.pth')),
                         key=osp.getmtime, reverse=True)
     for ckpt in candidates:
-        if _zip_ok(ckpt):
+        if zip_ok(ckpt):
             if last:
                 warnings.warn(f'last checkpoint {last!r} is missing or '
                               f'unreadable; resuming from {ckpt!r} instead')
             return ckpt
     return None
+
+
+def _nothing_to_resume(work_dir: str) -> str:
+    where = osp.abspath(work_dir)
+    why = ('does not exist' if not osp.isdir(where) else
+           'holds no checkpoint (no last_checkpoint, no readable *.pth)')
+    return (f'--resume: nothing to resume, the work dir {where!r} {why}. '
+            'Check --work-dir (default: ./work_dirs/<config name>), give the '
+            'checkpoint (--resume CKPT), or use --auto-resume to resume when '
+            'there is a checkpoint and start afresh when there is none.')
 
 
 def prepare_train_cfg(config: str,
@@ -97,7 +117,9 @@ def prepare_train_cfg(config: str,
         config: config file path.
         work_dir: overrides ``cfg.work_dir``; default ``./work_dirs/<name>``.
         resume: ``None`` (start afresh), ``'auto'`` (the newest readable
-            checkpoint in the work dir, if any) or a checkpoint path/URL.
+            checkpoint in the work dir; an error if there is none),
+            ``'auto-if-any'`` (the same, or start afresh if there is none)
+            or a checkpoint path/URL.
         amp: mixed precision with mmengine's AmpOptimWrapper (needs a GPU).
         auto_scale_lr: scale the lr by the actual total batch size.
         cfg_options: ``--cfg-options`` overrides.
@@ -124,19 +146,23 @@ def prepare_train_cfg(config: str,
                 f'config, but {config!r} has auto_scale_lr='
                 f'{cfg.get("auto_scale_lr")}')
         cfg.auto_scale_lr.enable = True
-    if resume == 'auto':
+    if resume in ('auto', 'auto-if-any'):
         cfg.resume = True
         cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
+        if cfg.load_from is None and resume == 'auto':
+            raise UsageError(_nothing_to_resume(cfg.work_dir))
     elif resume is not None:
+        if '://' not in resume and not osp.isfile(resume):
+            raise FileNotFoundError(
+                f'--resume: checkpoint file not found: {resume!r}')
         cfg.resume = True
         cfg.load_from = resume
-    # Identical results after a resume (see EpochReseedHook).
+    # Identical results after a resume (see ReseedHook).
     hooks = list(cfg.get('custom_hooks', []))
-    if not any(str(h.get('type', '')).endswith('EpochReseedHook')
-               for h in hooks):
-        hooks.append(dict(type='gcnet_mm.EpochReseedHook'))
+    if not any(str(h.get('type', '')).endswith('ReseedHook') for h in hooks):
+        hooks.append(dict(type='gcnet_mm.ReseedHook'))
     cfg.custom_hooks = hooks
-    check_data_paths(cfg, ('train', 'val'))
+    check_data_paths(cfg, ('train', 'val'), weights=True, config=config)
     return cfg
 
 
@@ -167,10 +193,61 @@ def _enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
         vis['wait_time'] = wait_time
 
 
+#: The metric each host's tools/test.py appends for ``--out`` (a pickle);
+#: mmseg's writes prediction maps instead, see :func:`_add_out`.
+_DUMP_METRICS = {'mmdet': 'mmdet.DumpDetResults'}  # others: mmengine's
+
+
+def _add_out(cfg: Config, out: str, out_item: Optional[str]) -> None:
+    """``--out`` as the config's host's own tools/test.py does it.
+
+    * mmdet: ``DumpDetResults``, a pickle of the predictions with masks in
+      RLE and no ground truth;
+    * mmseg: ``out`` is a folder; the metric writes one PNG of predicted
+      labels per image there (``output_dir``, ``keep_results``);
+    * mmpretrain, mmaction2 and others: mmengine's ``DumpResults`` pickle;
+      with ``out_item='metrics'`` (mmpretrain's ``--out-item``) the metrics
+      are dumped instead, by tools/test.py after the run.
+    """
+    scope = cfg.get('default_scope')
+    evaluators = cfg.test_evaluator
+    evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) \
+        else [evaluators]
+    if scope == 'mmseg':
+        if out.endswith(('.pkl', '.pickle')) or out_item:
+            raise UsageError(
+                '--out of a segmentation config is a folder for the '
+                'predicted label maps (one PNG per image, as mmseg\'s '
+                f'tools/test.py writes them), not a pickle: got --out {out!r}'
+                + (f' --out-item {out_item}' if out_item else ''))
+        maps = [e for e in evaluators if isinstance(e, dict) and str(
+            e.get('type', '')).split('.')[-1] in ('IoUMetric',
+                                                   'CityscapesMetric')]
+        if not maps:
+            raise UsageError(
+                '--out of a segmentation config needs an IoUMetric or '
+                'CityscapesMetric in test_evaluator to write the maps; this '
+                f'config has {[e.get("type") for e in evaluators]}')
+        for metric in maps:
+            metric.update(output_dir=out, keep_results=True)
+        cfg.test_evaluator = evaluators if len(evaluators) > 1 else maps[0]
+        return
+    if not out.endswith(('.pkl', '.pickle')):
+        raise UsageError(f'--out must be a .pkl file, got {out!r}')
+    _remove_temporaries(osp.dirname(osp.abspath(out)))
+    if out_item == 'metrics':
+        return
+    evaluators.append(
+        dict(type=_DUMP_METRICS.get(scope, 'DumpResults'),
+             out_file_path=out))
+    cfg.test_evaluator = evaluators
+
+
 def prepare_test_cfg(config: str,
                      checkpoint: str,
                      work_dir: Optional[str] = None,
                      out: Optional[str] = None,
+                     out_item: Optional[str] = None,
                      show: bool = False,
                      show_dir: Optional[str] = None,
                      wait_time: float = 2,
@@ -192,16 +269,26 @@ def prepare_test_cfg(config: str,
     if show or show_dir:
         _enable_visualization(cfg, show, show_dir, wait_time)
     if out:
-        if not out.endswith(('.pkl', '.pickle')):
-            raise UsageError(f'--out must be a .pkl file, got {out!r}')
-        evaluator = cfg.test_evaluator
-        evaluator = list(evaluator) if isinstance(evaluator,
-                                                  (list, tuple)) else [
-                                                      evaluator]
-        evaluator.append(dict(type='DumpResults', out_file_path=out))
-        cfg.test_evaluator = evaluator
+        _add_out(cfg, out, out_item)
+    elif out_item:
+        raise UsageError('--out-item needs --out, the file to write it to')
+    _train_loader_on_test_set(cfg)
     check_data_paths(cfg, ('test', ))
     return cfg
+
+
+def _train_loader_on_test_set(cfg: Config) -> None:
+    """Point the training loader at the test set, so that testing never
+    reads the training data: hooks that ask for ``runner.iter`` (mmseg's
+    ``SegVisualizationHook`` with ``--show-dir``) make mmengine build the
+    training loop, and with it the training dataset.  Nothing is drawn from
+    it; ``runner.iter`` and ``runner.epoch`` stay 0."""
+    test_loader = cfg.get('test_dataloader')
+    if not cfg.get('train_dataloader') or not test_loader:
+        return
+    loader = copy.deepcopy(test_loader)
+    loader.update(num_workers=0, persistent_workers=False)
+    cfg.train_dataloader = loader
 
 
 def _key_summary(keys, limit: int = 12) -> str:
@@ -256,6 +343,34 @@ def load_checkpoint_strict(runner, checkpoint: str) -> dict:
     _load_checkpoint_to_model(model, ckpt, strict=True)
     runner._has_loaded = True
     return ckpt
+
+
+def _dumps_only(evaluator: Any) -> bool:
+    """Whether an evaluator config writes files but computes no metric."""
+    return isinstance(evaluator, dict) and (
+        bool(evaluator.get('format_only'))
+        or str(evaluator.get('type', '')).split('.')[-1].startswith('Dump'))
+
+
+def check_metrics(metrics: dict, cfg: Config) -> None:
+    """Fail when an evaluation that should compute metrics computed none (a
+    metric that got no predictions logs an error and returns nothing).
+
+    Raises:
+        EvaluationError: naming the metrics that came back empty.
+    """
+    evaluators = cfg.test_evaluator
+    evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [
+        evaluators]
+    expected = [e.get('type') if isinstance(e, dict) else type(e).__name__
+                for e in evaluators if not _dumps_only(e)]
+    if metrics or not expected:
+        return
+    raise EvaluationError(
+        f'the evaluation computed no metrics: {", ".join(map(str, expected))} '
+        'returned nothing (see the log above; a detector whose boxes all '
+        'score below test_cfg\'s score_thr, or a model that predicts '
+        'nothing, gets there). No metrics file was written.')
 
 
 def dump_metrics(metrics: dict, work_dir: str, timestamp: str,

@@ -101,6 +101,27 @@ def _check_mmaction():
             ' a slow-only recognizer with a GC block runs')
 
 
+def _check_host_config():
+    """A package config whose base is ``mmdet::...`` reads: mmengine 0.10
+    resolves such bases with pkg_resources, which setuptools 81 removed."""
+    import os.path as osp
+
+    from mmengine.config import Config
+
+    from gcnet_mm.engine.config_checks import package_configs_dir
+    name = 'detection/gcnet/mask-rcnn_r50-syncbn_fpn_1x_coco.py'
+    try:
+        Config.fromfile(osp.join(package_configs_dir(), name))
+    except ImportError as e:
+        if 'pkg_resources' not in str(e):
+            raise
+        raise RuntimeError(
+            f'cannot read {name} (its base is mmdet::...): mmengine needs '
+            'pkg_resources, which setuptools >= 81 no longer has; run '
+            '"pip install \'setuptools<81\'"') from None
+    return f'configs: {name} (an mmdet:: base) reads'
+
+
 def _check_host(name):
     mod = importlib.import_module(name)
     return f'{name} {mod.__version__}'
@@ -116,6 +137,7 @@ def main(argv=None):
                for h in ('mmengine', 'mmdet', 'mmseg', 'mmpretrain')]
     checks.append(('mmaction2', _check_mmaction))
     checks.append(('gcnet_mm', lambda: _check_host('gcnet_mm')))
+    checks.append(('host configs', _check_host_config))
     checks.append(('fused path', _check_fused_loops))
     failed = []
     for name, fn in checks:

@@ -1,7 +1,7 @@
 """Parameters and FLOPs of configs, or of the paper's tables beside the paper.
 
 FLOPs count one fused multiply-add as one FLOP (mmengine's FlopAnalyzer, the
-fvcore convention); see gcnet_mm/analysis/complexity.py and docs/complexity.md.
+fvcore convention); see gcnet_mm/analysis/flops.py and docs/complexity.md.
 
 Examples::
 
@@ -10,12 +10,23 @@ Examples::
     python tools/analysis/get_complexity.py CONFIG --shape 800 1216
     python tools/analysis/get_complexity.py --paper-tables            # all
     python tools/analysis/get_complexity.py --paper-tables 4a --params-only
+
+While it measures, the terminal shows one progress line; what building and
+tracing the models prints goes to a log file, named at the end.  Results are
+kept (see --no-cache), so a second run prints at once.
 """
 import argparse
+import os
+import sys
+import tempfile
+import warnings
 
-from gcnet_mm.analysis import complexity
-from gcnet_mm.engine.cli import run_cli
-from gcnet_mm.engine.runner_cfg import UsageError
+# mmengine 0.10 imports pkg_resources; its deprecation note is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from gcnet_mm.analysis import flops, paper_tables  # noqa: E402
+from gcnet_mm.engine.cli import run_cli  # noqa: E402
+from gcnet_mm.engine.runner_cfg import UsageError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -26,11 +37,11 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs='+', metavar='N',
                         help='input H W (or one side); default per task: '
                         + ', '.join(f'{k} {h}x{w}' for k, (h, w) in
-                                    complexity.DEFAULT_SHAPES.items())
+                                    flops.DEFAULT_SHAPES.items())
                         + '; a paper table defaults to its own size')
     parser.add_argument('--paper-tables', nargs='*', metavar='NAME',
                         help='measure the paper tables NAME (default: all of '
-                        f'{", ".join(complexity.PAPER_TABLES)}) beside the '
+                        f'{", ".join(paper_tables.PAPER_TABLES)}) beside the '
                         "paper's numbers")
     parser.add_argument('--params-only', action='store_true',
                         help='count parameters only (fast)')
@@ -39,6 +50,11 @@ def parse_args(argv=None):
                         help="FLOP counter: mmengine's FlopAnalyzer (default)"
                         " or mmcv's module-hook counter")
     parser.add_argument('--out', help='also write the results as JSON')
+    parser.add_argument(
+        '--no-cache', action='store_true',
+        help='measure afresh; by default results are kept in '
+        f'{flops.default_cache_dir()} ($GCNET_MM_CACHE) and reused while '
+        'the config, this package and the installed stack are unchanged')
     return parser.parse_args(argv)
 
 
@@ -52,36 +68,45 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     if not args.configs and args.paper_tables is None:
         raise ValueError('give CONFIG files or --paper-tables')
-    shape = complexity.check_shape(args.shape)
-    results = {}
+    shape = flops.check_shape(args.shape)
+    names = []
     if args.paper_tables is not None:
-        names = args.paper_tables or list(complexity.PAPER_TABLES)
-        for name in names:  # fail early on a wrong name
-            if name not in complexity.PAPER_TABLES:
-                raise ValueError(f'unknown paper table {name!r}; expected one'
-                                 f' of {sorted(complexity.PAPER_TABLES)}')
-        for name in names:
-            rows = complexity.paper_table(
-                name, params_only=args.params_only, shape=shape,
-                counter=args.counter)
-            print(complexity.format_table(name, rows) + '\n', flush=True)
-            results[name] = rows
-        fit = complexity.fit_paper_convention(
-            row for name in names for row in results[name])
-        if fit is not None:
-            print(complexity.format_fit(fit) + '\n', flush=True)
-            results['paper_fit'] = fit
-    if args.configs:
-        paths = [complexity.resolve_config(c) for c in args.configs]
-        measured = [
-            complexity.get_complexity(
-                c, shape=shape, params_only=args.params_only,
-                counter=args.counter) for c in paths
-        ]
-        print(complexity.format_results(measured))
+        names = args.paper_tables or list(paper_tables.PAPER_TABLES)
+    paths = [flops.resolve_config(c) for c in args.configs]
+    jobs = paper_tables.table_jobs(names, shape)  # fails early on a name
+    jobs += [(path, shape) for path in paths]
+    fd, log = tempfile.mkstemp(prefix='get_complexity-', suffix='.log')
+    os.close(fd)
+    measure = paper_tables.QuietMeasurer(
+        len(jobs), log, params_only=args.params_only, counter=args.counter,
+        cache_dir=None if args.no_cache else flops.default_cache_dir())
+    with measure:
+        for config, size in jobs:
+            measure(config, size)
+    captured = measure.captured_lines()
+    results = {}
+    for name in names:
+        rows = paper_tables.paper_table(
+            name, params_only=args.params_only, shape=shape,
+            counter=args.counter, measure=measure)
+        print(paper_tables.format_table(name, rows) + '\n')
+        results[name] = rows
+    fit = paper_tables.fit_paper_convention(
+        row for name in names for row in results[name])
+    if fit is not None:
+        print(paper_tables.format_fit(fit) + '\n')
+        results['paper_fit'] = fit
+    if paths:
+        measured = [measure(path, shape) for path in paths]
+        print(paper_tables.format_results(measured))
         results['configs'] = measured
     if args.out:
-        complexity.dump_json(results, args.out)
+        flops.dump_json(results, args.out)
+    if captured:
+        print(f'({captured} lines of warnings and logs from building and '
+              f'tracing the models: {log})', file=sys.stderr)
+    else:
+        os.remove(log)
     return 0
 
 
