@@ -235,8 +235,8 @@ def n_big(storages, x):
 def test_bottleneck_keeps_no_copy_of_its_input(kernels, train,
                                                channels_last):
     """After norm3 the block keeps batch norm's input, not a copy of x: the
-    same full-size saved storages as the plain Bottleneck, once the block
-    has found its batch norm (its first call keeps x)."""
+    same full-size saved storages as the plain Bottleneck, from the first
+    call on."""
     dtype = torch.float32 if kernels == 'triton' else torch.float64
     tol = dict(atol=2e-5, rtol=2e-4) if dtype == torch.float32 else dict(
         atol=1e-10, rtol=1e-8)
@@ -263,8 +263,7 @@ def test_bottleneck_keeps_no_copy_of_its_input(kernels, train,
         torch.testing.assert_close(y_new, y_ref, **tol)
         for a, b in zip(g_new, g_ref):
             torch.testing.assert_close(a, b, **tol)
-        extra = n_big(saved, x) - n_big(saved_plain, x)
-        assert extra == (1 if call == 0 else 0), (call, extra)
+        assert n_big(saved, x) == n_big(saved_plain, x), call
         if train:  # the running statistics moved: start again from ref's
             new.load_state_dict(ref.state_dict())
 
@@ -277,49 +276,43 @@ def gc_after(norm, c=16):
     return nn.Sequential(norm, block)
 
 
-def test_norm_tracker_finds_the_batch_norm_once():
+def test_the_parent_hooks_its_batch_norms_before_they_run():
+    """The block's parent gets a pre-hook that puts a note hook on each of
+    its batch norms; the very first training call keeps no copy of x, and
+    copies (deepcopy, pickle) of the model do the same."""
     from gcnet_mm.ops import norm_source
     model = gc_after(nn.BatchNorm2d(16))
     model.add_module('other', nn.BatchNorm2d(16))  # a sibling, after it
-    tracker = model[1]._norm_tracker
-    assert tracker._parent() is model
+    assert getattr(model, norm_source._PARENT_HOOKED)
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
-    model(x).sum().backward()
-    assert tracker.state == tracker.LOOKING
-    assert getattr(model[0], norm_source._HOOKED)
-    assert getattr(model.other, norm_source._HOOKED)
-    with torch.no_grad():  # validation in between changes nothing
-        model(x)
-    assert tracker.state == tracker.LOOKING
-    model(x).sum().backward()
-    assert tracker.state == tracker.FOUND
-    assert getattr(model[0], norm_source._HOOKED)
-    assert not getattr(model.other, norm_source._HOOKED)
-    copies = (copy.deepcopy(model), pickle.loads(pickle.dumps(model)))
-    for dup in copies:
-        found = dup[1]._norm_tracker
-        assert found.state == found.FOUND
+    # x (the first batch norm's input, which the block shares) and the
+    # block's output (the input of the sibling after it)
+    for dup in (model, copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         _, saved = saved_storages(lambda: dup(x))
-        # x (the first batch norm's input, which the block shares) and the
-        # block's output (the input of the sibling after it)
         assert n_big(saved, x) == 2
-    assert copies[0][1]._norm_tracker._parent() is copies[0]
+        assert getattr(dup[0], norm_source._HOOKED)
+        assert getattr(dup.other, norm_source._HOOKED)
+    with torch.no_grad():  # nothing is noted without autograd
+        model(x)
+    assert norm_source._take_note(x) is None
 
 
-def test_a_block_alone_finds_nothing_and_leaves_no_hook():
+def test_a_block_alone_keeps_x_and_leaves_no_hook():
     from gcnet_mm.models import ContextBlock
+    from gcnet_mm.ops import norm_source
     from torch.nn.modules import module as module_hooks
-    before = len(module_hooks._global_module_registration_hooks)
+    before = set(module_hooks._global_module_registration_hooks)
     block = ContextBlock(16, 1 / 4)
-    assert len(module_hooks._global_module_registration_hooks) == before + 1
+    mine = set(module_hooks._global_module_registration_hooks) - before
+    assert len(mine) == 1
     bn = nn.BatchNorm2d(16)
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
-    for _ in range(2):
-        block(bn(x)).sum().backward()
-    assert block._norm_tracker.state == block._norm_tracker.NONE
+    _, saved = saved_storages(lambda: block(bn(x)))
+    assert n_big(saved, x) == 2  # x for batch norm, its output for the block
     del block
-    nn.Sequential(nn.ReLU())  # the next registration drops the hook
-    assert len(module_hooks._global_module_registration_hooks) == before
+    nn.Sequential(nn.ReLU())  # the next registration lets the hook go
+    norm_source._sweep()
+    assert mine.isdisjoint(module_hooks._global_module_registration_hooks)
 
 
 @pytest.mark.parametrize('case', ['conv', 'functional', 'inplace_relu'])
@@ -350,27 +343,21 @@ def test_no_batch_norm_layer_keeps_x(case):
             set_fused(True)
         torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(dx, dx_ref, atol=1e-5, rtol=1e-4)
-    tracker = model[1]._norm_tracker
-    assert tracker.state in (tracker.UNKNOWN, tracker.NONE)
-    assert not any(getattr(m, norm_source._HOOKED, False)
-                   for m in model.modules())
 
 
-def test_swapped_batch_norm_is_found_again():
+def test_a_swapped_batch_norm_is_hooked_before_it_runs():
     """A conversion that replaces the norm layer (revert_sync_batchnorm,
-    convert_sync_batchnorm) drops its hook: the block learns once more."""
+    convert_sync_batchnorm) drops its hook: the parent's pre-hook puts one on
+    the new layer before it runs, so no call keeps a copy of x."""
     from gcnet_mm.ops import norm_source
     model = gc_after(nn.BatchNorm2d(16))
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
-    for _ in range(2):
-        model(x).sum().backward()
+    model(x).sum().backward()
     model[0] = nn.BatchNorm2d(16)
-    model(x).sum().backward()
-    assert model[1]._norm_tracker.state == norm_source.NormTracker.LOOKING
-    model(x).sum().backward()
-    assert model[1]._norm_tracker.state == norm_source.NormTracker.FOUND
+    assert not getattr(model[0], norm_source._HOOKED, False)
     _, saved = saved_storages(lambda: model(x))
     assert n_big(saved, x) == 1
+    assert getattr(model[0], norm_source._HOOKED)
 
 
 @pytest.mark.parametrize('mode', ['train', 'eval', 'synchronised'])

@@ -7,6 +7,7 @@ I3DHead) with blocks placed by gcnet_mm.BackboneWithBlocks; the counts must
 round to the paper's.
 """
 import pytest
+from mmengine.registry import DefaultScope
 
 import gcnet_mm  # noqa: F401
 
@@ -35,16 +36,18 @@ CASES = {
 @pytest.mark.parametrize('case', list(CASES))
 def test_resnet50_imagenet_param_count(case):
     plugins, millions = CASES[case]
-    model = mmpretrain_registry.MODELS.build(
-        dict(type='ImageClassifier',
-             backbone=dict(type='gcnet_mm.BackboneWithBlocks',
-                           backbone_type='mmpretrain.ResNet',
-                           depth=50,
-                           plugins=plugins),
-             neck=dict(type='GlobalAveragePooling'),
-             head=dict(type='LinearClsHead',
-                       num_classes=1000,
-                       in_channels=2048)))
+    # mmpretrain's scope whatever an earlier test left as the default
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = mmpretrain_registry.MODELS.build(
+            dict(type='ImageClassifier',
+                 backbone=dict(type='gcnet_mm.BackboneWithBlocks',
+                               backbone_type='mmpretrain.ResNet',
+                               depth=50,
+                               plugins=plugins),
+                 neck=dict(type='GlobalAveragePooling'),
+                 head=dict(type='LinearClsHead',
+                           num_classes=1000,
+                           in_channels=2048)))
     count = sum(p.numel() for p in model.parameters())
     assert round(count / 1e6, 2) == millions, count
 

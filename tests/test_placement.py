@@ -600,7 +600,7 @@ def _saved_bytes(model, x):
                                   'mmpretrain.ResNet-50'])
 @pytest.mark.parametrize('native', [True, False])
 def test_gc_blocks_after_conv3_save_no_copy_of_their_input(host, native):
-    """Train mode, GC in c3-c5 after conv3: from the second step on, the
+    """Train mode, GC in c3-c5 after conv3: from the first step on, the
     backbone keeps within 2% of the plain backbone's saved activations (the
     blocks keep norm3's input, not its output); mmdet's and mmseg's own
     plugins and insert_blocks alike."""
@@ -618,5 +618,4 @@ def test_gc_blocks_after_conv3_save_no_copy_of_their_input(host, native):
     base = _saved_bytes(plain, x)
     first = _saved_bytes(ours, x)
     second = _saved_bytes(ours, x)
-    assert first > 1.05 * base  # the first step keeps x while looking
-    assert second < 1.02 * base, (first / base, second / base)
+    assert max(first, second) < 1.02 * base, (first / base, second / base)

@@ -200,7 +200,8 @@ def sync_bn_to_bn(cfg: Any) -> List[str]:
             for i, v in enumerate(node):
                 walk(v, f'{path}[{i}]')
 
-    walk(cfg._cfg_dict if isinstance(cfg, Config) else cfg, '')
+    walk(cfg if not isinstance(cfg, Config) else  # its values are its dicts
+         {key: cfg[key] for key in cfg.keys()}, '')
     if cfg.get('sync_bn'):
         cfg['sync_bn'] = None
         changed.append('sync_bn')

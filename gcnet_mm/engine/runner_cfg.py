@@ -303,9 +303,8 @@ def load_checkpoint_strict(runner, checkpoint: str) -> dict:
     the missing, unexpected and mis-shaped keys listed when it does not match
     the model of the config; nothing is evaluated with a half-loaded model."""
     from mmengine.model import is_model_wrapper
-    from mmengine.runner.checkpoint import (_load_checkpoint,
-                                            _load_checkpoint_to_model)
-    ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    from mmengine.runner import CheckpointLoader, load_state_dict
+    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
     # Hooks such as EMAHook swap weights in here, as in Runner.load_checkpoint.
     runner.call_hook('after_load_checkpoint', checkpoint=ckpt)
     model = runner.model.module if is_model_wrapper(
@@ -315,8 +314,9 @@ def load_checkpoint_strict(runner, checkpoint: str) -> dict:
         raise CheckpointLoadError(
             f'checkpoint {checkpoint!r} holds {type(ckpt).__name__}, not a '
             'state dict or a dict with a "state_dict" entry')
-    state = {k[len('module.'):] if k.startswith('module.') else k: v
-             for k, v in state.items()}
+    if any(k.startswith('module.') for k in state):  # saved from a wrapper
+        state = {k[len('module.'):] if k.startswith('module.') else k: v
+                 for k, v in state.items()}
     expected = model.state_dict()
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
@@ -340,8 +340,7 @@ def load_checkpoint_strict(runner, checkpoint: str) -> dict:
             'the config, so nothing was evaluated.\n  ' + '\n  '.join(parts) +
             '\nCheck that the config is the one the checkpoint was trained '
             'with.')
-    _load_checkpoint_to_model(model, ckpt, strict=True)
-    runner._has_loaded = True
+    load_state_dict(model, state, strict=True)
     return ckpt
 
 

@@ -67,6 +67,8 @@ _PLUGIN_KEYS = ('cfg', 'position', 'stages', 'blocks', 'postfix')
 
 # Attribute of a residual block listing the hooks placed in it.
 _HOOKS_ATTR = '_gcnet_mm_hooks'
+# Attribute of a hooked layer: (block name, pre) of the hooks it carries.
+_CARRIED_ATTR = '_gcnet_mm_carried_hooks'
 
 
 class _RunBlock:
@@ -104,17 +106,23 @@ class _RunBlock:
         return getattr(self.host, self.target)
 
     def attach(self) -> None:
-        """Register on the current target module unless already there."""
+        """Register on the current target module unless already there (the
+        module lists the hooks it carries in an attribute, copied with it as
+        its hooks are)."""
         module = self.target_module()
         if self.attached is module:
             return
-        hooks = (module._forward_pre_hooks
-                 if self.pre else module._forward_hooks)
-        if not any(h is self for h in hooks.values()):
+        carried = getattr(module, _CARRIED_ATTR, None)
+        if carried is None:
+            carried = set()
+            setattr(module, _CARRIED_ATTR, carried)
+        key = (self.name, self.pre)
+        if key not in carried:
             if self.pre:
                 module.register_forward_pre_hook(self)
             else:
                 module.register_forward_hook(self)
+            carried.add(key)
         self.attached = module
 
     def __repr__(self) -> str:
@@ -459,8 +467,8 @@ def insert_blocks(backbone: nn.Module, plugins: Sequence[dict]) -> nn.Module:
             layer.init_weights = _InitInsertedBlocks(layer)
     if todo and hasattr(backbone, 'inflate_weights'):  # mmaction2's ResNet3d
         backbone.init_weights = _InitBlocksAfterHost(backbone)
-    if todo and hasattr(backbone, '_freeze_stages'):
-        backbone._freeze_stages()  # freeze blocks in frozen stages too
+    if todo:  # the host's train() freezes frozen stages, blocks included
+        backbone.train(backbone.training)
     return backbone
 
 

@@ -19,23 +19,26 @@ Everything here uses public PyTorch interfaces:
 * :class:`NormTracker` (one per block) learns the block's parent module when
   the parent registers it (a module-registration hook,
   ``torch.nn.modules.module.register_module_module_registration_hook``,
-  removed once the block is registered or gone).
-* On the block's first call that autograd records, with an input made by a
-  batch-norm autograd node (``Node.name()``), it puts a forward hook
-  (:func:`note_norm_io`) on each batch-norm child of the parent (mmdet's,
-  mmseg's, mmpretrain's Bottleneck: ``norm1`` to ``norm3``); that call keeps
-  ``x`` as mmcv's block does.
-* On the next such call the hook of the layer that produced ``x`` has noted
-  ``(input, output)`` (weak references only): that hook stays, the others go.
-  If none matches, all go and the block keeps ``x`` from then on.
+  removed once the block is registered or gone), and gives the parent a
+  forward pre-hook (:class:`NoteNorms`).
+* Before each call of the parent, that pre-hook puts a forward hook
+  (:func:`note_norm_io`, ``prepend=True``) on each batch norm among the
+  parent's children and grandchildren (mmdet's, mmseg's and mmpretrain's
+  Bottleneck ``norm1`` to ``norm3``; mmaction2's ``conv3.bn``) that lacks
+  one, so a layer swapped for another (``nn.SyncBatchNorm
+  .convert_sync_batchnorm``, mmengine's ``revert_sync_batchnorm``) is hooked
+  before it runs.
+* The hook notes the layer's ``(input, output)`` (weak references only);
+  the block, called on that output unmodified, takes the note.  From the
+  first training call on, the same way in every run, so a resumed run
+  computes what a run that went straight through does.
 * ``alpha`` comes from the layer's public state: the running variance in eval
   mode, the batch variance of the input in training mode, and, for a
   :class:`~torch.nn.SyncBatchNorm` that synchronises over several processes,
   the per-channel least-squares slope of ``x`` on the input.
 
-A layer swapped for another (``nn.SyncBatchNorm.convert_sync_batchnorm``,
-mmengine's ``revert_sync_batchnorm``) loses the hook; the block then looks
-again once.
+Where no batch norm made ``x`` (or it was modified in place since, e.g. by a
+ReLU), the block keeps ``x``, as mmcv's does.
 """
 import threading
 import weakref
@@ -46,7 +49,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules import module as module_hooks
 
-__all__ = ['NormSource', 'NormTracker', 'note_norm_io']
+__all__ = ['NormSource', 'NormTracker', 'NoteNorms', 'note_norm_io']
 
 # Layers whose output is an affine map of their input, per channel.
 _NORMS = (nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -108,11 +111,6 @@ def _sweep() -> None:
         _done.pop().remove()
 
 
-def _from_norm_node(x: Tensor) -> bool:
-    fn = x.grad_fn
-    return fn is not None and 'BatchNorm' in fn.name()
-
-
 def _synchronised(module: nn.Module, training: bool) -> bool:
     if not isinstance(module, nn.SyncBatchNorm) or not training:
         return False
@@ -147,20 +145,42 @@ def _alpha(module: nn.Module, inp: Tensor, x: Tensor) -> Tensor:
         return alpha
 
 
+class NoteNorms:
+    """Forward pre-hook on a GC block's parent: the batch norms among the
+    parent's children and grandchildren carry :func:`note_norm_io`.
+
+    Picklable, and copied with the parent, as its hooks are.
+    """
+
+    def __init__(self) -> None:
+        self.names: Optional[List[str]] = None  # paths of the norms, found
+        # on the first call (the parent's layers all exist by then)
+
+    def __call__(self, parent: nn.Module, args: tuple) -> None:
+        if torch.compiler.is_compiling():
+            return
+        if self.names is None:
+            self.names = [
+                name for name, m in parent.named_modules()
+                if name and name.count('.') <= 1 and isinstance(m, _NORMS)
+            ]
+        for name in self.names:
+            m = parent.get_submodule(name)
+            if isinstance(m, _NORMS) and not getattr(m, _HOOKED, False):
+                m.register_forward_hook(note_norm_io, prepend=True)
+                setattr(m, _HOOKED, True)
+
+
 class NormTracker:
-    """Finds, once, the batch-norm layer whose output is a block's input
-    (see the module doc); :meth:`source` then gives its :class:`NormSource`.
+    """Gives a block the :class:`NormSource` of its input when a batch norm
+    of its parent has just produced it (see the module doc).
 
     Args:
-        block: the block; the tracker learns its parent when the parent
-            registers it.
+        block: the block; the tracker gives its parent a :class:`NoteNorms`
+            pre-hook when the parent registers the block.
     """
-    UNKNOWN, LOOKING, FOUND, NONE = range(4)
 
     def __init__(self, block: nn.Module) -> None:
-        self.state = self.UNKNOWN
-        self._parent: Optional['weakref.ref[nn.Module]'] = None
-        self._hooks: List[Tuple[nn.Module, object]] = []
         _sweep()
         block_ref = weakref.ref(block)
         handle = None
@@ -170,81 +190,44 @@ class NormTracker:
                 return
             block = block_ref()
             if block is not None and submodule is block:
-                self._parent = weakref.ref(module)
-            if block is None or self._parent is not None:
+                if not getattr(module, _PARENT_HOOKED, False):
+                    module.register_forward_pre_hook(NoteNorms())
+                    setattr(module, _PARENT_HOOKED, True)
+            if block is None or submodule is block:
                 # Removed later: torch is iterating over these hooks now.
                 _done.append(handle)
 
         handle = module_hooks.register_module_module_registration_hook(
             on_registration)
 
-    # A copy of the block (copy.deepcopy, pickle) keeps what was found; the
-    # copy's parent is the copy of the parent, when that is copied too.
+    # Nothing to copy: the parent's hook travels with the parent.
     def __deepcopy__(self, memo) -> 'NormTracker':
-        copy = NormTracker.__new__(NormTracker)
-        parent = self._parent() if self._parent is not None else None
-        parent = memo.get(id(parent)) if parent is not None else None
-        copy._parent = weakref.ref(parent) if parent is not None else None
-        copy._hooks = []
-        copy.state = self.state if self.state in (self.FOUND,
-                                                  self.NONE) else self.UNKNOWN
-        return copy
+        return NormTracker.__new__(NormTracker)
 
     def __getstate__(self) -> dict:
-        return {'state': self.state if self.state == self.FOUND else
-                self.UNKNOWN}
+        return {}
 
     def __setstate__(self, state: dict) -> None:
-        self.state = state['state']
-        self._parent = None
-        self._hooks = []
+        pass
 
-    def _look(self) -> None:
-        """Hook every batch-norm child of the parent; found: LOOKING."""
-        parent = self._parent() if self._parent is not None else None
-        norms = [] if parent is None else [
-            m for m in parent.children() if isinstance(m, _NORMS)
-        ]
-        for m in norms:
-            if not getattr(m, _HOOKED, False):
-                self._hooks.append((m, m.register_forward_hook(
-                    note_norm_io, prepend=True)))
-                setattr(m, _HOOKED, True)
-        self.state = self.LOOKING if norms else self.NONE
-
-    def _keep_only(self, keep: Optional[nn.Module]) -> None:
-        for m, handle in self._hooks:
-            if m is not keep:
-                handle.remove()
-                setattr(m, _HOOKED, False)
-        self._hooks = []
-
-    def source(self, x: Tensor) -> Optional[NormSource]:
-        """The source of ``x`` if a batch-norm layer's hook has just noted it;
-        else ``None`` (keep ``x`` itself).  Only for an ``x`` recorded by
-        autograd; the search advances on such calls only."""
+    @staticmethod
+    def source(x: Tensor) -> Optional[NormSource]:
+        """The source of ``x`` if a batch-norm layer's hook has just noted it
+        and autograd records this call; else ``None`` (keep ``x`` itself)."""
         if x.grad_fn is None or not torch.is_grad_enabled():
             return None
         _sweep()
         found = _take_note(x)
         if found is None:
-            if self.state == self.LOOKING:
-                self._keep_only(None)
-                self.state = self.NONE
-            elif self.state in (self.UNKNOWN,
-                                self.FOUND) and _from_norm_node(x):
-                self._look()  # first call, or the layer was swapped
             return None
         module, inp = found
-        if self.state == self.LOOKING:
-            self._keep_only(module)
-        self.state = self.FOUND
         if (inp.shape != x.shape or inp.dtype != x.dtype
                 or inp.device != x.device):
             return None
         return NormSource(inp, _alpha(module, inp, x))
 
 
-# Attribute set on a layer that carries the note_norm_io hook (copied with
-# the layer, as its hooks are).
+# Attributes set on a batch norm that carries the note_norm_io hook, and on a
+# parent that carries NoteNorms (copied with the module, as its hooks are).
 _HOOKED = 'gcnet_mm_notes_io'
+_PARENT_HOOKED = 'gcnet_mm_notes_norms'

@@ -311,12 +311,23 @@ class NonLocalBlock(_NonLocalBlockNd, NonLocal2d, BaseModule):
 
     _abbr_ = 'nonlocal_block'
 
+    # mmcv's NonLocal2d signature, spelled out.
     def __init__(self,
                  in_channels: int,
                  sub_sample: Union[bool, str] = False,
                  conv_cfg: Optional[Dict] = dict(type='Conv2d'),
-                 **kwargs) -> None:
-        super().__init__(in_channels, sub_sample, conv_cfg, **kwargs)
+                 *,
+                 reduction: int = 2,
+                 use_scale: bool = True,
+                 norm_cfg: Optional[Dict] = None,
+                 mode: str = 'embedded_gaussian',
+                 zeros_init: bool = True,
+                 std: float = 0.01,
+                 init_cfg: Union[dict, list, None] = None) -> None:
+        super().__init__(in_channels, sub_sample, conv_cfg,
+                         reduction=reduction, use_scale=use_scale,
+                         norm_cfg=norm_cfg, mode=mode, zeros_init=zeros_init,
+                         std=std, init_cfg=init_cfg)
 
 
 @MODELS.register_module()
