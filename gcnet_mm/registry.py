@@ -10,18 +10,13 @@ Names that upstream registers too (``ContextBlock`` in mmcv, ``GCHead`` in
 mmseg) resolve to this package's classes only when written with the
 ``gcnet_mm.`` prefix; the package's own configs always write it.
 """
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import Registry
 
-__all__ = [
-    'MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'MODEL_WRAPPERS'
-]
+__all__ = ['MODELS', 'HOOKS', 'MODEL_WRAPPERS']
 
 # Let configs inherit from the package's with ``_base_ = 'gcnet_mm::...'``
 # (mmengine only resolves packages it knows); effective once gcnet_mm is
@@ -63,15 +58,6 @@ _find_package_configs()
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS, scope='gcnet_mm',
     locations=['gcnet_mm.models'])
-DATASETS = Registry(
-    'dataset', parent=MMENGINE_DATASETS, scope='gcnet_mm',
-    locations=['gcnet_mm.datasets'])
-TRANSFORMS = Registry(
-    'transform', parent=MMENGINE_TRANSFORMS, scope='gcnet_mm',
-    locations=['gcnet_mm.datasets'])
-METRICS = Registry(
-    'metric', parent=MMENGINE_METRICS, scope='gcnet_mm',
-    locations=['gcnet_mm.evaluation'])
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, scope='gcnet_mm',
     locations=['gcnet_mm.engine'])

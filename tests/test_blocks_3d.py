@@ -13,7 +13,7 @@ from gcnet_mm.models import (ContextBlock, ContextBlock3d, NonLocalBlock3d,
                              SNLBlock, SNLBlock3d)
 from gcnet_mm.models.blocks.context_block_3d import inflate_1x1_
 from gcnet_mm.ops import set_fused
-from helpers import kernels, outputs_and_grads, randomize_  # noqa: F401
+from conftest import outputs_and_grads, randomize_
 
 C, SHAPE = 16, (2, 16, 3, 5, 6)  # (B, C, T, H, W)
 

@@ -12,19 +12,10 @@ from torch import nn
 from gcnet_mm.models.blocks import (ContextBlock, NonLocalBlock, SEBlock,
                                     SNLBlock)
 from gcnet_mm.registry import MODELS
-from helpers import run_fwd_bwd, submodules
+from conftest import randomize_, run_fwd_bwd, submodules
 
 MODES = ('embedded_gaussian', 'gaussian', 'dot_product', 'concatenation')
 ALL_BLOCKS = (ContextBlock, SNLBlock, NonLocalBlock, SEBlock)
-
-
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random non-zero values for every parameter, zero-init ones too."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-    return module
 
 
 def count(module: nn.Module) -> int:
@@ -37,7 +28,7 @@ def test_common_calling_convention(cls):
     block = cls(16)  # in_channels first, everything else has a default
     assert isinstance(block, BaseModule)
     assert MODELS.get(f'gcnet_mm.{cls.__name__}') is cls
-    block = randomize_(block)
+    block = randomize_(block, eval_mode=False, scale=0.5)
     x = torch.randn(2, 16, 4, 6, requires_grad=True)
     out = block(x)
     assert out.shape == x.shape
@@ -132,7 +123,7 @@ def test_nonlocal_built_as_mmcv_is_mmcvs(mode, sub_sample):
     x = torch.randn(2, 8, 4, 6)
     with torch.no_grad():
         assert torch.equal(ours(x), x)
-        randomize_(ref)
+        randomize_(ref, eval_mode=False, scale=0.5)
         ours.load_state_dict(ref.state_dict(), strict=True)
         out = ours(x)
         assert not torch.allclose(out, x)
@@ -181,7 +172,7 @@ def test_nonlocal_matches_mmcv(mode, sub_sample, norm_cfg):
     from mmcv.cnn import NonLocal2d
     torch.manual_seed(0)
     ref = randomize_(
-        NonLocal2d(8, sub_sample=sub_sample, mode=mode, norm_cfg=norm_cfg))
+        NonLocal2d(8, sub_sample=sub_sample, mode=mode, norm_cfg=norm_cfg), eval_mode=False, scale=0.5)
     ours = NonLocalBlock(8, mode=mode, sub_sample=sub_sample,
                          norm_cfg=norm_cfg)
     assert ours.state_dict().keys() == ref.state_dict().keys()
@@ -222,7 +213,7 @@ def test_nonlocal_input_pooling_matches_mmcv_on_pooled_input(mode, shape):
     from mmcv.cnn import NonLocal2d
     torch.manual_seed(0)
     mmcv_block = randomize_(
-        NonLocal2d(8, mode=mode, norm_cfg=dict(type='BN')))
+        NonLocal2d(8, mode=mode, norm_cfg=dict(type='BN')), eval_mode=False, scale=0.5)
     ours = NonLocalBlock(8, mode=mode, sub_sample='input',
                          norm_cfg=dict(type='BN'))
     # same parameters as sub_sample=False: its checkpoints load unchanged
@@ -248,7 +239,7 @@ def test_nonlocal_input_pooling_differs_from_mmcv_sub_sample():
     attention and a quarter of the cost of phi and g."""
     from mmcv.cnn import NonLocal2d
     after = randomize_(
-        NonLocal2d(8, sub_sample=True, norm_cfg=dict(type='BN')))
+        NonLocal2d(8, sub_sample=True, norm_cfg=dict(type='BN')), eval_mode=False, scale=0.5)
     ours = NonLocalBlock(8, sub_sample='input', norm_cfg=dict(type='BN'))
     state = {k.replace('.0.conv', '.conv'): v
              for k, v in after.state_dict().items()}
@@ -269,10 +260,10 @@ def test_mmcv_concatenation_backward_is_broken_ours_is_not():
     """Documents why NonLocalBlock overrides ``concatenation``."""
     from mmcv.cnn import NonLocal2d
     x = torch.randn(1, 8, 3, 3, requires_grad=True)
-    ref = randomize_(NonLocal2d(8, mode='concatenation'))
+    ref = randomize_(NonLocal2d(8, mode='concatenation'), eval_mode=False, scale=0.5)
     with pytest.raises(RuntimeError, match='inplace'):
         ref(x).sum().backward()
-    ours = randomize_(NonLocalBlock(8, mode='concatenation'))
+    ours = randomize_(NonLocalBlock(8, mode='concatenation'), eval_mode=False, scale=0.5)
     ours(x).sum().backward()
     assert torch.isfinite(x.grad).all()
 
@@ -313,7 +304,7 @@ class _Parent(BaseModule):
     (ContextBlock, {}),
 ])
 def test_identity_survives_parent_init(cls, kwargs):
-    block = randomize_(cls(16, **kwargs))
+    block = randomize_(cls(16, **kwargs), eval_mode=False, scale=0.5)
     x = torch.randn(2, 16, 3, 3)
     assert not torch.equal(block(x), x)
     _Parent(block).init_weights()
@@ -321,7 +312,7 @@ def test_identity_survives_parent_init(cls, kwargs):
 
 
 def test_nonlocal_init_weights_restores_mmcv_init():
-    block = randomize_(NonLocalBlock(8, std=0.01, norm_cfg=dict(type='BN')))
+    block = randomize_(NonLocalBlock(8, std=0.01, norm_cfg=dict(type='BN')), eval_mode=False, scale=0.5)
     block.init_weights()
     assert block.g.conv.weight.std() < 0.05
     assert torch.all(block.g.conv.bias == 0)
@@ -335,7 +326,7 @@ def test_nonlocal_init_weights_restores_mmcv_init():
 def test_nonlocal_gradcheck(mode, sub_sample):
     block = randomize_(
         NonLocalBlock(8, mode=mode, sub_sample=sub_sample,
-                      norm_cfg=dict(type='BN')).double())
+                      norm_cfg=dict(type='BN')).double(), eval_mode=False, scale=0.5)
     block.eval()  # BN with fixed (random) statistics
     with torch.no_grad():
         block.conv_out.norm.running_mean.normal_()
@@ -376,7 +367,7 @@ def test_nonlocal_sub_sample_needs_2x2(sub_sample):
 @pytest.mark.parametrize('mode', ['embedded_gaussian', 'gaussian'])
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_nonlocal_autocast_large_inputs(mode, dtype):
-    block = randomize_(NonLocalBlock(8, mode=mode)).eval()
+    block = randomize_(NonLocalBlock(8, mode=mode), eval_mode=False, scale=0.5).eval()
     # gaussian logits x_i . x_j reach ~8 * 300^2 = 7e5: inf in float16
     x = torch.randn(2, 8, 4, 4) * 300
     try:
@@ -389,7 +380,7 @@ def test_nonlocal_autocast_large_inputs(mode, dtype):
 
 def test_nonlocal_half_module_large_inputs():
     """No autocast: a float16 module on float16 inputs stays finite."""
-    block = randomize_(NonLocalBlock(8, mode='gaussian')).eval().half()
+    block = randomize_(NonLocalBlock(8, mode='gaussian'), eval_mode=False, scale=0.5).eval().half()
     x = (torch.randn(1, 8, 3, 3) * 300).half()
     try:
         out = block(x)
@@ -400,7 +391,7 @@ def test_nonlocal_half_module_large_inputs():
 
 # ---------------------------------------------------------------- SEBlock
 def test_se_matches_formula():
-    block = randomize_(SEBlock(8, 1 / 4))
+    block = randomize_(SEBlock(8, 1 / 4), eval_mode=False, scale=0.5)
     x = torch.randn(2, 8, 3, 5)
     s = x.mean(dim=(2, 3), keepdim=True)
     s = torch.sigmoid(block.fc2(torch.relu(block.fc1(s))))
@@ -417,7 +408,7 @@ def test_se_width():
 
 
 def test_se_gradcheck():
-    block = randomize_(SEBlock(8, 1 / 4).double())
+    block = randomize_(SEBlock(8, 1 / 4).double(), eval_mode=False, scale=0.5)
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(block, (x, ), eps=1e-6, atol=1e-5)
 
@@ -437,7 +428,7 @@ def test_se_errors(kwargs, exc, fragments):
 
 
 def test_se_autocast_large_inputs():
-    block = randomize_(SEBlock(8, 1 / 4))
+    block = randomize_(SEBlock(8, 1 / 4), eval_mode=False, scale=0.5)
     x = torch.randn(2, 8, 4, 4) * 300
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = block(x)

@@ -494,7 +494,7 @@ def test_video_models_inflate_from_2d_imagenet_weights(tmp_path):
     ResNet-50 checkpoint (torchvision's layout, the configs' ``pretrained``)
     but the new blocks', which start as the identity."""
     torchvision = pytest.importorskip('torchvision')
-    from helpers import randomize_
+    from conftest import randomize_
     state_2d = randomize_(torchvision.models.resnet50()).state_dict()
     path = str(tmp_path / 'resnet50_2d.pth')
     torch.save(state_2d, path)

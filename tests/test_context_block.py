@@ -12,22 +12,12 @@ from gcnet_mm.models.blocks import context_block as context_block_module
 from gcnet_mm.ops import set_fused
 from gcnet_mm.ops.global_context import flat_transform
 from gcnet_mm.registry import MODELS
-from helpers import run_fwd_bwd, submodules
+from conftest import randomize_, run_fwd_bwd, submodules
 
 POOLINGS = ('att', 'avg')
 FUSIONS = (('channel_add', ), ('channel_mul', ), ('channel_add',
                                                   'channel_mul'))
 TRANSFORMS = ('ln_relu', 'relu', 'bottleneck', 'linear')
-
-
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter (zero-init ones included) random non-zero
-    values."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-    return module
 
 
 def ratio_kwargs(transform: str) -> dict:
@@ -40,7 +30,7 @@ def ratio_kwargs(transform: str) -> dict:
 def test_matches_mmcv(pooling, fusion):
     from mmcv.cnn import ContextBlock as MMCVContextBlock
     torch.manual_seed(0)
-    ref = randomize_(MMCVContextBlock(8, 1 / 4, pooling, fusion))
+    ref = randomize_(MMCVContextBlock(8, 1 / 4, pooling, fusion), eval_mode=False, scale=0.5)
     ours = ContextBlock(8, 1 / 4, pooling, fusion)
     assert ours.state_dict().keys() == ref.state_dict().keys()
     ours.load_state_dict(ref.state_dict(), strict=True)
@@ -186,7 +176,7 @@ class _Parent(BaseModule):
     (SNLBlock, {}),
 ])
 def test_init_weights_survives_parent_init(cls, kwargs):
-    block = randomize_(cls(8, **kwargs))
+    block = randomize_(cls(8, **kwargs), eval_mode=False, scale=0.5)
     x = torch.randn(2, 8, 3, 3)
     assert not torch.equal(block(x), x)
     parent = _Parent(block)
@@ -212,13 +202,13 @@ def test_gradcheck(pooling, fusion, transform):
     torch.manual_seed(1)
     block = ContextBlock(8, pooling_type=pooling, fusion_types=fusion,
                          transform=transform, **ratio_kwargs(transform))
-    block = randomize_(block.double())
+    block = randomize_(block.double(), eval_mode=False, scale=0.5)
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(block, (x, ), eps=1e-6, atol=1e-5)
 
 
 def test_gradcheck_snl():
-    block = randomize_(SNLBlock(8).double())
+    block = randomize_(SNLBlock(8).double(), eval_mode=False, scale=0.5)
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(block, (x, ), eps=1e-6, atol=1e-5)
 
@@ -236,7 +226,7 @@ def test_gradcheck_snl():
 def test_design_space(transform, names, pooling, fusion):
     block = ContextBlock(16, pooling_type=pooling, fusion_types=fusion,
                          transform=transform, **ratio_kwargs(transform))
-    randomize_(block)
+    randomize_(block, eval_mode=False, scale=0.5)
     with torch.no_grad():  # keep the ReLU of the tiny bottleneck alive
         for f in fusion:
             branch = getattr(block, f'{f}_conv')
@@ -353,7 +343,7 @@ def test_autocast_large_inputs(dtype, pooling, fusion):
     if not _autocast_ok(dtype):
         pytest.skip(f'CPU autocast with {dtype} unsupported')
     torch.manual_seed(0)
-    block = randomize_(ContextBlock(16, 1 / 4, pooling, fusion))
+    block = randomize_(ContextBlock(16, 1 / 4, pooling, fusion), eval_mode=False, scale=0.5)
     # logits of conv_mask reach ~1e3: exp() would overflow in any dtype
     # without the max-subtraction and float32 softmax of the op
     x = torch.randn(2, 16, 6, 6) * 300
@@ -373,7 +363,7 @@ def test_flat_transform_matches_modules(transform, fusion):
     Sequential of 1x1 convs on (B, C, 1, 1), values and gradients."""
     block = randomize_(ContextBlock(8, fusion_types=fusion,
                                     transform=transform,
-                                    **ratio_kwargs(transform))).double()
+                                    **ratio_kwargs(transform)), eval_mode=False, scale=0.5).double()
     ctx = torch.randn(3, 8, 1, 1, dtype=torch.float64, requires_grad=True)
     for attr in ('channel_add_conv', 'channel_mul_conv'):
         branch = getattr(block, attr)
@@ -394,7 +384,7 @@ def test_hooks_on_transform_layers_see_the_reference_path():
     """The fused path runs the transform as linear layers on (B, C); with
     set_fused(False) every layer is called as a module, so hooks on them
     (feature extraction, counters) fire; hooks on the block always do."""
-    block = randomize_(ContextBlock(8, 1 / 4))
+    block = randomize_(ContextBlock(8, 1 / 4), eval_mode=False, scale=0.5)
     layer_calls, block_calls = [], []
     block.channel_add_conv[0].register_forward_hook(
         lambda *args: layer_calls.append(1))

@@ -13,10 +13,10 @@ import sys
 import pytest
 import torch
 
-from gcnet_mm.datasets.synthetic import make_cityscapes, make_coco, make_imagenet
+from gcnet_mm.datasets.toy_data import make_cityscapes, make_coco, make_imagenet
+from conftest import REPO, host_tool, metrics_of, run_tool  # noqa: F401
 from gcnet_mm.engine import safe_load
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY = osp.join(REPO, 'configs', '_toy_')
 DET = osp.join(TOY, 'mask-rcnn_r50-gcb-r16-c3-c5_fpn_toy-coco.py')
 SEG = osp.join(TOY, 'gcnet_r50-d8_toy-cityscapes.py')
@@ -33,50 +33,6 @@ def workspace(tmp_path_factory):
     make_cityscapes(str(root / 'data' / 'toy_cityscapes'))
     make_imagenet(str(root / 'data' / 'toy_imagenet'))
     return root
-
-
-def _free_port():
-    import socket
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return str(sock.getsockname()[1])
-
-
-def host_tool(host, name):
-    """A host's own tools/NAME (shipped in its wheel under .mim/tools)."""
-    import importlib
-    path = osp.join(osp.dirname(importlib.import_module(host).__file__),
-                    '.mim', 'tools', name)
-    if not osp.isfile(path):
-        pytest.skip(f'{host} was installed without its tools/{name}')
-    return path
-
-
-def run_tool(cwd, *args, check=True, nproc=None, host=None, umask=None):
-    """``python tools/ARGS[0] ARGS[1:]`` in ``cwd``; ``host='mmdet'`` runs
-    that host's own tool instead, through ``python -m gcnet_mm``."""
-    env = dict(os.environ, OMP_NUM_THREADS='2', PORT=_free_port())
-    if nproc:
-        cmd = ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), *args]
-    elif host:
-        cmd = [sys.executable, '-m', 'gcnet_mm', host_tool(host, args[0]),
-               *args[1:]]
-    else:
-        cmd = [sys.executable, osp.join(REPO, 'tools', args[0]), *args[1:]]
-    proc = subprocess.run(
-        cmd, cwd=str(cwd), env=env, capture_output=True, text=True,
-        preexec_fn=None if umask is None else lambda: os.umask(umask))
-    out = proc.stdout + proc.stderr
-    if check and proc.returncode != 0:
-        pytest.fail(f'{" ".join(cmd)} exited {proc.returncode}:\n{out[-6000:]}')
-    return proc.returncode, out
-
-
-def metrics_of(work_dir):
-    files = sorted(glob.glob(osp.join(work_dir, 'metrics_*.json')))
-    assert files, f'no metrics JSON in {work_dir}'
-    with open(files[-1]) as f:
-        return json.load(f)['metrics']
 
 
 def same(a, b):

@@ -12,7 +12,7 @@ from gcnet_mm.ops import global_context
 from gcnet_mm.ops import cpu_kernels
 from gcnet_mm.ops.cpu_kernels import _ext, extension_isa
 from gcnet_mm.ops.dispatch import force_kernels
-from helpers import mmcv_block, ours, outputs_and_grads
+from conftest import mmcv_block, ours, outputs_and_grads
 
 needs_ext = pytest.mark.skipif(_ext is None, reason='gcnet_mm._ext not built')
 

@@ -9,8 +9,7 @@ from torch import nn
 
 from gcnet_mm.ops import global_context, set_fused, use_fused
 from gcnet_mm.ops.global_context import reference_global_context
-from helpers import (kernels, mmcv_block, ours,  # noqa: F401
-                     outputs_and_grads, runs_on)
+from conftest import mmcv_block, ours, outputs_and_grads, runs_on
 
 FUSIONS = [('channel_add', ), ('channel_mul', ),
            ('channel_add', 'channel_mul')]

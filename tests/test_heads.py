@@ -8,7 +8,7 @@ import gcnet_mm  # noqa: F401
 from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock, SNLBlock
 from gcnet_mm.models.heads import BlockFCNHead, GCHead, NonLocalHead, SNLHead
 from gcnet_mm.registry import MODELS
-from helpers import randomize_
+from conftest import randomize_
 
 mmseg_heads = pytest.importorskip('mmseg.models.decode_heads')
 

@@ -15,7 +15,7 @@ import gcnet_mm  # noqa: F401  (registers the gcnet_mm scope)
 from gcnet_mm.models import BackboneWithBlocks, insert_blocks
 from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock, SNLBlock
 from gcnet_mm.registry import MODELS
-from helpers import randomize_
+from conftest import randomize_
 
 mmdet_resnet = pytest.importorskip('mmdet.models.backbones.resnet')
 mmseg_resnet = pytest.importorskip('mmseg.models.backbones.resnet')

@@ -11,7 +11,7 @@ from torch import nn
 
 import gcnet_mm  # noqa: F401
 from gcnet_mm.models import insert_blocks
-from helpers import randomize_
+from conftest import randomize_
 
 mmaction = pytest.importorskip('mmaction')
 from mmaction.registry import MODELS  # noqa: E402

@@ -229,7 +229,7 @@ val_dataloader = test_dataloader
 
 @pytest.fixture(scope='module')
 def toy_imagenet(tmp_path_factory):
-    from gcnet_mm.datasets.synthetic import make_imagenet
+    from gcnet_mm.datasets.toy_data import make_imagenet
     root = tmp_path_factory.mktemp('toy_imagenet')
     make_imagenet(str(root), num_train=1, num_val=1, num_classes=2)
     return root
@@ -377,7 +377,7 @@ def test_docs_example_matches_the_tool(tmp_path, monkeypatch, capsys):
     table = [line for line in texts[0].splitlines() if line.startswith('|')]
     csv_lines = texts[1].strip().splitlines()
 
-    from gcnet_mm.datasets.synthetic import make_imagenet
+    from gcnet_mm.datasets.toy_data import make_imagenet
     make_imagenet(str(tmp_path / 'data' / 'toy_imagenet'))
     monkeypatch.chdir(tmp_path)
     import importlib.util

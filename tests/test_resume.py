@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import gcnet_mm  # noqa: F401  (registers gcnet_mm.ReseedHook)
+from conftest import free_port
 from gcnet_mm.engine import safe_load
 from gcnet_mm.engine.hooks import position_seed
 from gcnet_mm.engine.runner_cfg import find_resumable_checkpoint
@@ -173,7 +174,7 @@ def test_two_processes_resume_is_bit_identical(tmp_path):
     resumes."""
     def launch(phase):
         cmd = [sys.executable, '-m', 'torch.distributed.run',
-               '--nproc_per_node', '2', '--master_port', str(_free_port()),
+               '--nproc_per_node', '2', '--master_port', str(free_port()),
                __file__, str(tmp_path), phase]
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               env=dict(os.environ, OMP_NUM_THREADS='1'))
@@ -188,13 +189,6 @@ def test_two_processes_resume_is_bit_identical(tmp_path):
         assert resumed['meta']['iter'] == straight['meta']['iter']
         assert not _differ(straight['state_dict'], resumed['state_dict']), \
             name
-
-
-def _free_port():
-    import socket
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def test_persistent_workers_of_an_epoch_loop_are_named(tmp_path):

@@ -17,7 +17,7 @@ from gcnet_mm.visualization import (context_attention, detection_figure,
                                     draw_losses, find_context_blocks,
                                     read_train_losses,
                                     record_context_attention)
-from helpers import randomize_
+from conftest import randomize_
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY_DET = osp.join(REPO, 'configs', '_toy_',
@@ -218,7 +218,7 @@ def toy_detector(tmp_path_factory):
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
-    from gcnet_mm.datasets.synthetic import make_coco
+    from gcnet_mm.datasets.toy_data import make_coco
     root = tmp_path_factory.mktemp('figure')
     make_coco(
         str(root / 'toy_coco'), num_train=1, num_val=1, image_size=(64, 80))

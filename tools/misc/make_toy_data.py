@@ -1,6 +1,6 @@
 """Write tiny synthetic datasets in the real COCO / Cityscapes / ADE20K /
 VOC12+aug / ImageNet / Kinetics-400 layouts (see
-``gcnet_mm.datasets.synthetic``).
+``gcnet_mm.datasets.toy_data``).
 
     python tools/misc/make_toy_data.py coco data/toy_coco
     python tools/misc/make_toy_data.py kinetics data/toy_kinetics
@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from gcnet_mm.datasets.synthetic import TOY_DATASETS, make_all  # noqa: E402
+from gcnet_mm.datasets.toy_data import TOY_DATASETS, make_all  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""gcnet_mm.datasets.synthetic: every toy dataset is read by the real classes.
+"""gcnet_mm.datasets.toy_data: every toy dataset is read by the real classes.
 
 Each generator's output is loaded by the host library's own dataset class,
 configured as upstream's dataset config does (mmseg's ``_base_/datasets``
@@ -16,7 +16,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.utils import get_installed_path
 
-from gcnet_mm.datasets import synthetic
+from gcnet_mm.datasets import toy_data
 
 mmdet = pytest.importorskip('mmdet')
 mmseg = pytest.importorskip('mmseg')
@@ -68,7 +68,7 @@ def test_coco_gt_as_prediction_scores_ap_1(tmp_path):
     from mmdet.evaluation import CocoMetric
     from pycocotools import mask as mask_utils
     init_default_scope('mmdet')
-    out = synthetic.make_coco(
+    out = toy_data.make_coco(
         str(tmp_path), num_train=2, num_val=3, image_size=(64, 80),
         max_objects=3)
     assert set(out) == {'train_ann', 'val_ann', 'train_img', 'val_img'}
@@ -108,7 +108,7 @@ def test_coco_gt_as_prediction_scores_ap_1(tmp_path):
 def test_coco_images_load_and_match_the_annotations(tmp_path):
     from mmdet.datasets import CocoDataset
     init_default_scope('mmdet')
-    synthetic.make_coco(str(tmp_path), num_train=2, num_val=1,
+    toy_data.make_coco(str(tmp_path), num_train=2, num_val=1,
                         image_size=(48, 64))
     dataset = CocoDataset(
         data_root=str(tmp_path),
@@ -129,9 +129,9 @@ def test_coco_images_load_and_match_the_annotations(tmp_path):
 
 
 def test_coco_is_deterministic(tmp_path):
-    a = synthetic.make_coco(str(tmp_path / 'a'), 1, 1, (40, 40), seed=3)
-    b = synthetic.make_coco(str(tmp_path / 'b'), 1, 1, (40, 40), seed=3)
-    c = synthetic.make_coco(str(tmp_path / 'c'), 1, 1, (40, 40), seed=4)
+    a = toy_data.make_coco(str(tmp_path / 'a'), 1, 1, (40, 40), seed=3)
+    b = toy_data.make_coco(str(tmp_path / 'b'), 1, 1, (40, 40), seed=3)
+    c = toy_data.make_coco(str(tmp_path / 'c'), 1, 1, (40, 40), seed=4)
     read = lambda out: json.load(open(out['val_ann']))['annotations']  # noqa
     assert read(a) == read(b)
     assert read(a) != read(c)
@@ -143,7 +143,7 @@ def test_coco_is_deterministic(tmp_path):
 def test_cityscapes_train_ids_and_miou(tmp_path):
     from mmseg.registry import DATASETS
     init_default_scope('mmseg')
-    out = synthetic.make_cityscapes(
+    out = toy_data.make_cityscapes(
         str(tmp_path), num_train=2, num_val=2, image_size=(32, 64))
     cfg = _mmseg_dataset_cfg('cityscapes.py')
     dataset = DATASETS.build(
@@ -166,7 +166,7 @@ def test_cityscapes_train_ids_and_miou(tmp_path):
 def test_ade20k_reduce_zero_label_and_miou(tmp_path):
     from mmseg.registry import DATASETS
     init_default_scope('mmseg')
-    out = synthetic.make_ade20k(
+    out = toy_data.make_ade20k(
         str(tmp_path), num_train=2, num_val=2, image_size=(48, 48))
     cfg = _mmseg_dataset_cfg('ade20k.py')
     dataset_cfg = cfg.val_dataloader.dataset
@@ -186,7 +186,7 @@ def test_ade20k_reduce_zero_label_and_miou(tmp_path):
 def test_voc12aug_concat_layout_and_miou(tmp_path):
     from mmseg.registry import DATASETS
     init_default_scope('mmseg')
-    out = synthetic.make_voc12aug(
+    out = toy_data.make_voc12aug(
         str(tmp_path), num_train=2, num_val=2, image_size=(40, 40),
         num_aug_only=1)
     cfg = _mmseg_dataset_cfg('pascal_voc12_aug.py')
@@ -217,7 +217,7 @@ def test_voc12aug_concat_layout_and_miou(tmp_path):
 def test_imagenet_reads_with_real_labels(tmp_path, split):
     from mmpretrain.datasets import ImageNet
     init_default_scope('mmpretrain')
-    synthetic.make_imagenet(
+    toy_data.make_imagenet(
         str(tmp_path), num_train=2, num_val=1, image_size=(32, 32),
         num_classes=3)
     dataset = ImageNet(
@@ -232,7 +232,7 @@ def test_imagenet_reads_with_real_labels(tmp_path, split):
     assert dataset[0]['img'].shape == (32, 32, 3)
     if split == 'train':  # the folder is the class's wnid
         info = dataset.get_data_info(0)
-        wnid = synthetic.IMAGENET_TOY_WNIDS[int(info['gt_label'])]
+        wnid = toy_data.IMAGENET_TOY_WNIDS[int(info['gt_label'])]
         assert osp.basename(osp.dirname(info['img_path'])) == wnid
 
 
@@ -247,7 +247,7 @@ def test_kinetics_videos_read_and_score(tmp_path):
     pytest.importorskip('decord')
     from mmaction.evaluation import AccMetric
     from mmengine.registry import DATASETS, DefaultScope
-    out = synthetic.make_kinetics(str(tmp_path), num_train=2, num_val=1,
+    out = toy_data.make_kinetics(str(tmp_path), num_train=2, num_val=1,
                                   num_classes=3, num_frames=12)
     for split, per_class in (('train', 2), ('val', 1)):
         with DefaultScope.overwrite_default_scope('mmaction'):
@@ -272,7 +272,7 @@ def test_kinetics_videos_read_and_score(tmp_path):
     assert frames[0].shape == (48, 64, 3)
 
     def row_of_shape(frame):  # mean row of the pixels of the class colour
-        colour = np.array(synthetic._IMAGENET_COLOURS[1])
+        colour = np.array(toy_data._IMAGENET_COLOURS[1])
         rows, _ = np.nonzero(np.abs(frame.astype(int) - colour).sum(-1) < 80)
         assert len(rows) > 20
         return rows.mean()
@@ -298,19 +298,19 @@ def test_kinetics_videos_read_and_score(tmp_path):
     (dict(image_size=64), TypeError, 'image_size must be a \\(height, width\\)'),
     (dict(image_size=(32.0, 32)), TypeError, 'pair of ints'),
 ])
-@pytest.mark.parametrize('name', sorted(synthetic.TOY_DATASETS))
+@pytest.mark.parametrize('name', sorted(toy_data.TOY_DATASETS))
 def test_bad_arguments(tmp_path, name, kwargs, error, match):
-    make = synthetic.TOY_DATASETS[name][0]
+    make = toy_data.TOY_DATASETS[name][0]
     with pytest.raises(error, match=match):
         make(str(tmp_path), **kwargs)
 
 
 def test_generator_specific_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='num_classes must be an int in 1..5'):
-        synthetic.make_imagenet(str(tmp_path), num_classes=6)
+        toy_data.make_imagenet(str(tmp_path), num_classes=6)
     with pytest.raises(ValueError, match='num_aug_only must be a non-neg'):
-        synthetic.make_voc12aug(str(tmp_path), num_aug_only=-1)
+        toy_data.make_voc12aug(str(tmp_path), num_aug_only=-1)
     with pytest.raises(ValueError, match='max_objects must be a positive'):
-        synthetic.make_coco(str(tmp_path), max_objects=0)
+        toy_data.make_coco(str(tmp_path), max_objects=0)
     with pytest.raises(ValueError, match='num_frames must be an int >= 8'):
-        synthetic.make_kinetics(str(tmp_path), num_frames=4)
+        toy_data.make_kinetics(str(tmp_path), num_frames=4)

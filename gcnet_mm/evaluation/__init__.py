@@ -1,1 +1,0 @@
-"""evaluation components of gcnet_mm."""
