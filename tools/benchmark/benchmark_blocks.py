@@ -413,9 +413,11 @@ def plot_results(path: str, title: str,
             ax.bar_label(bars, fmt='%.2f', fontsize=7)
         ax.axhline(1.0, color='k', lw=0.8)
         ax.set_xticks(xs, list(blocks))
+        ax.set_ylim(0, 1.3 * max(t[n] / t['mmcv'] for t in blocks.values()
+                                 for n in names))
         ax.set_ylabel("forward + backward time / mmcv's")
         ax.set_title('GC r16 block, float32, batch 2')
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2, loc='upper left')
     if resnet:
         ax = axes.pop(0)
         t, mem = resnet
