@@ -10,10 +10,10 @@ Names that upstream registers too (``ContextBlock`` in mmcv, ``GCHead`` in
 mmseg) resolve to this package's classes only when written with the
 ``gcnet_mm.`` prefix; the package's own configs always write it.
 """
+from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import Registry
 
 __all__ = ['MODELS', 'HOOKS', 'MODEL_WRAPPERS']

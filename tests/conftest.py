@@ -9,6 +9,7 @@ tensors), so their arithmetic is tested everywhere.
 
 Test modules import the helpers below with ``from conftest import ...``.
 """
+import contextlib
 import glob
 import json
 import os
@@ -25,7 +26,7 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
-from gcnet_mm.ops import global_context  # noqa: E402
+from gcnet_mm.ops import global_context, set_fused  # noqa: E402
 from gcnet_mm.ops.cpu_kernels import extension_isa  # noqa: E402
 from gcnet_mm.ops.dispatch import force_kernels, fused_kernels  # noqa: E402
 from gcnet_mm.ops.triton_kernels import triton  # noqa: E402
@@ -53,6 +54,17 @@ def kernels(request):
         pytest.skip('Triton not installed')
     with force_kernels(request.param):
         yield request.param
+
+
+@contextlib.contextmanager
+def reference_path():
+    """GC blocks on their reference path (PyTorch ops, mmcv's arithmetic)
+    inside the ``with`` block."""
+    set_fused(False)
+    try:
+        yield
+    finally:
+        set_fused(True)
 
 
 def runs_on(name, x, block=None):

@@ -9,11 +9,10 @@ import torch
 from mmcv.cnn import ContextBlock as MMCVContextBlock
 from mmcv.cnn import NonLocal3d
 
+from conftest import outputs_and_grads, randomize_, reference_path
 from gcnet_mm.models import (ContextBlock, ContextBlock3d, NonLocalBlock3d,
                              SNLBlock, SNLBlock3d)
 from gcnet_mm.models.blocks.context_block_3d import inflate_1x1_
-from gcnet_mm.ops import set_fused
-from conftest import outputs_and_grads, randomize_
 
 C, SHAPE = 16, (2, 16, 3, 5, 6)  # (B, C, T, H, W)
 
@@ -146,11 +145,8 @@ def test_after_batch_norm_3d_keeps_its_input_not_x(kernels, train):
     with torch.no_grad():
         model[0].running_var.uniform_(0.5, 2)
     ref = copy.deepcopy(model)
-    set_fused(False)
-    try:
+    with reference_path():
         y_ref, g_ref = outputs_and_grads(ref, ref, x, gy)
-    finally:
-        set_fused(True)
     for call in range(2):
         model.load_state_dict(ref.state_dict())
         storages = {}

@@ -171,7 +171,6 @@ def test_pickle_module_is_not_used_for_unknown_types(tmp_path):
         safe_load(path)
 
 
-
 class _GetattrOnArray:
     """A pickle that asks getattr for ``ndarray.tofile`` (which writes files)."""
 

@@ -9,10 +9,10 @@ from mmengine.config import Config
 from mmengine.model import BaseModule
 from torch import nn
 
+from conftest import randomize_, run_fwd_bwd, submodules
 from gcnet_mm.models.blocks import (ContextBlock, NonLocalBlock, SEBlock,
                                     SNLBlock)
 from gcnet_mm.registry import MODELS
-from conftest import randomize_, run_fwd_bwd, submodules
 
 MODES = ('embedded_gaussian', 'gaussian', 'dot_product', 'concatenation')
 ALL_BLOCKS = (ContextBlock, SNLBlock, NonLocalBlock, SEBlock)

@@ -7,12 +7,11 @@ import torch
 from mmengine.model import BaseModule
 from torch import nn
 
+from conftest import randomize_, reference_path, run_fwd_bwd, submodules
 from gcnet_mm.models.blocks import ContextBlock, SNLBlock
 from gcnet_mm.models.blocks import context_block as context_block_module
-from gcnet_mm.ops import set_fused
 from gcnet_mm.ops.global_context import flat_transform
 from gcnet_mm.registry import MODELS
-from conftest import randomize_, run_fwd_bwd, submodules
 
 POOLINGS = ('att', 'avg')
 FUSIONS = (('channel_add', ), ('channel_mul', ), ('channel_add',
@@ -392,9 +391,6 @@ def test_hooks_on_transform_layers_see_the_reference_path():
     x = torch.randn(2, 8, 3, 3)
     y = block(x)
     assert layer_calls == [] and block_calls == [1]
-    set_fused(False)
-    try:
+    with reference_path():
         torch.testing.assert_close(block(x), y, atol=1e-6, rtol=1e-5)
-    finally:
-        set_fused(True)
     assert layer_calls == [1] and block_calls == [1, 1]

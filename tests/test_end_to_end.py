@@ -4,17 +4,15 @@ detection, segmentation and classification configs of the package, on tiny
 generated datasets in the real on-disk formats; and two-process training on
 the CPU with tools/dist_train.sh."""
 import glob
-import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from gcnet_mm.datasets.toy_data import make_cityscapes, make_coco, make_imagenet
 from conftest import REPO, host_tool, metrics_of, run_tool  # noqa: F401
+from gcnet_mm.datasets.toy_data import (make_cityscapes, make_coco,
+                                        make_imagenet)
 from gcnet_mm.engine import safe_load
 
 TOY = osp.join(REPO, 'configs', '_toy_')

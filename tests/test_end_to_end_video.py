@@ -5,9 +5,9 @@ import os.path as osp
 
 import pytest
 
+from conftest import REPO, metrics_of, run_tool
 from gcnet_mm.datasets.toy_data import make_kinetics
 from gcnet_mm.engine import safe_load
-from conftest import REPO, metrics_of, run_tool
 
 pytest.importorskip('mmaction')
 pytest.importorskip('decord')

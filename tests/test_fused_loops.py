@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from gcnet_mm.ops import global_context
-from gcnet_mm.ops import cpu_kernels
+from conftest import mmcv_block, ours, outputs_and_grads
+from gcnet_mm.ops import cpu_kernels, global_context
 from gcnet_mm.ops.cpu_kernels import _ext, extension_isa
 from gcnet_mm.ops.dispatch import force_kernels
-from conftest import mmcv_block, ours, outputs_and_grads
 
 needs_ext = pytest.mark.skipif(_ext is None, reason='gcnet_mm._ext not built')
 
@@ -165,7 +164,6 @@ def test_errors_name_what_was_given():
 def load_setup_py(monkeypatch):
     """setup.py's namespace, with setuptools.setup() not run."""
     import runpy
-
     import setuptools
     monkeypatch.setattr(setuptools, 'setup', lambda **kwargs: None)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

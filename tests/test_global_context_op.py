@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import (mmcv_block, ours, outputs_and_grads, reference_path,
+                      runs_on)
 from gcnet_mm.ops import global_context, set_fused, use_fused
 from gcnet_mm.ops.global_context import reference_global_context
-from conftest import mmcv_block, ours, outputs_and_grads, runs_on
 
 FUSIONS = [('channel_add', ), ('channel_mul', ),
            ('channel_add', 'channel_mul')]
@@ -115,6 +116,7 @@ def test_float32_within_rounding(kernels, batch):
 def test_no_grad_and_inference_run_the_fused_kernels(kernels, monkeypatch):
     """test.py's forward: the fused kernels, no graph, mmcv's values."""
     import importlib
+
     from gcnet_mm.ops import attention_pool
     op = importlib.import_module('gcnet_mm.ops.global_context')
     block = mmcv_block()
@@ -297,16 +299,17 @@ def test_the_parent_hooks_its_batch_norms_before_they_run():
 
 
 def test_a_block_alone_keeps_x_and_leaves_no_hook():
+    from torch.nn.modules import module as module_hooks
+
     from gcnet_mm.models import ContextBlock
     from gcnet_mm.ops import norm_source
-    from torch.nn.modules import module as module_hooks
     before = set(module_hooks._global_module_registration_hooks)
     block = ContextBlock(16, 1 / 4)
     mine = set(module_hooks._global_module_registration_hooks) - before
     assert len(mine) == 1
     bn = nn.BatchNorm2d(16)
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
-    _, saved = saved_storages(lambda: block(bn(x)))
+    _, saved = saved_storages(lambda b=block: b(bn(x)))
     assert n_big(saved, x) == 2  # x for batch norm, its output for the block
     del block
     nn.Sequential(nn.ReLU())  # the next registration lets the hook go
@@ -316,9 +319,8 @@ def test_a_block_alone_keeps_x_and_leaves_no_hook():
 
 @pytest.mark.parametrize('case', ['conv', 'functional', 'inplace_relu'])
 def test_no_batch_norm_layer_keeps_x(case):
-    """Where no batch-norm layer produced x, unmodified, the block keeps x:
-    gradients stay right and the learning ends."""
-    from gcnet_mm.ops import norm_source
+    """Where no batch-norm layer produced x, unmodified, the block keeps x
+    and its gradients stay right."""
     norm = {'conv': nn.Conv2d(16, 16, 1),
             'functional': nn.Identity(),
             'inplace_relu': nn.Sequential(nn.BatchNorm2d(16),
@@ -334,12 +336,9 @@ def test_no_batch_norm_layer_keeps_x(case):
     for _ in range(3):
         y = model(x)
         (dx, ) = torch.autograd.grad(y, [x], gy)
-        set_fused(False)
-        try:
+        with reference_path():
             y_ref = ref(x)
             (dx_ref, ) = torch.autograd.grad(y_ref, [x], gy)
-        finally:
-            set_fused(True)
         torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(dx, dx_ref, atol=1e-5, rtol=1e-4)
 
@@ -411,12 +410,9 @@ def test_activation_checkpointing(reentrant):
     ref.load_state_dict(model.state_dict())
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
     gy = torch.randn(2, 16, 4, 4)
-    set_fused(False)
-    try:
+    with reference_path():
         y_ref = ref(x)
         (g_ref, ) = torch.autograd.grad(y_ref, [x], gy)
-    finally:
-        set_fused(True)
     for _ in range(3):
         x.grad = None
         y = checkpoint(model, x, use_reentrant=reentrant)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import gcnet_mm  # noqa: F401
+from conftest import randomize_
 from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock, SNLBlock
 from gcnet_mm.models.heads import BlockFCNHead, GCHead, NonLocalHead, SNLHead
 from gcnet_mm.registry import MODELS
-from conftest import randomize_
 
 mmseg_heads = pytest.importorskip('mmseg.models.decode_heads')
 

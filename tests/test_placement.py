@@ -12,10 +12,10 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 import gcnet_mm  # noqa: F401  (registers the gcnet_mm scope)
+from conftest import randomize_
 from gcnet_mm.models import BackboneWithBlocks, insert_blocks
 from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock, SNLBlock
 from gcnet_mm.registry import MODELS
-from conftest import randomize_
 
 mmdet_resnet = pytest.importorskip('mmdet.models.backbones.resnet')
 mmseg_resnet = pytest.importorskip('mmseg.models.backbones.resnet')

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import gcnet_mm  # noqa: F401
-from gcnet_mm.models import insert_blocks
 from conftest import randomize_
+from gcnet_mm.models import insert_blocks
 
 mmaction = pytest.importorskip('mmaction')
 from mmaction.registry import MODELS  # noqa: E402

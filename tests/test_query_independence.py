@@ -11,10 +11,13 @@ from mmcv.cnn import NonLocal2d, NonLocal3d
 from PIL import Image
 
 import gcnet_mm  # noqa: F401
-from gcnet_mm.analysis.query_independence import (
-    QueryIndependenceRecorder, _attention_figure, analyze_query_independence,
-    find_nonlocal_blocks, nonlocal_attention, nonlocal_branch,
-    sample_query_pairs)
+from gcnet_mm.analysis.query_independence import (QueryIndependenceRecorder,
+                                                  _attention_figure,
+                                                  analyze_query_independence,
+                                                  find_nonlocal_blocks,
+                                                  nonlocal_attention,
+                                                  nonlocal_branch,
+                                                  sample_query_pairs)
 from gcnet_mm.models.blocks.nonlocal_block import (NonLocalBlock,
                                                    NonLocalBlock3d,
                                                    sub_sample_of)

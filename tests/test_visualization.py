@@ -11,13 +11,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import gcnet_mm  # noqa: F401
+from conftest import randomize_
 from gcnet_mm.models.blocks import ContextBlock, SNLBlock
 from gcnet_mm.visualization import (context_attention, detection_figure,
                                     draw_attention, draw_detections,
                                     draw_losses, find_context_blocks,
                                     read_train_losses,
                                     record_context_attention)
-from conftest import randomize_
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY_DET = osp.join(REPO, 'configs', '_toy_',

@@ -18,8 +18,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
 from gcnet_mm.engine.cli import (add_launch_args, build_runner,  # noqa: E402
                                  parse_launch_args, run_cli)
-from gcnet_mm.engine.runner_cfg import (check_metrics,  # noqa: E402
-                                        dump_metrics, load_checkpoint_strict,
+from gcnet_mm.engine.runner_cfg import check_metrics  # noqa: E402
+from gcnet_mm.engine.runner_cfg import (dump_metrics, load_checkpoint_strict,
                                         prepare_test_cfg)
 
 

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from ..engine.config_checks import (drop_pretrained, package_configs_dir,
-                                     sync_bn_to_bn)
+                                    sync_bn_to_bn)
 
 __all__ = [
     'COUNTING_CONVENTION', 'DEFAULT_SHAPES', 'CONFIGS_DIR', 'Complexity',
@@ -197,9 +197,10 @@ def build_model(config: Union[str, Path, Any],
     """
     import copy
 
-    import gcnet_mm  # noqa: F401  (registers the package's modules)
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
+
+    import gcnet_mm  # noqa: F401  (registers the package's modules)
 
     cfg = config if isinstance(config, Config) else Config.fromfile(
         resolve_config(config))

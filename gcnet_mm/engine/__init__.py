@@ -2,11 +2,11 @@
 resumable randomness and config checks."""
 from .checkpoint import (CheckpointLoadError, install_checkpoint_safety,
                          register_safe_globals, safe_load)
+from .cli import USER_ERRORS
 from .config_checks import check_data_paths, drop_pretrained, sync_bn_to_bn
 from .distributed import CPUDistributedDataParallel, setup_cpu_distributed
 from .hooks import ReseedHook
 from .runner_cfg import UsageError
-from .cli import USER_ERRORS
 
 __all__ = [
     'USER_ERRORS', 'UsageError',

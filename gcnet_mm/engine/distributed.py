@@ -9,7 +9,7 @@ SyncBN and mmengine's own wrapper.
 """
 import os
 import warnings
-from typing import Any, List
+from typing import Any
 
 import torch
 import torch.distributed as dist

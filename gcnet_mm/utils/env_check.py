@@ -43,7 +43,9 @@ def _check_fused_loops():
     (GCNET_MM_FUSED=0).
     """
     import os
+
     import torch
+
     from gcnet_mm.ops import use_fused
     from gcnet_mm.ops.cpu_kernels import extension_isa
     from gcnet_mm.ops.triton_kernels import triton
@@ -73,8 +75,8 @@ def _check_mmaction():
     import torch
     from mmengine.registry import DefaultScope
     try:
-        from mmaction.registry import MODELS
         import mmaction.models  # noqa: F401
+        from mmaction.registry import MODELS
     except ImportError as e:
         raise ImportError(
             f'{e}; run python -m gcnet_mm.utils.mmaction_compat (see '

@@ -356,10 +356,10 @@ def compare(res: Results, name: str, theirs: nn.Module, ours: nn.Module,
 
 
 def section_parity(args, res: Results) -> None:
-    import gcnet_mm  # noqa: F401
     from mmcv.cnn import ContextBlock as MMCVContextBlock
     from mmseg.models.decode_heads import GCHead as MMSegGCHead
 
+    import gcnet_mm  # noqa: F401
     from gcnet_mm.models.blocks import ContextBlock
     from gcnet_mm.models.heads import GCHead
     device = device_of(args.dry_run)
@@ -413,9 +413,9 @@ def parity_markdown(result: dict) -> str:
 # -- blocks -------------------------------------------------------------------
 
 def section_blocks(args, res: Results) -> None:
-    import gcnet_mm  # noqa: F401
     from mmcv.cnn import ContextBlock as MMCVContextBlock
 
+    import gcnet_mm  # noqa: F401
     from gcnet_mm.ops import set_fused, use_fused
     device = device_of(args.dry_run)
     sizes = SIZES['dry' if args.dry_run else 'device']
@@ -585,9 +585,9 @@ def state_bytes(*tensors) -> int:
 
 def section_resnet(args, res: Results) -> None:
     import torch.distributed as dist
+    from mmdet.utils import register_all_modules
 
     import gcnet_mm  # noqa: F401
-    from mmdet.utils import register_all_modules
     register_all_modules()
     device = device_of(args.dry_run)
     sizes = SIZES['dry' if args.dry_run else 'device']
