@@ -203,9 +203,10 @@ def fake_parts(partial=False):
         blocks['rows'].append(dict(
             stage=stage, batch=2, shape=[2, 512, 4, 4], precision='fp32',
             layout='contiguous',
-            seconds={'fused': ratio, 'reference': 1.0, 'mmcv': 1.0,
-                     'timm': 0.9},
-            memory={'fused': 10, 'reference': 20, 'mmcv': 20, 'timm': 20}))
+            seconds={'fused': ratio, 'fused, torch ops': 0.7,
+                     'reference': 1.0, 'mmcv': 1.0, 'timm': 0.9},
+            memory={'fused': 10, 'fused, torch ops': 10, 'reference': 20,
+                    'mmcv': 20, 'timm': 20}))
     resnet = {'rows': [], 'errors': ['resnet SyncBN fp16 contiguous: boom'],
               'complete': not partial, 'input': [2, 3, 32, 64], 'repeat': 2,
               'memory_measure': 'm', 'models': {'BN': {'plain': []}}}

@@ -98,7 +98,11 @@ DET_CONFIGS = {
     'SyncBN': 'mmdet::gcnet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py',
 }
 MODELS = ('plain', 'mmcv GC', 'gcnet_mm GC')
-BLOCKS = ('fused', 'reference', 'mmcv', 'timm')
+BLOCKS = ('fused', 'fused, torch ops', 'reference', 'mmcv', 'timm')
+# gcnet_mm's candidates: its fused path (Triton kernels on CUDA), the same
+# path on its PyTorch-ops kernels, and its reference path: which of them is
+# fastest decides what runs on CUDA (gcnet_mm/ops/dispatch.py, _ORDER).
+GCNET_PATHS = BLOCKS[:3]
 
 
 # -- shared -------------------------------------------------------------------
@@ -213,6 +217,22 @@ class Results:
 
 # -- env ----------------------------------------------------------------------
 
+def fused_kernel_names(device: str) -> Dict[str, Optional[str]]:
+    """The kernel set the fused path runs on ``device`` per precision and
+    layout (gcnet_mm.ops.dispatch.fused_kernels), or None (reference)."""
+    from gcnet_mm.ops.dispatch import fused_kernels
+    names = {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for layout in LAYOUTS:
+            x = torch.zeros(1, 8, 2, 2, dtype=dtype, device=device).to(
+                memory_format=layout_of(layout))
+            kernels = fused_kernels(x, torch.zeros(1, 8, 1, 1), nn.Identity(),
+                                    None)
+            names[f'{str(dtype)[6:]} {layout}'] = getattr(kernels, 'name',
+                                                          None)
+    return names
+
+
 def section_env(args, res: Results) -> None:
     import gcnet_mm
     from gcnet_mm.ops import use_fused
@@ -232,6 +252,7 @@ def section_env(args, res: Results) -> None:
         'tf32_matmul': torch.backends.cuda.matmul.allow_tf32,
         'tf32_cudnn': torch.backends.cudnn.allow_tf32,
         'cudnn_benchmark': torch.backends.cudnn.benchmark,
+        'fused_kernels': fused_kernel_names(device_of(args.dry_run)),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -430,7 +451,7 @@ def section_blocks(args, res: Results) -> None:
             mmcv = randomize_(MMCVContextBlock(c, ratio=1 / 16), 3).to(device)
             ours = bench.gcnet_block(mmcv)
             timm = randomize_(bench.timm_block(c), 4).to(device)
-            modules = {'fused': ours, 'reference': ours, 'mmcv': mmcv,
+            modules = {**{p: ours for p in GCNET_PATHS}, 'mmcv': mmcv,
                        'timm': timm}
             for precision, dtype in PRECISIONS.items():
                 for layout in LAYOUTS:
@@ -449,13 +470,13 @@ def section_blocks(args, res: Results) -> None:
                             m.zero_grad(set_to_none=True)
 
                     def step(name, module):
-                        fused = {'fused': True, 'reference': False}.get(name)
+                        def path():
+                            return (bench.gc_path(name) if name in GCNET_PATHS
+                                    else contextlib.nullcontext())
 
                         def run():
                             x.grad = None
-                            if fused is not None:
-                                set_fused(fused)
-                            with autocast(device, precision):
+                            with path(), autocast(device, precision):
                                 y = module(x)
                             y.backward(gy)
                         return run
@@ -489,19 +510,20 @@ def blocks_markdown(result: dict) -> str:
         table.append([
             r['stage'], 'x'.join(map(str, r['shape'])), r['precision'],
             r['layout'], *(f'{t[n] * 1e3:.3f}' for n in BLOCKS),
-            *(f"{t[n] / t['mmcv']:.2f}"
-              for n in ('fused', 'reference', 'timm')),
+            *(f"{t[n] / t.get('mmcv', float('nan')):.2f}"
+              for n in BLOCKS if n != 'mmcv'),
             f"{m['mmcv'] / 2**20:.1f}",
             *(fmt(m[n] / m['mmcv'] if m['mmcv'] else None, '.2f')
-              for n in ('fused', 'reference', 'timm'))])
+              for n in BLOCKS if n != 'mmcv')])
     return (f"GC r16 block forward + backward, median of {result['repeat']} "
             f"rounds of {result['inner']} calls; memory: "
             f"{result['memory_measure']}.\n\n" + md_table(
-                ['stage', 'shape', 'precision', 'layout', 'fused ms',
-                 'reference ms', 'mmcv ms', 'timm ms', 'fused / mmcv',
-                 'reference / mmcv', 'timm / mmcv', 'mmcv MiB',
-                 'fused mem / mmcv', 'reference mem / mmcv',
-                 'timm mem / mmcv'], table))
+                ['stage', 'shape', 'precision', 'layout',
+                 *(f'{n} ms' for n in BLOCKS),
+                 *(f'{n} / mmcv' for n in BLOCKS if n != 'mmcv'),
+                 'mmcv MiB',
+                 *(f'{n} mem / mmcv' for n in BLOCKS if n != 'mmcv')],
+                table))
 
 
 # -- resnet -------------------------------------------------------------------
