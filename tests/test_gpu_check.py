@@ -195,7 +195,7 @@ def test_backbones_share_weights_and_hold_the_right_blocks():
 
 
 def fake_parts(partial=False):
-    """Sections' results as check.py writes them: ratios at the goals'
+    """Sections' results as check.py writes them: ratios at the targets'
     limits, a resnet section cut short with a failed case."""
     blocks = {'rows': [], 'errors': [], 'complete': True, 'repeat': 3,
               'inner': 1, 'memory_measure': 'm'}
@@ -221,11 +221,11 @@ def fake_parts(partial=False):
     return {'blocks': blocks, 'resnet': resnet, 'env': env}
 
 
-def test_goals_at_their_limits():
+def test_targets_at_their_limits():
     parts = fake_parts()
     blocks, resnet = parts['blocks'], parts['resnet']
-    lines = {(g['goal'][:14], g['case']): g['ok']
-             for g in check.goals(blocks, resnet)}
+    lines = {(g['target'][:14], g['case']): g['ok']
+             for g in check.targets(blocks, resnet)}
     assert lines == {
         ('GC R-50 step t', 'BN, fp32'): True,  # 1.03 is within 1.03x
         ('GC R-50 step p', 'BN, fp32'): True,
@@ -256,7 +256,7 @@ def test_report_from_partial_results(tmp_path, capsys):
     assert '| resnet | 60.0 | timed out after 60 s |' in report
     results = json.loads((out / 'results.json').read_text())
     assert results['dry_run'] is True
-    assert [g['ok'] for g in results['goals']].count(False) == 3
+    assert [g['ok'] for g in results['targets']].count(False) == 3
     printed = capsys.readouterr().out
     assert 'FAIL  GC R-50 step time' in printed
 
@@ -359,8 +359,8 @@ def test_dry_run_end_to_end(tmp_path):
     # mmcv's and gcnet_mm's GC backbones, same weights, float32 outputs.
     assert all(r['gc_output_rel_diff'] < 1e-4 for r in resnet['rows'])
 
-    assert results['goals'] and all(
-        isinstance(g['ok'], bool) for g in results['goals'])
+    assert results['targets'] and all(
+        isinstance(g['ok'], bool) for g in results['targets'])
     loop = results['loop']
     assert loop['checkpoint'] == 'iter_4.pth'
     assert 'mIoU' in loop['metrics']

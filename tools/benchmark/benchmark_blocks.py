@@ -72,7 +72,7 @@ def parse_args(argv=None):
                         help="'cpu': process CPU time, steadier than wall "
                         'time on a machine shared with other jobs')
     parser.add_argument('--plot', metavar='PNG',
-                        help='also draw the ratios, with the goals, as a PNG')
+                        help='also draw the ratios and their targets as a PNG')
     parser.add_argument('--malloc', default='steady',
                         choices=['steady', 'default'],
                         help="'steady': glibc reuses freed memory instead of "

@@ -24,7 +24,7 @@ Sections, each printing its Markdown table and writing its rows as JSON:
 
 ``report`` merges the sections, run.sh's stage times and the user's loop into
 ``OUT/report.md``, ``OUT/results.json`` and ``OUT/gpu_check.png``, with the
-goals as pass/fail lines.
+targets as pass/fail lines.
 
 SyncBN on one GPU: ``torch.nn.SyncBatchNorm`` runs plain batch norm when its
 process group has one rank, and NCCL refuses two ranks on one GPU.  The
@@ -69,10 +69,10 @@ STAGES = ('c3', 'c4', 'c5')
 # the mmcv / mmseg module's own error under the same precision, if larger.
 TOLERANCE = {'fp32': 1e-4, 'bf16': 3e-2, 'fp16': 1e-2}
 
-# Goals: the GC R-50 step at most 1.03x the plain step's time and peak
+# Targets: the GC R-50 step at most 1.03x the plain step's time and peak
 # memory; the block at most 0.5x mmcv's time.
-STEP_GOAL = 1.03
-BLOCK_GOAL = 0.5
+STEP_TARGET = 1.03
+BLOCK_TARGET = 0.5
 
 SIZES = {
     'device': dict(
@@ -712,7 +712,7 @@ def resnet_markdown(result: dict) -> str:
 
 # -- report -------------------------------------------------------------------
 
-def goals(blocks: Optional[dict], resnet: Optional[dict]) -> List[dict]:
+def targets(blocks: Optional[dict], resnet: Optional[dict]) -> List[dict]:
     """Pass/fail lines: the GC R-50 step (gcnet_mm's block) at most 1.03x
     the plain step's time and peak memory for every norm and precision, and
     the block (fused path) at most 0.5x mmcv's time at c3/c4/c5; contiguous
@@ -724,17 +724,17 @@ def goals(blocks: Optional[dict], resnet: Optional[dict]) -> List[dict]:
         for what, key in (('time', 'seconds'), ('peak memory', 'memory')):
             v = r[key]['gcnet_mm GC'] / r[key]['plain']
             lines.append(dict(
-                goal=f'GC R-50 step {what} <= {STEP_GOAL}x plain',
+                target=f'GC R-50 step {what} <= {STEP_TARGET}x plain',
                 case=f"{r['norm']}, {r['precision']}", value=v,
-                limit=STEP_GOAL, ok=v <= STEP_GOAL))
+                limit=STEP_TARGET, ok=v <= STEP_TARGET))
     for r in (blocks or {}).get('rows', []):
         if r['layout'] != 'contiguous':
             continue
         v = r['seconds']['fused'] / r['seconds']['mmcv']
         lines.append(dict(
-            goal=f"block time <= {BLOCK_GOAL}x mmcv's",
+            target=f"block time <= {BLOCK_TARGET}x mmcv's",
             case=f"{r['stage']} batch {r['batch']}, {r['precision']}",
-            value=v, limit=BLOCK_GOAL, ok=v <= BLOCK_GOAL))
+            value=v, limit=BLOCK_TARGET, ok=v <= BLOCK_TARGET))
     return lines
 
 
@@ -813,8 +813,8 @@ def read_loop(work: str) -> dict:
 def plot(path: str, title: str, blocks: Optional[dict],
          resnet: Optional[dict]) -> None:
     """Left: the block's time over mmcv's (fused path, contiguous) per
-    shape and precision, with the 0.5x goal; right: the GC step's time and
-    peak memory over the plain one's, with the 1.03x goal."""
+    shape and precision, with the 0.5x target; right: the GC step's time and
+    peak memory over the plain one's, with the 1.03x target."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -836,8 +836,8 @@ def plot(path: str, title: str, blocks: Optional[dict],
                             label=f'gcnet_mm fused, {precision}')
             left.bar_label(bars, fmt='%.2f', fontsize=6)
         left.axhline(1.0, color='k', lw=0.8)
-        left.axhline(BLOCK_GOAL, color='r', ls='--', lw=1,
-                     label=f'goal ({BLOCK_GOAL}x)')
+        left.axhline(BLOCK_TARGET, color='r', ls='--', lw=1,
+                     label=f'target ({BLOCK_TARGET}x)')
         left.set_xticks(xs, cases)
         left.set_ylabel("block forward + backward time / mmcv's")
         left.legend(fontsize=7)
@@ -856,8 +856,8 @@ def plot(path: str, title: str, blocks: Optional[dict],
                              [r[key][model] / r[key]['plain'] for r in rows],
                              width, label=label)
             right.bar_label(bars, fmt='%.2f', fontsize=5)
-        right.axhline(STEP_GOAL, color='r', ls='--', lw=1,
-                      label=f'goal ({STEP_GOAL}x)')
+        right.axhline(STEP_TARGET, color='r', ls='--', lw=1,
+                      label=f'target ({STEP_TARGET}x)')
         right.set_xticks(xs, cases, fontsize=7)
         right.set_ylim(0.8, None)
         right.set_ylabel("ratio to the plain backbone's")
@@ -875,7 +875,7 @@ def section_report(args) -> int:
              for name in ('env', 'parity', 'blocks', 'resnet')}
     stages = read_stages(osp.join(work, 'stages.tsv'))
     loop = read_loop(work)
-    lines = goals(parts['blocks'], parts['resnet'])
+    lines = targets(parts['blocks'], parts['resnet'])
     env = (parts['env'] or {}).get('info', {})
     where = (f"{env.get('gpu', env.get('device', '?'))}, torch "
              f"{env.get('torch', '?')}, CUDA {env.get('cuda')}, cuDNN "
@@ -885,18 +885,19 @@ def section_report(args) -> int:
                                         if args.dry_run else '')
              + f' - {where}')
     results = dict(dry_run=args.dry_run, env=env, stages=stages, loop=loop,
-                   goals=lines, **{k: parts[k] for k in
-                                   ('parity', 'blocks', 'resnet')})
+                   targets=lines,
+                   **{k: parts[k] for k in ('parity', 'blocks', 'resnet')})
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=1)
 
     md = [f'# {title}', '']
-    md += ['## Goals', '', md_table(
-        ['goal', 'case', 'measured', 'result'],
-        [[g['goal'], g['case'], f"{g['value']:.3f}",
+    md += ['## Targets', '', md_table(
+        ['target', 'case', 'measured', 'result'],
+        [[g['target'], g['case'], f"{g['value']:.3f}",
           'pass' if g['ok'] else '**fail**'] for g in lines])
-        if lines else 'No goal measured (blocks and resnet did not run).', '']
+        if lines else 'No target measured (blocks and resnet did not run).',
+        '']
     md += ['## Stages', '', md_table(
         ['stage', 'seconds', 'status'],
         [[s['stage'], f"{s['seconds']:.1f}", s['status']] for s in stages]),
@@ -943,7 +944,7 @@ def section_report(args) -> int:
     print(f"\nparity: {len(bad_parity)} failing row(s) of "
           f"{len((parts['parity'] or {}).get('rows', []))}")
     for g in lines:
-        print(f"{'PASS' if g['ok'] else 'FAIL'}  {g['goal']:<36} "
+        print(f"{'PASS' if g['ok'] else 'FAIL'}  {g['target']:<36} "
               f"{g['case']:<24} {g['value']:.3f}")
     print(f'user loop: {loop}')
     print(f'results: {out}/report.md, results.json, gpu_check.png, run.log')
