@@ -38,8 +38,8 @@ if [[ -z "${PYTHON:-}" ]]; then
   PYTHON="$(command -v python3.11 || command -v python3 || true)"
 fi
 [[ -n "$PYTHON" ]] || die "no python3 found; set PYTHON=/path/to/python3.11"
-"$PYTHON" -c 'import sys; sys.exit(not ((3, 8) <= sys.version_info[:2] <= (3, 12)))' \
-  || die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); expected 3.8 to 3.12 (torch 2.13 + mmcv 2.1)"
+"$PYTHON" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 12)))' \
+  || die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); expected 3.10 to 3.12 (torch 2.13 has wheels from 3.10 on; mmcv 2.1 is built and tested up to 3.12)"
 if [[ ! -x "$py" ]]; then
   log "creating $venv with $PYTHON"
   "$PYTHON" -m venv "$venv" || die "could not create a venv (on Debian/Ubuntu: apt-get install python3-venv)"
