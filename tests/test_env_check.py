@@ -46,11 +46,46 @@ def test_env_check_says_how_to_fix_mmaction(monkeypatch, capsys):
     assert 'python -m gcnet_mm.utils.mmaction_compat' in err
 
 
+def test_env_check_checks_the_hosts_that_are_installed(monkeypatch,
+                                                       capsys):
+    """A user's environment with some of the hosts passes and says which
+    are missing; the project's own (--all-hosts) needs all four; none at
+    all is an error."""
+    installed = env_check._installed
+    monkeypatch.setattr(env_check, '_installed', lambda p: p not in (
+        'mmdet', 'mmaction') and installed(p))
+    assert env_check.main([]) == 0
+    out = capsys.readouterr().out
+    assert 'mmdet: not installed (pip install -e .[det])' in out
+    assert 'mmaction2: not installed (docs/mmaction2.md)' in out
+    assert 'mmseg 1.2' in out and 'mmpretrain 1.2' in out
+    assert 'its base: mmseg::' in out
+    assert 'environment OK' in out
+
+    def absent(name, *args, **kwargs):
+        raise ModuleNotFoundError(f"No module named '{name}'")
+
+    check_host = env_check._check_host
+    monkeypatch.setattr(env_check, '_check_host', lambda h: absent(h)
+                        if h == 'mmdet' else check_host(h))
+    monkeypatch.setattr(env_check, '_check_mmaction', lambda: absent(
+        'mmaction'))
+    assert env_check.main(['--all-hosts']) == 1
+    err = capsys.readouterr().err
+    assert "FAIL  mmdet: ModuleNotFoundError: No module named 'mmdet'" in err
+    assert 'FAIL  mmaction2' in err
+
+    monkeypatch.setattr(env_check, '_installed', lambda p: False)
+    assert env_check.main([]) == 1
+    err = capsys.readouterr().err
+    assert 'FAIL  hosts: none of mmdet, mmseg, mmpretrain, mmaction2' in err
+
+
 def test_env_check_reads_a_host_config(monkeypatch, capsys):
     """Without pkg_resources (setuptools >= 81) mmengine 0.10 reads no
     config with an mmdet:: base: the check says so and how to fix it."""
     assert env_check.main([]) == 0
-    assert 'an mmdet:: base' in capsys.readouterr().out
+    assert 'its base: mmdet::' in capsys.readouterr().out
     monkeypatch.setitem(sys.modules, 'pkg_resources', None)
     assert env_check.main([]) == 1
     err = capsys.readouterr().err

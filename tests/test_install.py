@@ -124,4 +124,4 @@ def test_env_check_in_the_installed_package(installed, elsewhere):
     python, _ = installed
     env = dict(os.environ, GCNET_MM_WITH_EXT='0')  # built without _ext
     _, out = _run([python, '-m', 'gcnet_mm.utils.env_check'], elsewhere, env)
-    assert 'an mmdet:: base' in out and 'environment OK' in out
+    assert 'its base: mmdet::' in out and 'environment OK' in out

@@ -29,7 +29,7 @@ fingerprint() {
 
 if [[ -x "$py" && -f "$stamp" && "$(cat "$stamp")" == "$(fingerprint)" ]]; then
   log "environment up to date ($venv); verifying"
-  if "$py" -m gcnet_mm.utils.env_check --quick; then exit 0; fi
+  if "$py" -m gcnet_mm.utils.env_check --quick --all-hosts; then exit 0; fi
   log "verification failed; installing again"
 fi
 
@@ -106,6 +106,6 @@ GCNET_MM_WITH_EXT="${GCNET_MM_WITH_EXT:-1}" \
 # mmaction2 1.2.0's PyPI wheel lacks a subpackage it imports (docs/mmaction2.md).
 "$py" -m gcnet_mm.utils.mmaction_compat || die "could not make mmaction2 importable (see above)"
 
-"$py" -m gcnet_mm.utils.env_check || die "the environment does not work (see above)"
+"$py" -m gcnet_mm.utils.env_check --all-hosts || die "the environment does not work (see above)"
 fingerprint > "$stamp"
 log "ready: $venv"

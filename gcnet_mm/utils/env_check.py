@@ -1,8 +1,32 @@
-"""Check that the installed stack works: compiled mmcv ops, torchvision ops and
-the four OpenMMLab hosts.  ``python -m gcnet_mm.utils.env_check [--quick]``."""
+"""Check that the installed stack works: compiled mmcv ops, torchvision ops,
+the OpenMMLab hosts that are installed (mmdet, mmseg, mmpretrain, mmaction2:
+any of them; ``--all-hosts`` requires all four, as the project's own
+environment has them), a host config and the GC block's fused path.
+
+``python -m gcnet_mm.utils.env_check [--quick] [--all-hosts]``."""
 import argparse
 import importlib
+import importlib.util
 import sys
+
+#: host package -> (its name, how to install it, a package config whose
+#: ``_base_`` lies in that host)
+HOSTS = {
+    'mmdet': ('mmdet', 'pip install -e .[det]',
+              'detection/gcnet/mask-rcnn_r50-syncbn_fpn_1x_coco.py'),
+    'mmseg': ('mmseg', 'pip install -e .[seg]',
+              'segmentation/gcnet/gcnet_r101-d8_4xb2-40k_cityscapes-512x1024'
+              '.py'),
+    'mmpretrain': ('mmpretrain', 'pip install -e .[cls]',
+                   'classification/gcnet/resnet50_8xb64-coslr-120e_in1k.py'),
+    'mmaction': ('mmaction2', 'docs/mmaction2.md',
+                 'recognition/gcnet/slowonly_imagenet-pretrained-r50_8xb16-'
+                 '8x8x1-steplr-150e_kinetics400-rgb.py'),
+}
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
 
 
 def _check_torch():
@@ -103,25 +127,25 @@ def _check_mmaction():
             ' a slow-only recognizer with a GC block runs')
 
 
-def _check_host_config():
-    """A package config whose base is ``mmdet::...`` reads: mmengine 0.10
+def _check_host_config(host):
+    """A package config whose base is ``HOST::...`` reads: mmengine 0.10
     resolves such bases with pkg_resources, which setuptools 81 removed."""
     import os.path as osp
 
     from mmengine.config import Config
 
     from gcnet_mm.engine.config_checks import package_configs_dir
-    name = 'detection/gcnet/mask-rcnn_r50-syncbn_fpn_1x_coco.py'
+    name = HOSTS[host][2]
     try:
         Config.fromfile(osp.join(package_configs_dir(), name))
     except ImportError as e:
         if 'pkg_resources' not in str(e):
             raise
         raise RuntimeError(
-            f'cannot read {name} (its base is mmdet::...): mmengine needs '
+            f'cannot read {name} (its base is {host}::...): mmengine needs '
             'pkg_resources, which setuptools >= 81 no longer has; run '
             '"pip install \'setuptools<81\'"') from None
-    return f'configs: {name} (an mmdet:: base) reads'
+    return f'configs: {name} reads (its base: {host}::...)'
 
 
 def _check_host(name):
@@ -133,15 +157,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--quick', action='store_true',
                         help='skip nothing but print one line')
+    parser.add_argument('--all-hosts', action='store_true',
+                        help='fail unless all four hosts are installed (the '
+                        "project's own environment)")
     args = parser.parse_args(argv)
-    checks = [('torch', _check_torch), ('mmcv ops', _check_mmcv_ops)]
-    checks += [(h, lambda h=h: _check_host(h))
-               for h in ('mmengine', 'mmdet', 'mmseg', 'mmpretrain')]
-    checks.append(('mmaction2', _check_mmaction))
+    checks = [('torch', _check_torch), ('mmcv ops', _check_mmcv_ops),
+              ('mmengine', lambda: _check_host('mmengine'))]
+    missing = [h for h in HOSTS if not _installed(h)]
+    present = [h for h in HOSTS if h not in missing or args.all_hosts]
+    for host in present:
+        checks.append((HOSTS[host][0], _check_mmaction if host == 'mmaction'
+                       else lambda h=host: _check_host(h)))
     checks.append(('gcnet_mm', lambda: _check_host('gcnet_mm')))
-    checks.append(('host configs', _check_host_config))
+    if present:
+        checks.append(('host configs',
+                       lambda: _check_host_config(present[0])))
     checks.append(('fused path', _check_fused_loops))
     failed = []
+    if not present:
+        failed.append('hosts')
+        print('[env_check] FAIL  hosts: none of mmdet, mmseg, mmpretrain, '
+              'mmaction2 is installed; pip install -e .[det] (or [seg], '
+              '[cls], [all])', file=sys.stderr)
     for name, fn in checks:
         try:
             msg = fn()
@@ -151,6 +188,11 @@ def main(argv=None):
             failed.append(name)
             print(f'[env_check] FAIL  {name}: {type(e).__name__}: {e}',
                   file=sys.stderr)
+    if not args.quick and not args.all_hosts:
+        for host in missing:
+            name, how, _ = HOSTS[host]
+            print(f'[env_check] --    {name}: not installed ({how}); its '
+                  'configs will not run')
     if failed:
         print(f'[env_check] broken: {", ".join(failed)}; rerun '
               'tools/setup_env.sh (delete .venv/ to start over)',
