@@ -44,6 +44,7 @@ import contextlib
 import copy
 import glob
 import json
+import math
 import os
 import os.path as osp
 import platform
@@ -51,7 +52,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -716,7 +717,10 @@ def targets(blocks: Optional[dict], resnet: Optional[dict]) -> List[dict]:
     """Pass/fail lines: the GC R-50 step (gcnet_mm's block) at most 1.03x
     the plain step's time and peak memory for every norm and precision, and
     the block (fused path) at most 0.5x mmcv's time at c3/c4/c5; contiguous
-    layout (the configs')."""
+    layout (the configs').  And, for every precision and layout, the fused
+    path (what runs by default) no slower than the faster of the package's
+    PyTorch-ops paths (the geometric mean over the block shapes): where it
+    is, those kernels must not run there (gcnet_mm/ops/dispatch.py)."""
     lines = []
     for r in (resnet or {}).get('rows', []):
         if r['layout'] != 'contiguous':
@@ -735,6 +739,17 @@ def targets(blocks: Optional[dict], resnet: Optional[dict]) -> List[dict]:
             target=f"block time <= {BLOCK_TARGET}x mmcv's",
             case=f"{r['stage']} batch {r['batch']}, {r['precision']}",
             value=v, limit=BLOCK_TARGET, ok=v <= BLOCK_TARGET))
+    ratios: Dict[Tuple[str, str], List[float]] = {}
+    for r in (blocks or {}).get('rows', []):
+        t = r['seconds']
+        ratios.setdefault((r['precision'], r['layout']), []).append(
+            t['fused'] / min(t['fused, torch ops'], t['reference']))
+    for (precision, layout), values in ratios.items():
+        v = math.exp(sum(map(math.log, values)) / len(values))
+        lines.append(dict(
+            target='fused block <= PyTorch-ops paths',
+            case=f'{precision}, {layout}', value=v, limit=1.0,
+            ok=v <= 1.0))
     return lines
 
 
