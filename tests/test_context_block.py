@@ -300,6 +300,24 @@ def test_constructor_errors(kwargs, exc, fragments):
         ContextBlock(16, **kwargs)
     for fragment in fragments:
         assert fragment in str(info.value), (fragment, str(info.value))
+    # mmcv checks its arguments with assert: code written against it (its
+    # own unit tests too) catches AssertionError
+    assert isinstance(info.value, AssertionError)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(pooling_type='unsupport_type'), dict(fusion_types='channel_add'),
+    dict(fusion_types=('unsupport_type', )), dict(fusion_types=())])
+def test_errors_caught_as_mmcv_s_are(kwargs):
+    """Where mmcv's block raises AssertionError, ours raises an error that
+    is one too (and a ValueError or TypeError with a message)."""
+    from mmcv.cnn.bricks import ContextBlock as MMCVContextBlock
+    with pytest.raises(AssertionError):
+        MMCVContextBlock(16, 1 / 4, **kwargs)
+    with pytest.raises(AssertionError) as info:
+        ContextBlock(16, 1 / 4, **kwargs)
+    assert isinstance(info.value, (ValueError, TypeError))
+    assert str(info.value)
 
 
 @pytest.mark.parametrize('in_channels,exc', [(0, ValueError),

@@ -1,8 +1,9 @@
 """Argument checks shared by the blocks.
 
-Each check raises ``TypeError`` (wrong type) or ``ValueError`` (wrong value)
-with a message that names the argument, repeats the value given and says what
-is allowed, so a typo in a config points at itself.
+Each check raises :class:`ArgumentTypeError` (wrong type) or
+:class:`ArgumentValueError` (wrong value) with a message that names the
+argument, repeats the value given and says what is allowed, so a typo in a
+config points at itself.
 """
 import difflib
 import numbers
@@ -11,9 +12,23 @@ from typing import Dict, Iterable, Optional
 from torch import Tensor
 
 __all__ = [
-    'check_positive_int', 'check_choice', 'check_choices', 'reduced_channels',
-    'check_input'
+    'ArgumentTypeError', 'ArgumentValueError', 'check_positive_int',
+    'check_choice', 'check_choices', 'reduced_channels', 'check_input'
 ]
+
+
+class ArgumentValueError(ValueError, AssertionError):
+    """A block argument with a wrong value.
+
+    Also an ``AssertionError``: mmcv's blocks check their arguments with
+    ``assert``, so code written against them (mmcv's own tests included)
+    catches this too.
+    """
+
+
+class ArgumentTypeError(TypeError, AssertionError):
+    """A block argument of a wrong type; an ``AssertionError`` too, as
+    :class:`ArgumentValueError`."""
 
 
 def _is_int(value: object) -> bool:
@@ -32,10 +47,12 @@ def check_positive_int(name: str, value: object) -> int:
         ValueError: ``value`` is zero or negative.
     """
     if not _is_int(value):
-        raise TypeError(f'{name} must be a positive int, '
-                        f'got {value!r} of type {type(value).__name__}')
+        raise ArgumentTypeError(
+            f'{name} must be a positive int, '
+            f'got {value!r} of type {type(value).__name__}')
     if value < 1:
-        raise ValueError(f'{name} must be a positive int, got {value!r}')
+        raise ArgumentValueError(
+            f'{name} must be a positive int, got {value!r}')
     return int(value)
 
 
@@ -67,8 +84,8 @@ def check_choice(name: str,
             guess = close[0] if close else None
         if guess is not None:
             hint = f"; did you mean '{guess}'?"
-    raise ValueError(f'unknown {name} {value!r}, expected one of '
-                     f'{allowed}{hint}')
+    raise ArgumentValueError(f'unknown {name} {value!r}, expected one of '
+                             f'{allowed}{hint}')
 
 
 def check_choices(name: str,
@@ -90,22 +107,21 @@ def check_choices(name: str,
     """
     allowed = list(allowed)
     if not isinstance(values, (list, tuple)):
-        raise TypeError(f'{name} must be a list or tuple of names from '
-                        f'{allowed}, got {values!r} of type '
-                        f'{type(values).__name__}')
+        raise ArgumentTypeError(
+            f'{name} must be a list or tuple of names from '
+            f'{allowed}, got {values!r} of type '
+            f'{type(values).__name__}')
     if len(values) == 0:
-        raise ValueError(f'{name} must name at least one of {allowed}, '
-                         f'got {values!r}')
+        raise ArgumentValueError(
+            f'{name} must name at least one of {allowed}, '
+            f'got {values!r}')
     for value in values:
         check_choice(name, value, allowed, aliases=aliases)
     return tuple(values)
 
 
-def reduced_channels(in_channels: int,
-                     ratio: Optional[float],
-                     channels: Optional[int],
-                     *,
-                     default_ratio: float) -> int:
+def reduced_channels(in_channels: int, ratio: Optional[float],
+                     channels: Optional[int], *, default_ratio: float) -> int:
     """Width of a bottleneck, given as a ratio or as a channel count.
 
     ``int(in_channels * ratio)`` as mmcv computes it, or ``channels`` as is.
@@ -123,24 +139,27 @@ def reduced_channels(in_channels: int,
         TypeError: ``ratio`` is not a real number or ``channels`` not an int.
     """
     if ratio is not None and channels is not None:
-        raise ValueError(f'give the reduced width either as ratio or as '
-                         f'channels, not both (got ratio={ratio!r}, '
-                         f'channels={channels!r})')
+        raise ArgumentValueError(
+            f'give the reduced width either as ratio or as '
+            f'channels, not both (got ratio={ratio!r}, '
+            f'channels={channels!r})')
     if channels is not None:
         return check_positive_int('channels', channels)
     if ratio is None:
         ratio = default_ratio
     if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool):
-        raise TypeError(f'ratio must be a positive number, got {ratio!r} '
-                        f'of type {type(ratio).__name__}')
+        raise ArgumentTypeError(
+            f'ratio must be a positive number, got {ratio!r} '
+            f'of type {type(ratio).__name__}')
     if not ratio > 0:
-        raise ValueError(f'ratio must be positive, got {ratio!r}')
+        raise ArgumentValueError(f'ratio must be positive, got {ratio!r}')
     planes = int(in_channels * ratio)
     if planes < 1:
-        raise ValueError(f'ratio={ratio!r} leaves no channels for '
-                         f'in_channels={in_channels} (int({in_channels} * '
-                         f'{ratio!r}) = {planes}); use a larger ratio '
-                         f'or give channels=')
+        raise ArgumentValueError(
+            f'ratio={ratio!r} leaves no channels for '
+            f'in_channels={in_channels} (int({in_channels} * '
+            f'{ratio!r}) = {planes}); use a larger ratio '
+            f'or give channels=')
     return planes
 
 

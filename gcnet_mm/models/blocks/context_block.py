@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from gcnet_mm.ops import global_context
 from gcnet_mm.ops.norm_source import NormTracker
 from gcnet_mm.registry import MODELS
-from ._utils import (check_choice, check_choices, check_input,
-                     check_positive_int, reduced_channels)
+from ._utils import (ArgumentValueError, check_choice, check_choices,
+                     check_input, check_positive_int, reduced_channels)
 
 __all__ = ['ContextBlock', 'SNLBlock']
 
@@ -59,7 +59,8 @@ FUSIONS: Dict[str, str] = {
 }
 
 # mmcv's docstring spells 'channels_add'; its code only accepts this one.
-_FUSION_ALIASES = {'channels_add': 'channel_add', 'channels_mul': 'channel_mul'}
+_FUSION_ALIASES = {
+    'channels_add': 'channel_add', 'channels_mul': 'channel_mul'}
 
 
 @MODELS.register_module()
@@ -122,7 +123,7 @@ class ContextBlock(BaseModule):
             planes = reduced_channels(
                 in_channels, ratio, channels, default_ratio=1 / 16)
         elif ratio is not None or channels is not None:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"transform={transform!r} has no bottleneck, so it takes "
                 f"neither ratio nor channels (got ratio={ratio!r}, "
                 f"channels={channels!r}); pass None or pick one of "

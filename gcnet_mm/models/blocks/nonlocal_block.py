@@ -27,7 +27,8 @@ from mmengine.model import BaseModule, constant_init, normal_init
 from torch import Tensor, nn
 
 from gcnet_mm.registry import MODELS
-from ._utils import check_choice, check_input, check_positive_int
+from ._utils import (ArgumentTypeError, ArgumentValueError, check_choice,
+                     check_input, check_positive_int)
 
 __all__ = [
     'NonLocalBlock', 'NonLocalBlock3d', 'key_input', 'pairwise_operands',
@@ -168,18 +169,20 @@ class _NonLocalBlockNd:
         in_channels = check_positive_int('in_channels', in_channels)
         reduction = check_positive_int('reduction', reduction)
         if in_channels // reduction < 1:
-            raise ValueError(f'reduction={reduction} leaves no channels for '
-                             f'in_channels={in_channels} (in_channels // '
-                             f'reduction = 0); use reduction <= {in_channels}')
+            raise ArgumentValueError(
+                f'reduction={reduction} leaves no channels for in_channels='
+                f'{in_channels} (in_channels // reduction = 0); use '
+                f'reduction <= {in_channels}')
         mode = check_choice('mode', mode, NL_MODES)
         if not (isinstance(sub_sample, bool) or sub_sample == 'input'):
-            raise ValueError(f'sub_sample must be False, True or \'input\' '
-                             f'(max-pool the input of phi and g, as the '
-                             f'original non-local code), got {sub_sample!r}')
+            raise ArgumentValueError(
+                f'sub_sample must be False, True or \'input\' (max-pool the '
+                f'input of phi and g, as the original non-local code), got '
+                f'{sub_sample!r}')
         for name, cfg in (('conv_cfg', conv_cfg), ('norm_cfg', norm_cfg)):
             if cfg is not None and not isinstance(cfg, dict):
-                raise TypeError(f'{name} must be a dict or None, got '
-                                f'{cfg!r}')
+                raise ArgumentTypeError(
+                    f'{name} must be a dict or None, got {cfg!r}')
         # Read by init_weights(), which mmcv's __init__ already calls.
         self.zeros_init = bool(zeros_init)
         self.std = float(std)

@@ -1,0 +1,76 @@
+"""conftest.py of tools/misc/upstream_tests.py: upstream's unit tests get
+gcnet_mm's drop-in classes under upstream's names.
+
+Before any test module imports them (``GCNET_MM_UPSTREAM_SHIM=1``):
+
+- ``mmcv.cnn.ContextBlock``, ``mmcv.cnn.bricks.ContextBlock`` ->
+  ``gcnet_mm.ContextBlock``; ``mmcv.cnn(.bricks).NonLocal2d`` ->
+  ``gcnet_mm.NonLocalBlock``;
+- ``mmseg.models.decode_heads.GCHead`` / ``NLHead`` -> ``gcnet_mm.GCHead`` /
+  ``NonLocalHead``;
+- the plugin types ``ContextBlock`` and ``NonLocal2d`` of mmengine's root
+  registry (what mmdet's Bottleneck builds through mmcv's
+  ``build_plugin_layer``) -> the same gcnet_mm classes.
+
+Then it checks that the binding holds: an mmdet Bottleneck with both
+plugins holds gcnet_mm's blocks. ``GCNET_MM_UPSTREAM_SHIM=0`` binds nothing.
+"""
+import importlib.util
+import os
+
+import pytest
+
+SHIM = os.environ.get('GCNET_MM_UPSTREAM_SHIM', '1') == '1'
+
+
+def _bind() -> None:
+    import mmcv.cnn
+    import mmcv.cnn.bricks
+    from mmengine.registry import MODELS
+
+    import gcnet_mm  # noqa: F401  (registers the package's modules)
+    from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock
+    mmcv.cnn.ContextBlock = mmcv.cnn.bricks.ContextBlock = ContextBlock
+    mmcv.cnn.NonLocal2d = mmcv.cnn.bricks.NonLocal2d = NonLocalBlock
+    MODELS.register_module('ContextBlock', module=ContextBlock, force=True)
+    MODELS.register_module('NonLocal2d', module=NonLocalBlock, force=True)
+    if importlib.util.find_spec('mmseg') is not None:
+        import mmseg.models.decode_heads as heads
+
+        from gcnet_mm.models.heads import GCHead, NonLocalHead
+        heads.GCHead, heads.NLHead = GCHead, NonLocalHead
+
+
+def _check(plugins: bool = True) -> None:
+    from mmcv.cnn.bricks import ContextBlock
+
+    from gcnet_mm.models.blocks import ContextBlock as Ours
+    from gcnet_mm.models.blocks import NonLocalBlock
+    assert ContextBlock is Ours
+    if plugins and importlib.util.find_spec('mmdet') is not None:
+        from mmdet.models.backbones.resnet import Bottleneck
+        block = Bottleneck(64, 16, plugins=[
+            dict(cfg=dict(type='ContextBlock', ratio=1. / 16),
+                 position='after_conv3'),
+            dict(cfg=dict(type='NonLocal2d'), position='after_conv2')])
+        assert type(block.context_block) is Ours, type(block.context_block)
+        assert type(block.nonlocal_block) is NonLocalBlock
+
+
+def pytest_configure(config):
+    if SHIM:
+        _bind()
+        _check()
+
+
+def pytest_report_header(config):
+    return ('upstream tests against: ' +
+            ('gcnet_mm classes' if SHIM else 'upstream classes'))
+
+
+@pytest.fixture(autouse=True)
+def _binding_holds():
+    """Every test runs with the binding in place."""
+    if SHIM:
+        _check(plugins=False)
+    yield
