@@ -82,7 +82,8 @@ setup(
     # config can inherit from them with `_base_ = 'gcnet_mm::...'`.
     include_package_data=True,
     package_data={'gcnet_mm': ['.mim/model-index.yml', '.mim/configs/**/*.py',
-                              '.mim/configs/**/*.yml', '.mim/configs/**/*.md']},
+                               '.mim/configs/**/*.yml',
+                               '.mim/configs/**/*.md']},
     install_requires=[
         # torch.amp.is_autocast_available and the weights-only loader's
         # allowlist (torch.serialization.add_safe_globals) arrived in 2.4.

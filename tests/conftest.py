@@ -143,7 +143,7 @@ def submodules(module: nn.Module) -> list:
     return [(name, type(m)) for name, m in module.named_modules() if name]
 
 
-# -- the tools, run as a user runs them ------------------------------------------
+# -- the tools, run as a user runs them ---------------------------------------
 def free_port() -> str:
     """A free TCP port on localhost, for a process group's rendezvous."""
     with socket.socket() as sock:
@@ -177,7 +177,8 @@ def run_tool(cwd, *args, check=True, nproc=None, host=None, umask=None):
         preexec_fn=None if umask is None else lambda: os.umask(umask))
     out = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
-        pytest.fail(f'{" ".join(cmd)} exited {proc.returncode}:\n{out[-6000:]}')
+        pytest.fail(
+            f'{" ".join(cmd)} exited {proc.returncode}:\n{out[-6000:]}')
     return proc.returncode, out
 
 

@@ -172,7 +172,8 @@ def test_pickle_module_is_not_used_for_unknown_types(tmp_path):
 
 
 class _GetattrOnArray:
-    """A pickle that asks getattr for ``ndarray.tofile`` (which writes files)."""
+    """A pickle that asks getattr for ``ndarray.tofile`` (which writes
+    files)."""
 
     def __reduce__(self):
         return (getattr, (np.ndarray, 'tofile'))

@@ -172,7 +172,8 @@ def test_nonlocal_matches_mmcv(mode, sub_sample, norm_cfg):
     from mmcv.cnn import NonLocal2d
     torch.manual_seed(0)
     ref = randomize_(
-        NonLocal2d(8, sub_sample=sub_sample, mode=mode, norm_cfg=norm_cfg), eval_mode=False, scale=0.5)
+        NonLocal2d(8, sub_sample=sub_sample, mode=mode, norm_cfg=norm_cfg),
+        eval_mode=False, scale=0.5)
     ours = NonLocalBlock(8, mode=mode, sub_sample=sub_sample,
                          norm_cfg=norm_cfg)
     assert ours.state_dict().keys() == ref.state_dict().keys()
@@ -213,7 +214,8 @@ def test_nonlocal_input_pooling_matches_mmcv_on_pooled_input(mode, shape):
     from mmcv.cnn import NonLocal2d
     torch.manual_seed(0)
     mmcv_block = randomize_(
-        NonLocal2d(8, mode=mode, norm_cfg=dict(type='BN')), eval_mode=False, scale=0.5)
+        NonLocal2d(8, mode=mode, norm_cfg=dict(type='BN')), eval_mode=False,
+        scale=0.5)
     ours = NonLocalBlock(8, mode=mode, sub_sample='input',
                          norm_cfg=dict(type='BN'))
     # same parameters as sub_sample=False: its checkpoints load unchanged
@@ -239,7 +241,8 @@ def test_nonlocal_input_pooling_differs_from_mmcv_sub_sample():
     attention and a quarter of the cost of phi and g."""
     from mmcv.cnn import NonLocal2d
     after = randomize_(
-        NonLocal2d(8, sub_sample=True, norm_cfg=dict(type='BN')), eval_mode=False, scale=0.5)
+        NonLocal2d(8, sub_sample=True, norm_cfg=dict(type='BN')),
+        eval_mode=False, scale=0.5)
     ours = NonLocalBlock(8, sub_sample='input', norm_cfg=dict(type='BN'))
     state = {k.replace('.0.conv', '.conv'): v
              for k, v in after.state_dict().items()}
@@ -260,10 +263,12 @@ def test_mmcv_concatenation_backward_is_broken_ours_is_not():
     """Documents why NonLocalBlock overrides ``concatenation``."""
     from mmcv.cnn import NonLocal2d
     x = torch.randn(1, 8, 3, 3, requires_grad=True)
-    ref = randomize_(NonLocal2d(8, mode='concatenation'), eval_mode=False, scale=0.5)
+    ref = randomize_(NonLocal2d(8, mode='concatenation'), eval_mode=False,
+                     scale=0.5)
     with pytest.raises(RuntimeError, match='inplace'):
         ref(x).sum().backward()
-    ours = randomize_(NonLocalBlock(8, mode='concatenation'), eval_mode=False, scale=0.5)
+    ours = randomize_(NonLocalBlock(8, mode='concatenation'), eval_mode=False,
+                      scale=0.5)
     ours(x).sum().backward()
     assert torch.isfinite(x.grad).all()
 
@@ -312,7 +317,8 @@ def test_identity_survives_parent_init(cls, kwargs):
 
 
 def test_nonlocal_init_weights_restores_mmcv_init():
-    block = randomize_(NonLocalBlock(8, std=0.01, norm_cfg=dict(type='BN')), eval_mode=False, scale=0.5)
+    block = randomize_(NonLocalBlock(8, std=0.01, norm_cfg=dict(type='BN')),
+                       eval_mode=False, scale=0.5)
     block.init_weights()
     assert block.g.conv.weight.std() < 0.05
     assert torch.all(block.g.conv.bias == 0)
@@ -326,7 +332,8 @@ def test_nonlocal_init_weights_restores_mmcv_init():
 def test_nonlocal_gradcheck(mode, sub_sample):
     block = randomize_(
         NonLocalBlock(8, mode=mode, sub_sample=sub_sample,
-                      norm_cfg=dict(type='BN')).double(), eval_mode=False, scale=0.5)
+                      norm_cfg=dict(type='BN')).double(),
+        eval_mode=False, scale=0.5)
     block.eval()  # BN with fixed (random) statistics
     with torch.no_grad():
         block.conv_out.norm.running_mean.normal_()
@@ -367,7 +374,8 @@ def test_nonlocal_sub_sample_needs_2x2(sub_sample):
 @pytest.mark.parametrize('mode', ['embedded_gaussian', 'gaussian'])
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_nonlocal_autocast_large_inputs(mode, dtype):
-    block = randomize_(NonLocalBlock(8, mode=mode), eval_mode=False, scale=0.5).eval()
+    block = randomize_(NonLocalBlock(8, mode=mode), eval_mode=False,
+                       scale=0.5).eval()
     # gaussian logits x_i . x_j reach ~8 * 300^2 = 7e5: inf in float16
     x = torch.randn(2, 8, 4, 4) * 300
     try:
@@ -380,7 +388,8 @@ def test_nonlocal_autocast_large_inputs(mode, dtype):
 
 def test_nonlocal_half_module_large_inputs():
     """No autocast: a float16 module on float16 inputs stays finite."""
-    block = randomize_(NonLocalBlock(8, mode='gaussian'), eval_mode=False, scale=0.5).eval().half()
+    block = randomize_(NonLocalBlock(8, mode='gaussian'), eval_mode=False,
+                       scale=0.5).eval().half()
     x = (torch.randn(1, 8, 3, 3) * 300).half()
     try:
         out = block(x)

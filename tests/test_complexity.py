@@ -56,8 +56,8 @@ def test_broadcast_matmul_counts_every_batch():
         def forward(self, w, x):
             return torch.matmul(w, x)
 
-    flops, _ = harness.count_flops(Pool(),
-                              (torch.rand(1, 1, 6), torch.rand(3, 6, 10)))
+    flops, _ = harness.count_flops(
+        Pool(), (torch.rand(1, 1, 6), torch.rand(3, 6, 10)))
     assert flops == 3 * 6 * 10
 
 
@@ -65,7 +65,8 @@ def test_linear_and_batchnorm_by_hand():
     model = nn.Sequential(nn.Linear(10, 7), nn.ReLU()).eval()
     assert harness.count_flops(model, torch.rand(3, 10))[0] == 3 * 10 * 7
     bn = nn.BatchNorm2d(4).eval()  # inference: scale and shift per element
-    assert harness.count_flops(bn, torch.rand(2, 4, 3, 5))[0] == 2 * 2 * 4 * 3 * 5
+    assert harness.count_flops(
+        bn, torch.rand(2, 4, 3, 5))[0] == 2 * 2 * 4 * 3 * 5
 
 
 def test_mmcv_counter_adds_bias_and_relu():
@@ -93,12 +94,12 @@ def test_deformable_conv_counts_as_a_conv(modulated, counter):
     if counter == 'mmcv' and modulated:
         expected_conv += out_elements  # its bias
     assert harness.count_flops(plain, x, counter)[0] == expected_conv
-    assert flops == expected_conv + harness.count_flops(dcn.conv_offset, x,
-                                                   counter)[0]
+    assert flops == expected_conv + harness.count_flops(
+        dcn.conv_offset, x, counter)[0]
 
 
-@pytest.mark.parametrize('c,ratio,h,w', [(16, 1 / 4, 5, 5), (32, 1 / 16, 3,
-                                                              7)])
+@pytest.mark.parametrize('c,ratio,h,w',
+                         [(16, 1 / 4, 5, 5), (32, 1 / 16, 3, 7)])
 def test_context_block_flops_by_hand(c, ratio, h, w):
     block = ContextBlock(c, ratio).eval()
     p, n = int(c * ratio), h * w
@@ -277,7 +278,7 @@ def test_paper_table_4a_params_match():
         assert row['flops_g'] is None and row['paper_flops_g'] > 3.8
 
 
-# --- video (Table 5) ----------------------------------------------------------
+# --- video (Table 5) ---------------------------------------------------------
 
 VIDEO = 'recognition/gcnet/slowonly_'
 K400 = '_8xb16-8x8x1-steplr-150e_kinetics400-rgb.py'
@@ -321,7 +322,8 @@ def test_video_flops_of_one_clip_at_a_small_input():
     assert base.notes == 'one clip of 8 frames'
     assert set(base.flops_by_part) == {'backbone', 'cls_head'}
     assert base.flops_by_operator['linear'] == 2048 * 400  # the fc head
-    nl = harness.get_complexity(VIDEO + 'r50-in1k-pre-nl-5blk' + K400, shape=64)
+    nl = harness.get_complexity(VIDEO + 'r50-in1k-pre-nl-5blk' + K400,
+                                shape=64)
     added = 0
     for blocks, c, side in ((2, 512, 8), (3, 1024, 4)):  # c3, c4 at 64x64
         n, k, inner = 8 * side * side, 8 * (side // 2)**2, c // 2

@@ -86,7 +86,8 @@ def test_stage2_without_stage1_names_load_from_and_its_config(
 def test_weights_are_not_checked_when_resuming(tmp_path):
     cfg = Config(dict(load_from=str(tmp_path / 'gone.pth'), resume=True,
                       model=dict(backbone=dict(init_cfg=dict(
-                          type='Pretrained', checkpoint='torchvision://r50')))))
+                          type='Pretrained',
+                          checkpoint='torchvision://r50')))))
     assert check_data_paths(cfg, (), weights=True) == ['torchvision://r50']
     cfg.resume = False
     cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'mine.pth')

@@ -29,7 +29,8 @@ def ratio_kwargs(transform: str) -> dict:
 def test_matches_mmcv(pooling, fusion):
     from mmcv.cnn import ContextBlock as MMCVContextBlock
     torch.manual_seed(0)
-    ref = randomize_(MMCVContextBlock(8, 1 / 4, pooling, fusion), eval_mode=False, scale=0.5)
+    ref = randomize_(MMCVContextBlock(8, 1 / 4, pooling, fusion),
+                     eval_mode=False, scale=0.5)
     ours = ContextBlock(8, 1 / 4, pooling, fusion)
     assert ours.state_dict().keys() == ref.state_dict().keys()
     ours.load_state_dict(ref.state_dict(), strict=True)
@@ -360,7 +361,8 @@ def test_autocast_large_inputs(dtype, pooling, fusion):
     if not _autocast_ok(dtype):
         pytest.skip(f'CPU autocast with {dtype} unsupported')
     torch.manual_seed(0)
-    block = randomize_(ContextBlock(16, 1 / 4, pooling, fusion), eval_mode=False, scale=0.5)
+    block = randomize_(ContextBlock(16, 1 / 4, pooling, fusion),
+                       eval_mode=False, scale=0.5)
     # logits of conv_mask reach ~1e3: exp() would overflow in any dtype
     # without the max-subtraction and float32 softmax of the op
     x = torch.randn(2, 16, 6, 6) * 300
@@ -380,7 +382,8 @@ def test_flat_transform_matches_modules(transform, fusion):
     Sequential of 1x1 convs on (B, C, 1, 1), values and gradients."""
     block = randomize_(ContextBlock(8, fusion_types=fusion,
                                     transform=transform,
-                                    **ratio_kwargs(transform)), eval_mode=False, scale=0.5).double()
+                                    **ratio_kwargs(transform)),
+                       eval_mode=False, scale=0.5).double()
     ctx = torch.randn(3, 8, 1, 1, dtype=torch.float64, requires_grad=True)
     for attr in ('channel_add_conv', 'channel_mul_conv'):
         branch = getattr(block, attr)

@@ -58,7 +58,8 @@ def test_detection_under_mmdet_tools_and_ours(workspace):
     whose predictions are all filtered out is an error."""
     import pickle
     (workspace / 'user_det.py').write_text(
-        "_base_ = 'gcnet_mm::_toy_/mask-rcnn_r50-gcb-r16-c3-c5_fpn_toy-coco.py'"
+        "_base_ = "
+        "'gcnet_mm::_toy_/mask-rcnn_r50-gcb-r16-c3-c5_fpn_toy-coco.py'"
         '\ntrain_cfg = dict(max_epochs=1, val_interval=5)\n')
     wd = str(workspace / 'det')
     run_tool(workspace, 'train.py', 'user_det.py', '--work-dir', wd,

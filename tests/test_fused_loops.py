@@ -212,7 +212,8 @@ def test_switched_at_run_time(value, expected):
             'from gcnet_mm.utils.env_check import _check_fused_loops\n'
             'print(use_fused(), "|", _check_fused_loops())')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, env={**os.environ, 'GCNET_MM_FUSED': value})
+                         text=True,
+                         env={**os.environ, 'GCNET_MM_FUSED': value})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].startswith(
         f'{value == "1"} | {expected}')

@@ -288,7 +288,8 @@ def test_the_parent_hooks_its_batch_norms_before_they_run():
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
     # x (the first batch norm's input, which the block shares) and the
     # block's output (the input of the sibling after it)
-    for dup in (model, copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+    for dup in (model, copy.deepcopy(model),
+                pickle.loads(pickle.dumps(model))):
         _, saved = saved_storages(lambda: dup(x))
         assert n_big(saved, x) == 2
         assert getattr(dup[0], norm_source._HOOKED)
@@ -504,8 +505,9 @@ def test_onnx_export_matches_eager(fusions, tmp_path):
 def test_plain_matches_mmcv():
     block = mmcv_block(fusions=('channel_add', 'channel_mul'))
     x = torch.randn(2, 16, 4, 4)
-    y = reference_global_context(x, block.conv_mask.weight, block.conv_mask.bias,
-                             block.channel_add_conv, block.channel_mul_conv)
+    y = reference_global_context(x, block.conv_mask.weight,
+                                 block.conv_mask.bias, block.channel_add_conv,
+                                 block.channel_mul_conv)
     torch.testing.assert_close(y, block(x), atol=1e-5, rtol=1e-4)
 
 

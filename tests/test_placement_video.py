@@ -84,7 +84,8 @@ def test_blocks_start_as_identity_after_resnet3d_init():
     plain.load_state_dict(backbone.state_dict(), strict=False)
     torch.manual_seed(1)
     backbone.init_weights()
-    assert not backbone.layer2[0].context_block.channel_add_conv[3].weight.any()
+    assert not backbone.layer2[0].context_block.channel_add_conv[
+        3].weight.any()
     assert not backbone.layer2[1].nonlocal_block.conv_out.bn.weight.any()
     plain.load_state_dict({k: v for k, v in backbone.state_dict().items()
                            if k in plain.state_dict()})

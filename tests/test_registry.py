@@ -118,7 +118,8 @@ def test_readme_mmdet_snippet_builds_in_a_plain_mmdet_config(tmp_path):
                       'README.md')
     blocks = re.findall(r'```python\n(.*?)```', open(readme).read(), re.S)
     snippet = next(b for b in blocks if "plugins=[" in b
-                   and "gcnet_mm.ContextBlock" in b and 'BackboneWith' not in b)
+                   and "gcnet_mm.ContextBlock" in b
+                   and 'BackboneWith' not in b)
     cfg = tmp_path / 'mask-rcnn_r50-gc_fpn_1x_coco.py'
     cfg.write_text("_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'\n"
                    + snippet)

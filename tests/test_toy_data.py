@@ -109,7 +109,7 @@ def test_coco_images_load_and_match_the_annotations(tmp_path):
     from mmdet.datasets import CocoDataset
     init_default_scope('mmdet')
     toy_data.make_coco(str(tmp_path), num_train=2, num_val=1,
-                        image_size=(48, 64))
+                       image_size=(48, 64))
     dataset = CocoDataset(
         data_root=str(tmp_path),
         ann_file='annotations/instances_train2017.json',
@@ -137,7 +137,7 @@ def test_coco_is_deterministic(tmp_path):
     assert read(a) != read(c)
 
 
-# --- segmentation -------------------------------------------------------------
+# --- segmentation ------------------------------------------------------------
 
 
 def test_cityscapes_train_ids_and_miou(tmp_path):
@@ -210,7 +210,7 @@ def test_voc12aug_concat_layout_and_miou(tmp_path):
     assert 0 in present and present - {0}
 
 
-# --- ImageNet -----------------------------------------------------------------
+# --- ImageNet ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize('split', ['train', 'val'])
@@ -226,7 +226,8 @@ def test_imagenet_reads_with_real_labels(tmp_path, split):
         pipeline=[dict(type='LoadImageFromFile')])
     assert len(dataset.metainfo['classes']) == 1000
     assert len(dataset) == 3 * (2 if split == 'train' else 1)
-    labels = [dataset.get_data_info(i)['gt_label'] for i in range(len(dataset))]
+    labels = [dataset.get_data_info(i)['gt_label']
+              for i in range(len(dataset))]
     assert sorted(set(int(v) for v in labels)) == [0, 1, 2]
     assert all(0 <= int(v) < 1000 for v in labels)
     assert dataset[0]['img'].shape == (32, 32, 3)
@@ -236,7 +237,7 @@ def test_imagenet_reads_with_real_labels(tmp_path, split):
         assert osp.basename(osp.dirname(info['img_path'])) == wnid
 
 
-# --- Kinetics -------------------------------------------------------------------
+# --- Kinetics ----------------------------------------------------------------
 
 
 def test_kinetics_videos_read_and_score(tmp_path):
@@ -248,7 +249,7 @@ def test_kinetics_videos_read_and_score(tmp_path):
     from mmaction.evaluation import AccMetric
     from mmengine.registry import DATASETS, DefaultScope
     out = toy_data.make_kinetics(str(tmp_path), num_train=2, num_val=1,
-                                  num_classes=3, num_frames=12)
+                                 num_classes=3, num_frames=12)
     for split, per_class in (('train', 2), ('val', 1)):
         with DefaultScope.overwrite_default_scope('mmaction'):
             dataset = DATASETS.build(dict(
@@ -288,14 +289,15 @@ def test_kinetics_videos_read_and_score(tmp_path):
     assert results['top1'] == 1.0 and results['mean1'] == 1.0
 
 
-# --- arguments ------------------------------------------------------------------
+# --- arguments ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize('kwargs,error,match', [
     (dict(num_train=0), ValueError, 'num_train must be a positive int'),
     (dict(num_val=1.5), ValueError, 'num_val must be a positive int'),
     (dict(image_size=(16, 64)), ValueError, 'at least 32x32'),
-    (dict(image_size=64), TypeError, 'image_size must be a \\(height, width\\)'),
+    (dict(image_size=64), TypeError,
+     'image_size must be a \\(height, width\\)'),
     (dict(image_size=(32.0, 32)), TypeError, 'pair of ints'),
 ])
 @pytest.mark.parametrize('name', sorted(toy_data.TOY_DATASETS))

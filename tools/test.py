@@ -19,8 +19,9 @@ import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
 from gcnet_mm.engine.cli import (add_launch_args, build_runner,  # noqa: E402
                                  parse_launch_args, run_cli)
 from gcnet_mm.engine.runner_cfg import check_metrics  # noqa: E402
-from gcnet_mm.engine.runner_cfg import (dump_metrics, load_checkpoint_strict,
-                                        prepare_test_cfg)
+from gcnet_mm.engine.runner_cfg import dump_metrics  # noqa: E402
+from gcnet_mm.engine.runner_cfg import load_checkpoint_strict  # noqa: E402
+from gcnet_mm.engine.runner_cfg import prepare_test_cfg  # noqa: E402
 
 
 def parse_args(argv=None):

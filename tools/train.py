@@ -1,6 +1,7 @@
 """Train a detector, segmentor or classifier from a config.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT] | --auto-resume] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR]
+        [--resume [CKPT] | --auto-resume] [--amp]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse

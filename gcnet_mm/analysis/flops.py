@@ -23,8 +23,9 @@ How each kind of model is run, following the upstream ``get_flops`` tools:
   proposals), the box head on every proposal and the mask head on the first
   100 RoIs, as mmdet's ``TwoStageDetector._forward`` (the mask heads of a
   cascade, which mmdet runs on every proposal in tensor mode, are capped at
-  ``test_cfg.rcnn.max_per_img`` = 100 RoIs too, as at inference).  The number of RoIs is
-  reported: with random weights it is data dependent, so the seed is fixed.
+  ``test_cfg.rcnn.max_per_img`` = 100 RoIs too, as at inference).  The
+  number of RoIs is reported: with random weights it is data dependent, so
+  the seed is fixed.
 * segmentation (mmseg): the auxiliary head is dropped (it does not run at
   test time), then the same tensor-mode forward on one image of ``shape``.
 * classification (mmpretrain): the whole classifier in tensor mode (backbone,
@@ -149,8 +150,8 @@ def resolve_config(config: Union[str, Path]) -> str:
                      'installed package)')
 
 
-def check_shape(shape: Union[int, Sequence[int], None]) -> Optional[Tuple[int,
-                                                                          int]]:
+def check_shape(
+        shape: Union[int, Sequence[int], None]) -> Optional[Tuple[int, int]]:
     """``shape`` as an (H, W) pair of positive ints; one int means square.
 
     Raises:
@@ -300,7 +301,8 @@ def _mmcv_deform_conv_hook(module: nn.Module, inputs: tuple,
     module.__flops__ += int(flops)
 
 
-def _mmcv_modules_mapping(mapping: Dict[type, Callable]) -> Dict[type, Callable]:
+def _mmcv_modules_mapping(
+        mapping: Dict[type, Callable]) -> Dict[type, Callable]:
     """mmcv's module -> hook table with its deformable convs added (mmcv's
     own counter skips them: they are not ``nn.Conv2d`` subclasses)."""
     from mmcv.ops import (DeformConv2d, DeformConv2dPack,
@@ -391,8 +393,8 @@ def _segmentor_inputs(model: nn.Module, shape: Tuple[int, int]):
         dict(
             inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8)],
             data_samples=[
-                SegDataSample(metainfo=dict(ori_shape=(h, w), img_shape=(h,
-                                                                          w)))
+                SegDataSample(
+                    metainfo=dict(ori_shape=(h, w), img_shape=(h, w)))
             ]), False)
     return data['inputs'], data['data_samples']
 
@@ -447,8 +449,8 @@ def _cap_mask_rois(model: nn.Module) -> Optional[Callable[[], None]]:
     if roi_head is None or not getattr(roi_head, 'with_mask', False):
         return None
     rcnn_cfg = getattr(roi_head, 'test_cfg', None) or {}
-    limit = rcnn_cfg.get('max_per_img', 100) if hasattr(rcnn_cfg,
-                                                          'get') else 100
+    limit = rcnn_cfg.get('max_per_img', 100) if hasattr(
+        rcnn_cfg, 'get') else 100
     original = roi_head._mask_forward
 
     def capped(*args, **kwargs):

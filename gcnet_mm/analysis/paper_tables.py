@@ -5,7 +5,8 @@ GCNet slides (the Cityscapes head comparison) print for each config;
 :func:`paper_table` measures the configs of one table with
 :func:`gcnet_mm.analysis.flops.get_complexity`, :func:`fit_paper_convention`
 relates the paper's detection FLOPs to the measured parts, and the
-``format_*`` functions write the reports of ``tools/analysis/get_complexity.py``.
+``format_*`` functions write the reports of
+``tools/analysis/get_complexity.py``.
 """
 import contextlib
 import gc
@@ -469,9 +470,9 @@ def format_table(name: str, rows: Iterable[Dict[str, Any]]) -> str:
         '| :-- | :-- | --: | --: | --: | --: | --: | --: | --: | :-- |'
     ]
     for r in rows:
-        notes = '; '.join(n for n in (r['notes'], r['zoo'] and
-                                       f'zoo: {r["zoo"]}', r.get('remark'))
-                          if n)
+        notes = '; '.join(
+            n for n in (r['notes'], r['zoo'] and f'zoo: {r["zoo"]}',
+                        r.get('remark')) if n)
         rel = r['flops_rel_diff']
         lines.append(
             f'| {r["row"]} | {osp.basename(r["config"])[:-3]} | '

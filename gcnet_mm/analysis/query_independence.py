@@ -196,7 +196,8 @@ class QueryIndependenceRecorder:
     (and input frame) it shows.
 
     Args:
-        blocks: ``(name, block)`` pairs, e.g. from :func:`find_nonlocal_blocks`.
+        blocks: ``(name, block)`` pairs, e.g. from
+            :func:`find_nonlocal_blocks`.
         num_pairs: query pairs sampled per forward call (see
             :func:`sample_query_pairs`).
         seed: seed of the pair sampling.
@@ -520,8 +521,9 @@ def plot_attention_maps(vis: Sequence[Dict[str, Any]], path: str,
     positions (one cell per key, stretched to the image's frame); then a
     colour bar. All maps of a row share one colour scale, from 0 to the
     row's largest weight, so maps that are the same look the same, a nearly
-    uniform map looks flat, and a map that weighs a region more shows it. In a video block the row shows the middle frame
-    (its keys and its input frame).
+    uniform map looks flat, and a map that weighs a region more shows it.
+    In a video block the row shows the middle frame (its keys and its input
+    frame).
     """
     fig, _ = _attention_figure(vis, preprocessor)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
@@ -599,7 +601,8 @@ def _build_model(cfg, checkpoint: Optional[str], device: str,
             _random_init(model)
     if checkpoint is None:
         warnings.warn(
-            '\n' + '!' * 72 + '\nNO CHECKPOINT: analysing RANDOMLY INITIALISED '
+            '\n' + '!' * 72
+            + '\nNO CHECKPOINT: analysing RANDOMLY INITIALISED '
             'weights. The numbers say nothing about what a trained NL block '
             'learns; pass the checkpoint of a trained model.\n' + '!' * 72)
     else:

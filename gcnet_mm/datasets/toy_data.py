@@ -5,24 +5,26 @@ octagons) on a smooth noisy background and writes images plus annotations in
 exactly the layout the upstream dataset class reads, so the package's toy
 configs can train and evaluate end to end with no downloaded data:
 
-================  =====================================  ===========================
-name              layout                                 read by
-================  =====================================  ===========================
-``coco``          ``annotations/instances_{train,val}    ``mmdet.CocoDataset``
-                  2017.json``, ``{train,val}2017/*.jpg``  (+ ``CocoMetric`` bbox, segm)
-``cityscapes``    ``leftImg8bit/{train,val}/<city>/``     ``mmseg.CityscapesDataset``
-                  ``gtFine/{train,val}/<city>/``
-``ade20k``        ``ADEChallengeData2016/{images,         ``mmseg.ADE20KDataset``
-                  annotations}/{training,validation}``    (``reduce_zero_label=True``)
-``voc12aug``      ``VOCdevkit/VOC2012/{JPEGImages,        ``mmseg.PascalVOCDataset``
-                  SegmentationClass{,Aug},ImageSets}``    (+ the ConcatDataset of
-                                                          mmseg's ``voc12_aug.py``)
-``imagenet``      ``{train/<wnid>,val}/*.JPEG``,          ``mmpretrain.ImageNet``
-                  ``meta/{train,val}.txt``
-``kinetics``      ``videos_{train,val}/*.mp4``,           ``mmaction.VideoDataset``
-                  ``kinetics400_{train,val}_list_         (+ ``AccMetric``)
-                  videos.txt``
-================  =====================================  ===========================
+``coco``
+    ``annotations/instances_{train,val}2017.json``,
+    ``{train,val}2017/*.jpg``; read by ``mmdet.CocoDataset``
+    (+ ``CocoMetric`` bbox, segm)
+``cityscapes``
+    ``leftImg8bit/{train,val}/<city>/``, ``gtFine/{train,val}/<city>/``;
+    read by ``mmseg.CityscapesDataset``
+``ade20k``
+    ``ADEChallengeData2016/{images,annotations}/{training,validation}``;
+    read by ``mmseg.ADE20KDataset`` (``reduce_zero_label=True``)
+``voc12aug``
+    ``VOCdevkit/VOC2012/{JPEGImages,SegmentationClass{,Aug},ImageSets}``;
+    read by ``mmseg.PascalVOCDataset`` (+ the ConcatDataset of mmseg's
+    ``voc12_aug.py``)
+``imagenet``
+    ``{train/<wnid>,val}/*.JPEG``, ``meta/{train,val}.txt``; read by
+    ``mmpretrain.ImageNet``
+``kinetics``
+    ``videos_{train,val}/*.mp4``, ``kinetics400_{train,val}_list_videos.txt``;
+    read by ``mmaction.VideoDataset`` (+ ``AccMetric``)
 
 The class of every object fixes its shape and (up to a little jitter) its
 colour, and every mask is exactly the drawn polygon, so a model can learn the
@@ -242,7 +244,8 @@ def _place_objects(rng: np.random.Generator,
 def _polygon_area(pts: Sequence[Tuple[float, float]]) -> float:
     x = np.array([p[0] for p in pts])
     y = np.array([p[1] for p in pts])
-    return float(0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    return float(
+        0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
 def _progress(total: int, enabled: bool) -> Optional[object]:
@@ -385,7 +388,8 @@ def _draw_scene(rng: np.random.Generator, h: int, w: int,
                 stuff: Sequence[Tuple[int, Tuple[int, int, int]]],
                 things: Sequence[Tuple[int, str, Tuple[int, int, int]]],
                 max_objects: int, fill_label: int,
-                ignore: Optional[int] = None) -> Tuple[Image.Image, np.ndarray]:
+                ignore: Optional[int] = None) -> Tuple[Image.Image,
+                                                       np.ndarray]:
     """An image and its label map: horizontal stuff bands, then things.
 
     Args:
@@ -596,7 +600,8 @@ def make_voc12aug(root: str,
     set_dir = _mkdir(base, 'ImageSets', 'Segmentation')
     pal = _VOC_PALETTE
     things = [(1, 'triangle', tuple(pal[3:6])),
-              (8, 'ellipse', tuple(pal[24:27])), (12, 'box', tuple(pal[36:39])),
+              (8, 'ellipse', tuple(pal[24:27])),
+              (12, 'box', tuple(pal[36:39])),
               (15, 'octagon', tuple(pal[45:48])),
               (20, 'diamond', tuple(pal[60:63]))]
     splits: Dict[str, List[str]] = dict(train=[], val=[], aug_only=[])

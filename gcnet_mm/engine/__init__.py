@@ -10,7 +10,8 @@ from .runner_cfg import UsageError
 
 __all__ = [
     'USER_ERRORS', 'UsageError',
-    'CheckpointLoadError', 'install_checkpoint_safety', 'register_safe_globals',
-    'safe_load', 'check_data_paths', 'drop_pretrained', 'CPUDistributedDataParallel',
+    'CheckpointLoadError', 'install_checkpoint_safety',
+    'register_safe_globals', 'safe_load', 'check_data_paths',
+    'drop_pretrained', 'CPUDistributedDataParallel',
     'setup_cpu_distributed', 'sync_bn_to_bn', 'ReseedHook'
 ]

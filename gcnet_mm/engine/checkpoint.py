@@ -2,8 +2,9 @@
 
 Loading keeps torch's weights-only unpickler on and allows exactly the extra
 types that OpenMMLab checkpoints hold (mmengine's ``HistoryBuffer`` in the
-message hub, numpy arrays, scalars and dtypes in metadata).  Anything else, such
-as a pickle that would call ``os.system``, is refused before any of it runs.
+message hub, numpy arrays, scalars and dtypes in metadata).  Anything else,
+such as a pickle that would call ``os.system``, is refused before any of it
+runs.
 
 Saving writes to a temporary file (``.tmp-*``) in the same folder and renames
 it over the target, so a run killed while saving never leaves a truncated
@@ -32,8 +33,9 @@ import numpy as np
 import torch
 
 __all__ = [
-    'CheckpointLoadError', 'safe_globals', 'register_safe_globals', 'safe_load',
-    'install_checkpoint_safety', 'remove_temporaries', 'download_checkpoint'
+    'CheckpointLoadError', 'safe_globals', 'register_safe_globals',
+    'safe_load', 'install_checkpoint_safety', 'remove_temporaries',
+    'download_checkpoint'
 ]
 
 #: Name prefix of the temporary files of :func:`_atomic_put`.
@@ -60,7 +62,8 @@ def _numpy_globals() -> List[Any]:
 
 
 def safe_globals() -> List[Any]:
-    """Everything beyond torch's defaults that an OpenMMLab checkpoint needs."""
+    """Everything beyond torch's defaults that an OpenMMLab checkpoint
+    needs."""
     from mmengine.logging import HistoryBuffer
     return [HistoryBuffer] + _numpy_globals()
 
@@ -126,7 +129,8 @@ def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
         raise FileNotFoundError(f'checkpoint file not found: {filename!r}')
     size = osp.getsize(filename)
     if size == 0:
-        raise CheckpointLoadError(f'checkpoint {filename!r} is empty (0 bytes)')
+        raise CheckpointLoadError(
+            f'checkpoint {filename!r} is empty (0 bytes)')
     register_safe_globals()
     try:
         return torch.load(filename, map_location=map_location,

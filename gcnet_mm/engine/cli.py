@@ -18,7 +18,8 @@ USER_ERRORS = (CheckpointLoadError, EvaluationError, FileNotFoundError,
 
 
 def add_launch_args(parser: argparse.ArgumentParser, example: str) -> None:
-    """``--cfg-options``, ``--launcher`` and the launcher's ``--local-rank``."""
+    """``--cfg-options``, ``--launcher`` and the launcher's
+    ``--local-rank``."""
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help=f'override config settings, e.g. {example}')

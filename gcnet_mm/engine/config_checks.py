@@ -185,7 +185,8 @@ def check_data_paths(cfg: Any, phases: Iterable[str] = ('train', 'val'),
 def sync_bn_to_bn(cfg: Any) -> List[str]:
     """Replace every SyncBN norm config in ``cfg`` by plain BN, in place.
 
-    Returns the config keys that were changed (e.g. ``model.backbone.norm_cfg``).
+    Returns the config keys that were changed (e.g.
+    ``model.backbone.norm_cfg``).
     """
     changed = []
 

@@ -58,7 +58,8 @@ def setup_cpu_distributed(cfg: Any) -> bool:
             'over its own batch.', stacklevel=2)
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     if wrapper.get('type', 'MMDistributedDataParallel') in (
-            'MMDistributedDataParallel', 'gcnet_mm.CPUDistributedDataParallel'):
+            'MMDistributedDataParallel',
+            'gcnet_mm.CPUDistributedDataParallel'):
         wrapper['type'] = 'gcnet_mm.CPUDistributedDataParallel'
         cfg['model_wrapper_cfg'] = wrapper
     env_cfg = cfg.setdefault('env_cfg', {})

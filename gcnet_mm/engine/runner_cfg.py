@@ -1,6 +1,6 @@
-"""What ``tools/train.py`` and ``tools/test.py`` do to a config before mmengine's
-Runner takes over; the same for detection, segmentation, classification and
-action recognition."""
+"""What ``tools/train.py`` and ``tools/test.py`` do to a config before
+mmengine's Runner takes over; the same for detection, segmentation,
+classification and action recognition."""
 import copy
 import glob
 import json
@@ -222,7 +222,7 @@ def _add_out(cfg: Config, out: str, out_item: Optional[str]) -> None:
                 + (f' --out-item {out_item}' if out_item else ''))
         maps = [e for e in evaluators if isinstance(e, dict) and str(
             e.get('type', '')).split('.')[-1] in ('IoUMetric',
-                                                   'CityscapesMetric')]
+                                                  'CityscapesMetric')]
         if not maps:
             raise UsageError(
                 '--out of a segmentation config needs an IoUMetric or '
@@ -374,7 +374,8 @@ def check_metrics(metrics: dict, cfg: Config) -> None:
 
 def dump_metrics(metrics: dict, work_dir: str, timestamp: str,
                  checkpoint: str, config: str) -> str:
-    """Write the evaluation metrics as JSON in the work dir; returns the path."""
+    """Write the evaluation metrics as JSON in the work dir; returns the
+    path."""
     os.makedirs(work_dir, exist_ok=True)
     path = osp.join(work_dir, f'metrics_{timestamp}.json')
 

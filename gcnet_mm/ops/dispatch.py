@@ -1,21 +1,22 @@
 """The one place that decides between the GC block's two paths.
 
-* **fused**: the package's autograd Functions (``attention_pool.py``): attention
-  pooling and the additive fusion in fewer passes over the feature map, and,
-  after a batch norm, no saved copy of the block's input
+* **fused**: the package's autograd Functions (``attention_pool.py``):
+  attention pooling and the additive fusion in fewer passes over the feature
+  map, and, after a batch norm, no saved copy of the block's input
   (``norm_source.py``).  Their passes over the feature map run in one of
   three kernel sets, picked here by device, dtype and layout:
 
-  ========== ============================================= ==================
-  kernels    where                                         file
-  ========== ============================================= ==================
-  ``cpu``    float32/float64 CPU tensors with unit stride  ``cpu_kernels.py``
-             along H*W, when ``gcnet_mm._ext`` is built    (``csrc/``)
-  ``triton`` CUDA tensors (float32/16, bfloat16), when     ``triton_kernels.py``
+  ========== =========================================== =====================
+  kernels    where                                       file
+  ========== =========================================== =====================
+  ``cpu``    float32/float64 CPU tensors with unit       ``cpu_kernels.py``
+             stride along H*W, when ``gcnet_mm._ext``    (``csrc/``)
+             is built
+  ``triton`` CUDA tensors (float32/16, bfloat16), when   ``triton_kernels.py``
              Triton is installed
-  ``torch``  everything else: PyTorch ops (batched         ``torch_kernels.py``
+  ``torch``  everything else: PyTorch ops (batched       ``torch_kernels.py``
              matrix-vector products, in-place updates)
-  ========== ============================================= ==================
+  ========== =========================================== =====================
 
 * **reference**: plain PyTorch ops with mmcv's arithmetic, every module
   called as a module (``global_context.reference_global_context``); for

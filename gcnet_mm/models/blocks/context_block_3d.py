@@ -37,7 +37,8 @@ def inflate_1x1_(module: nn.Module) -> nn.Module:
     ``AdaptiveAvgPool3d(1)``, with the same parameters (``unsqueeze(-1)``);
     on a (B, C, 1, 1, 1) tensor each computes what the 2-D layer does on
     (B, C, 1, 1).  Conv and LayerNorm weights gain a trailing dimension of
-    one; biases keep their shape.  Layers without parameters (ReLU, Softmax) stay.
+    one; biases keep their shape.  Layers without parameters (ReLU, Softmax)
+    stay.
 
     Raises:
         TypeError: a layer with parameters that has no such twin.
