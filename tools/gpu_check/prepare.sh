@@ -63,7 +63,7 @@ hosts=()
 while read -r line; do hosts+=("$line"); done \
   < <(grep -E '^(mmengine|mmdet|mmsegmentation|mmpretrain)==' "$root/requirements/runtime.txt")
 (( ${#hosts[@]} == 4 )) || die "expected the 4 OpenMMLab pins in requirements/runtime.txt, found: ${hosts[*]:-none}"
-mmcv_req="$(grep -E '^mmcv==' "$root/requirements/mmcv.txt" | head -n1)"
+mmcv_req="$(grep -E '^mmcv==' "$root/requirements/mmcv.txt" | head -n1 || true)"
 [[ -n "$mmcv_req" ]] || die "no mmcv==VERSION line in requirements/mmcv.txt"
 
 log "wheels for CPython $pyver, manylinux x86_64: ${hosts[*]} + tools/gpu_check/wheels.txt"
