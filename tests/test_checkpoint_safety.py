@@ -163,6 +163,33 @@ def test_temporaries_of_a_killed_save_are_removed_at_the_next_start(
         '.tmprc', 'epoch_2.pth', 'notes.tmp-1']
 
 
+def test_a_test_run_leaves_a_training_s_save_alone(tmp_path, monkeypatch):
+    """A test run may share the work dir with a training that is saving:
+    it removes no temporary file there, and of --out's folder only those of
+    the --out file itself."""
+    from gcnet_mm.datasets import make_imagenet
+    from gcnet_mm.engine.runner_cfg import prepare_test_cfg
+    make_imagenet(str(tmp_path / 'data' / 'toy_imagenet'))
+    monkeypatch.chdir(tmp_path)
+    work_dir, results = tmp_path / 'work_dir', tmp_path / 'results'
+    work_dir.mkdir()
+    results.mkdir()
+    (work_dir / '.tmp-k2x9_q1epoch_3.pth').write_bytes(b'x')
+    (work_dir / 'epoch_2.pth').write_bytes(b'x')
+    for name in ('.tmp-0a1b2c3dpreds.pkl', '.tmp-9z8y7x6wother.pkl'):
+        (results / name).write_bytes(b'x')
+    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs', '_toy_',
+                      'resnet50-gcb-r16-c3-c5_toy-imagenet.py')
+    with pytest.warns(UserWarning, match='removed 1 temporary file'):
+        prepare_test_cfg(config, str(work_dir / 'epoch_2.pth'),
+                         work_dir=str(work_dir),
+                         out=str(results / 'preds.pkl'))
+    assert sorted(p.name for p in work_dir.iterdir()) == [
+        '.tmp-k2x9_q1epoch_3.pth', 'epoch_2.pth']
+    assert [p.name for p in results.iterdir()] == ['.tmp-9z8y7x6wother.pkl']
+
+
 def test_pickle_module_is_not_used_for_unknown_types(tmp_path):
     """A class of the user's own is refused too (not only os.system)."""
     path = str(tmp_path / 'custom.pth')

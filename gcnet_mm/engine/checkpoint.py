@@ -353,11 +353,13 @@ def _atomic_put_text(self, obj: str, filepath, encoding: str = 'utf-8'):
     _atomic_put(self, obj.encode(encoding), filepath)
 
 
-def remove_temporaries(folder: str) -> List[str]:
+def remove_temporaries(folder: str, of: str = '') -> List[str]:
     """Remove the temporary files a save killed midway left in ``folder``
-    (``.tmp-*``, never a complete file); returns the paths removed."""
+    (``.tmp-*``, never a complete file), or only those of the file named
+    ``of``; returns the paths removed."""
     removed = []
-    for path in glob.glob(osp.join(glob.escape(folder), TMP_PREFIX + '*')):
+    pattern = TMP_PREFIX + '*' + glob.escape(of)
+    for path in glob.glob(osp.join(glob.escape(folder), pattern)):
         if not osp.isfile(path):
             continue
         try:

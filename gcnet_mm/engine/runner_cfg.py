@@ -54,15 +54,15 @@ def _common(cfg: Config, config: str, work_dir: Optional[str],
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
-    _remove_temporaries(cfg.work_dir)
     return cfg
 
 
-def _remove_temporaries(folder: str) -> None:
-    """Clean up after a run killed while saving (first process only)."""
+def _remove_temporaries(folder: str, of: str = '') -> None:
+    """Clean up after a run killed while saving (first process only): the
+    temporary files in ``folder``, or only those of the file named ``of``."""
     if os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) != '0':
         return
-    removed = remove_temporaries(folder)
+    removed = remove_temporaries(folder, of)
     if removed:
         warnings.warn(f'removed {len(removed)} temporary file(s) that a save '
                       f'cut short left in {folder!r}: '
@@ -126,6 +126,9 @@ def prepare_train_cfg(config: str,
         launcher: 'none', 'pytorch', 'slurm' or 'mpi'.
     """
     cfg = _common(load_config(config, cfg_options), config, work_dir, launcher)
+    # Only a training run cleans its work dir: a test run may share it with a
+    # training that is saving right now.
+    _remove_temporaries(cfg.work_dir)
     if amp:
         from mmengine.device import get_device
         if get_device() == 'cpu':
@@ -234,7 +237,7 @@ def _add_out(cfg: Config, out: str, out_item: Optional[str]) -> None:
         return
     if not out.endswith(('.pkl', '.pickle')):
         raise UsageError(f'--out must be a .pkl file, got {out!r}')
-    _remove_temporaries(osp.dirname(osp.abspath(out)))
+    _remove_temporaries(osp.dirname(osp.abspath(out)), osp.basename(out))
     if out_item == 'metrics':
         return
     evaluators.append(
