@@ -237,6 +237,7 @@ def fused_kernel_names(device: str) -> Dict[str, Optional[str]]:
 def section_env(args, res: Results) -> None:
     import gcnet_mm
     from gcnet_mm.ops import use_fused
+    from gcnet_mm.ops.cpu_kernels import extension_isa
     info = {
         'python': platform.python_version(),
         'torch': torch.__version__,
@@ -249,7 +250,7 @@ def section_env(args, res: Results) -> None:
                      f'({osp.dirname(gcnet_mm.__file__)})'),
         'gcnet_mm_fused_default': use_fused(),
         'GCNET_MM_FUSED': os.environ.get('GCNET_MM_FUSED'),
-        'cpu_loops': bench_isa(),
+        'cpu_loops': extension_isa(),
         'tf32_matmul': torch.backends.cuda.matmul.allow_tf32,
         'tf32_cudnn': torch.backends.cudnn.allow_tf32,
         'cudnn_benchmark': torch.backends.cudnn.benchmark,
@@ -284,13 +285,6 @@ def section_env(args, res: Results) -> None:
     print(md_table(['what', 'value'], [[k, v] for k, v in info.items()]))
 
 
-def bench_isa() -> Optional[str]:
-    try:
-        return bench.extension_isa()
-    except Exception:  # a package without the CPU loops' switch
-        return None
-
-
 # -- parity -------------------------------------------------------------------
 
 def rel_err(a: Tensor, b: Tensor) -> float:
@@ -322,7 +316,6 @@ def parity_rows(name: str, theirs: nn.Module, ours: nn.Module, x: Tensor,
                 residual: bool, ref: Dict[str, Tensor]) -> List[dict]:
     """Errors of the host module and of ours (fused, reference) against the
     host module in float64 (``ref``)."""
-    from gcnet_mm.ops import set_fused, use_fused
     fmt_ = layout_of(layout)
     x = x.to(memory_format=fmt_)
     gy = gy.to(memory_format=fmt_)
@@ -331,13 +324,9 @@ def parity_rows(name: str, theirs: nn.Module, ours: nn.Module, x: Tensor,
     host_err = {k: rel_err(v, ref[k]) for k, v in
                 terms(theirs, x, gy, device, precision, residual).items()}
     results = {}
-    default = use_fused()
-    try:
-        for path in ('fused', 'reference'):
-            set_fused(path == 'fused')
+    for path in ('fused', 'reference'):
+        with bench.gc_path(path):
             results[path] = terms(ours, x, gy, device, precision, residual)
-    finally:
-        set_fused(default)
     tol = TOLERANCE[precision]
     rows = []
     for path, t in results.items():
@@ -438,10 +427,8 @@ def section_blocks(args, res: Results) -> None:
     from mmcv.cnn import ContextBlock as MMCVContextBlock
 
     import gcnet_mm  # noqa: F401
-    from gcnet_mm.ops import set_fused, use_fused
     device = device_of(args.dry_run)
     sizes = SIZES['dry' if args.dry_run else 'device']
-    default = use_fused()
     res.data.update(memory_measure=memory_measure(device),
                     repeat=sizes['repeat'], inner=sizes['inner'])
     gen = torch.Generator().manual_seed(0)
@@ -486,15 +473,12 @@ def section_blocks(args, res: Results) -> None:
                     clear()
                     label = f'block {stage} b{batch} {precision} {layout}'
                     with res.case(label):
-                        try:
-                            t = bench.time_interleaved(
-                                fns, sizes['repeat'], label,
-                                inner=sizes['inner'], warmup=sizes['warmup'])
-                            mem = {n: measure_memory(device, fn, modules[n],
-                                                     clear)
-                                   for n, fn in fns.items()}
-                        finally:
-                            set_fused(default)
+                        t = bench.time_interleaved(
+                            fns, sizes['repeat'], label,
+                            inner=sizes['inner'], warmup=sizes['warmup'])
+                        mem = {n: measure_memory(device, fn, modules[n],
+                                                 clear)
+                               for n, fn in fns.items()}
                         res.add(dict(stage=stage, batch=batch,
                                      shape=list(shape), precision=precision,
                                      layout=layout, seconds=t, memory=mem))
@@ -511,7 +495,7 @@ def blocks_markdown(result: dict) -> str:
         table.append([
             r['stage'], 'x'.join(map(str, r['shape'])), r['precision'],
             r['layout'], *(f'{t[n] * 1e3:.3f}' for n in BLOCKS),
-            *(f"{t[n] / t.get('mmcv', float('nan')):.2f}"
+            *(f"{t[n] / t['mmcv']:.2f}"
               for n in BLOCKS if n != 'mmcv'),
             f"{m['mmcv'] / 2**20:.1f}",
             *(fmt(m[n] / m['mmcv'] if m['mmcv'] else None, '.2f')
