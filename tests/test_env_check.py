@@ -107,12 +107,11 @@ def test_setup_on_a_ready_machine_is_quick():
 
 
 #: torch APIs the package calls without a fallback, and the release that
-#: added each: setup.py's minimum must be at least the newest of them.  (The
-#: weights-only allowlist, torch.serialization.add_safe_globals, 2.4, has a
-#: fallback with a warning; get_unsafe_globals_in_checkpoint, 2.5, only
-#: improves an error message.)
+#: added each: setup.py's minimum must be at least the newest of them.
+#: (get_unsafe_globals_in_checkpoint, 2.5, only improves an error message.)
 TORCH_APIS = {
     'torch.amp.is_autocast_available': (2, 4),
+    'torch.serialization.add_safe_globals': (2, 4),
     'torch.compiler.is_compiling': (2, 3),
 }
 

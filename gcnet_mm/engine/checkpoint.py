@@ -96,16 +96,9 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
         f'getattr(HistoryBuffer, one of {sorted(allowed)}) is')
 
 
-def _has_allowlist() -> bool:
-    """torch >= 2.4 can allowlist types for its weights-only unpickler."""
-    return hasattr(torch.serialization, 'add_safe_globals')
-
-
 def register_safe_globals() -> None:
     """Allow OpenMMLab's checkpoint types in every weights-only ``torch.load``
     of this process (mmengine's own loaders included)."""
-    if not _has_allowlist():
-        return
     torch.serialization.add_safe_globals(
         safe_globals() + [(_history_buffer_getattr, 'builtins.getattr')])
     _allow_numpy1_paths()
@@ -377,13 +370,6 @@ def install_checkpoint_safety() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
     LocalBackend.put = _atomic_put
     LocalBackend.put_text = _atomic_put_text
-    if not _has_allowlist():
-        warnings.warn(
-            f'torch {torch.__version__} cannot allowlist the types OpenMMLab '
-            'checkpoints hold for its weights-only loader (torch >= 2.4 can), '
-            'so checkpoints load with mmengine\'s default full unpickling: '
-            'load only checkpoints you trust, or upgrade torch.')
-        return
     register_safe_globals()
     CheckpointLoader.register_scheme('', _load_from_local, force=True)
     CheckpointLoader.register_scheme(('http://', 'https://'), _load_from_http,

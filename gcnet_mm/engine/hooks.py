@@ -72,7 +72,8 @@ class ReseedHook(Hook):
     ``diff_rank_seed=True``), or the random seed mmengine draws when there is
     none; a resumed run takes it from the checkpoint. Each process seeds its
     own generators, so this holds for multi-process runs as well, with no
-    communication. What validation draws no longer matters either.
+    communication. What validation draws does not change what training
+    draws.
 
     Data-loader workers seed themselves when they start (mmengine's
     ``worker_init_fn``: seed, rank and worker id): an iteration-based loop
