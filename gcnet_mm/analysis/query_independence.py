@@ -693,7 +693,7 @@ def analyze_query_independence(config: str,
     from mmengine.registry import DATASETS, init_default_scope
     from mmengine.utils import ProgressBar
 
-    from gcnet_mm.engine import check_data_paths, sync_bn_to_bn
+    from gcnet_mm.engine import check_data_paths
     from gcnet_mm.engine.runner_cfg import load_config
 
     if split not in ('test', 'val'):
@@ -705,7 +705,6 @@ def analyze_query_independence(config: str,
     if not isinstance(num_vis, int) or num_vis < 0:
         raise ValueError(f'num_vis must be an int >= 0, got {num_vis!r}')
     cfg = load_config(config, cfg_options)
-    sync_bn_to_bn(cfg)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
 

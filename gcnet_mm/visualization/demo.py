@@ -56,11 +56,9 @@ def _load(config: str, checkpoint: str, index: int,
     from mmdet.apis import init_detector
     from mmengine.registry import DATASETS, init_default_scope
 
-    from gcnet_mm.engine import (check_data_paths, install_checkpoint_safety,
-                                 sync_bn_to_bn)
+    from gcnet_mm.engine import check_data_paths, install_checkpoint_safety
     from gcnet_mm.engine.runner_cfg import load_config
     cfg = load_config(config, cfg_options)
-    sync_bn_to_bn(cfg)
     check_data_paths(cfg, ('test', ))
     if '://' not in checkpoint and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint!r}')

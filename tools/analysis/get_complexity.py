@@ -86,9 +86,7 @@ def _run(args) -> int:
     captured = measure.captured_lines()
     results = {}
     for name in names:
-        rows = paper_tables.paper_table(
-            name, params_only=args.params_only, shape=shape,
-            counter=args.counter, measure=measure)
+        rows = paper_tables.paper_table(name, shape=shape, measure=measure)
         print(paper_tables.format_table(name, rows) + '\n')
         results[name] = rows
     fit = paper_tables.fit_paper_convention(

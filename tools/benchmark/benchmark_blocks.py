@@ -31,6 +31,7 @@ the faults per step either way.
     python tools/benchmark/benchmark_blocks.py --plot benchmark.png
 """
 import argparse
+import contextlib
 import ctypes
 import os
 import os.path as osp
@@ -72,7 +73,7 @@ def parse_args(argv=None):
                         help="'cpu': process CPU time, steadier than wall "
                         'time on a machine shared with other jobs')
     parser.add_argument('--plot', metavar='PNG',
-                        help='also draw the ratios and their targets as a PNG')
+                        help='also draw the ratios as a PNG')
     parser.add_argument('--malloc', default='steady',
                         choices=['steady', 'default'],
                         help="'steady': glibc reuses freed memory instead of "
@@ -116,26 +117,21 @@ def extension_isa() -> Optional[str]:
     return extension_isa()
 
 
+@contextlib.contextmanager
 def gc_path(name: str):
-    """Context manager running GC blocks on one of gcnet_mm's paths:
+    """Run GC blocks on one of gcnet_mm's paths inside the ``with`` block:
     'fused' (the default kernels), 'fused, torch ops' (the fused path on its
     PyTorch-ops kernels) or 'reference'."""
-    import contextlib
-
     from gcnet_mm.ops import set_fused, use_fused
     from gcnet_mm.ops.dispatch import force_kernels
 
-    @contextlib.contextmanager
-    def run():
-        before = use_fused()
-        set_fused(name != 'reference')
-        try:
-            with force_kernels('torch' if name == 'fused, torch ops'
-                               else None):
-                yield
-        finally:
-            set_fused(before)
-    return run()
+    before = use_fused()
+    set_fused(name != 'reference')
+    try:
+        with force_kernels('torch' if name == 'fused, torch ops' else None):
+            yield
+    finally:
+        set_fused(before)
 
 
 def gcnet_paths(device: str) -> List[str]:
