@@ -292,7 +292,9 @@ def _load_from_http(filename: str, map_location: Optional[Any] = None,
     if world_size > 1:
         barrier()
     if rank != 0:
-        cached = download_checkpoint(filename, model_dir)  # verified by now
+        # Checks the copy rank 0 fetched into a shared cache; a node with a
+        # cache of its own downloads here.
+        cached = download_checkpoint(filename, model_dir)
     try:
         return safe_load(cached, map_location)
     except UnsafeCheckpointError:
