@@ -81,8 +81,8 @@ def test_mmcv_counter_adds_bias_and_relu():
 @pytest.mark.parametrize('counter', ['fvcore', 'mmcv'])
 def test_deformable_conv_counts_as_a_conv(modulated, counter):
     # mmcv's deformable convs are autograd Functions (fvcore) and not
-    # nn.Conv2d subclasses (mmcv's counter): both used to skip them.  A DCN
-    # costs what a conv of its geometry costs, plus its offset conv.
+    # nn.Conv2d subclasses (mmcv's counter): both skip them unless taught.
+    # A DCN costs what a conv of its geometry costs, plus its offset conv.
     from mmcv.ops import DeformConv2dPack, ModulatedDeformConv2dPack
     cls = ModulatedDeformConv2dPack if modulated else DeformConv2dPack
     dcn = cls(8, 12, 3, stride=2, padding=1, groups=2, deform_groups=2).eval()
