@@ -56,7 +56,7 @@ print("{:.3f} (bbox mAP {:.3f}, mask mAP {:.3f})".format(
     m["coco/bbox_mAP_50"], m["coco/bbox_mAP"], m["coco/segm_mAP"]))' "$metrics")"
 read -r load1 load5 load15 _ < /proc/loadavg
 echo "[demo] $config: trained from random weights and tested in $seconds s"
-echo "[demo]  (CPU time ${cpu} s; $(nproc) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS, load average $load1 $load5 $load15)"
+echo "[demo]  (CPU time ${cpu} s; $(getconf _NPROCESSORS_ONLN) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS, load average $load1 $load5 $load15)"
 echo "[demo] test set: bbox mAP_50 $map50"
 echo "[demo] checkpoint: $ckpt; metrics: $metrics"
 echo "[demo] look at $work_dir/gc_attention.png: the loss of each iteration, the"

@@ -167,8 +167,8 @@ def detection_figure(config: str,
     if initial is not None and initial.shape != attention.shape:
         initial = None  # another input size: not comparable
 
-    panels = [1.1] * bool(steps) + [1] + [1] * (initial is not None) + [1.2]
-    fig = Figure(figsize=(4.6 * len(panels), 5.2), layout='constrained')
+    panels = [1.1] * bool(steps) + [1] * (2 + (initial is not None))
+    fig = Figure(figsize=(4.8 * len(panels), 5.2), layout='constrained')
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), width_ratios=panels)
     if steps:
@@ -222,7 +222,7 @@ def detection_figure(config: str,
         ax.set_title(f'GC attention of {name}\n{when}: largest weight '
                      f'{values.max():.3f}\n(a uniform map: {uniform:.3f} '
                      f'at each of the {h}x{w} positions)', fontsize=9)
-    bar = fig.colorbar(im, ax=axes[-1], shrink=0.9)
+    bar = fig.colorbar(im, ax=list(axes[-len(maps_drawn):]), shrink=0.9)
     bar.set_label('softmax of conv_mask over positions (sums to 1)' + (
         ';\none log scale for both maps' if initial is not None else ''))
     bar.ax.axhline(uniform, color='white', linewidth=1.5)
