@@ -114,6 +114,18 @@ def test_cfg_options_without_equals_is_a_usage_error(workspace):
     assert rc == 2  # argparse's usage error
 
 
+def test_cfg_options_into_a_list_or_a_value(workspace):
+    from gcnet_mm.engine import UsageError
+    from gcnet_mm.engine.runner_cfg import load_config
+    with pytest.raises(UsageError, match=r'model.backbone.plugins is a list '
+                       r"of 1 entries in the config, and '3' is not one of "
+                       r'its indices \(0 to 0\)'):
+        load_config(DET, {'model.backbone.plugins.3.cfg.ratio': 0.5})
+    with pytest.raises(UsageError, match='model.backbone.init_cfg is None in '
+                       "the config, not a dict, so it has no key 'type'"):
+        load_config(DET, {'model.backbone.init_cfg.type': 'Pretrained'})
+
+
 def test_cfg_options_key_that_is_new_is_noted_not_refused(workspace):
     """A key the config does not have and that is close to none is added
     as given, with a note (the class takes it, or takes any)."""

@@ -406,6 +406,12 @@ def check_cfg_options(cfg: Any,
                 elif kind == 'note':
                     notes.append(message)
                 break
+            elif isinstance(node, (list, tuple)):
+                errors.append(
+                    f'{given}: {".".join(path)} is a list of {len(node)} '
+                    f'entries in the config, and {part!r} is not one of '
+                    f'its indices (0 to {len(node) - 1})')
+                break
             else:
                 errors.append(
                     f'{given}: {".".join(path)} is {node!r} in the config, '
