@@ -129,13 +129,20 @@ def test_cfg_options_into_a_list_or_a_value(workspace):
 def test_cfg_options_key_that_is_new_is_noted_not_refused(workspace):
     """A key the config does not have and that is close to none is added
     as given, with a note (the class takes it, or takes any)."""
+    from gcnet_mm.engine import UsageError
     from gcnet_mm.engine.runner_cfg import load_config
     with pytest.warns(UserWarning, match='the config has no key '
                       'model.test_cfg.rcnn.my_key; it is added as given'):
         cfg = load_config(DET, {'model.test_cfg.rcnn.my_key': 1,
-                                'model.backbone.with_cp': True})
+                                'model.backbone.with_cp': True,
+                                'test_dataloader.pin_memory': True})
     assert cfg.model.test_cfg.rcnn.my_key == 1
-    assert cfg.model.backbone.with_cp is True  # ResNet takes it: no note
+    # ResNet and torch's DataLoader take these: no note
+    assert cfg.model.backbone.with_cp is True
+    assert cfg.test_dataloader.pin_memory is True
+    with pytest.raises(UsageError, match='did you mean '
+                       'test_dataloader.pin_memory'):
+        load_config(DET, {'test_dataloader.pin_memoryy': True})
 
 
 def test_load_from_another_model_stops_training(workspace, tmp_path):

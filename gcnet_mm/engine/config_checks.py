@@ -9,6 +9,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import mmengine.registry as mmengine_registry
 from mmengine.config import Config
+from torch.utils.data import DataLoader
 
 __all__ = ['check_data_paths', 'sync_bn_to_bn', 'drop_pretrained',
            'package_configs_dir', 'check_cfg_options', 'explain_build_error',
@@ -342,7 +343,10 @@ def _unknown_option(node: dict, name: str, path: List[str], given: str,
     which the config entry ``node`` at ``path`` does not have."""
     where = '.'.join(path)
     keys = [k for k in node if isinstance(k, str) and not k.startswith('_')]
-    cls = config_class(node, path[0], scope) if path else None
+    if len(path) == 1 and path[0].endswith('_dataloader'):
+        cls = DataLoader  # mmengine's Runner passes the rest to it
+    else:
+        cls = config_class(node, path[0], scope) if path else None
     if cls is not None:
         arguments, takes_more = class_arguments(cls)
         if name in arguments:
