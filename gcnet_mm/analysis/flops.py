@@ -2,7 +2,7 @@
 
 Counting convention (stated in every output): **one fused multiply-add is one
 FLOP** (fvcore's and mmengine's convention, which is also the papers' "FLOPs":
-ResNet-50 at 224x224 is "3.86G"/"4.1G", i.e. multiply-adds).  Counts come from
+about 4G for a ResNet-50 at 224x224, i.e. multiply-adds).  Counts come from
 :class:`mmengine.analysis.FlopAnalyzer`, which traces one forward pass and
 counts convolutions, linear layers and matrix products (``matmul``/``bmm``/
 ``einsum``) as multiply-adds, normalisation layers (BN, LN, GN) as a few FLOPs

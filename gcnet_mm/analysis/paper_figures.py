@@ -6,13 +6,12 @@ tables (or of the GCNet slides) that its config reproduces, each with what
 the paper prints for that row::
 
     Paper Rows:
-    - Source: Table 4(a)
-      Row: +1 NL
-      Parameters (M): 27.66        # millions, as printed
-      FLOPs (G): 4.11              # GFLOPs (multiply-adds), as printed
-      Metrics:
-        Top 1 Accuracy: 77.21
-        Top 5 Accuracy: 93.64
+    - Source: Table 4(a)           # the table, as the paper names it
+      Row: +1 NL                   # the row's label
+      Parameters (M): ...          # millions, as printed
+      FLOPs (G): ...               # GFLOPs (multiply-adds), as printed
+      Metrics:                     # named as in OpenMMLab's Results
+        Top 1 Accuracy: ...
       Remark: why a measured figure differs from the printed one (optional)
 
 The figures are optional (the paper prints none we have for Table 2(b) to
@@ -172,6 +171,6 @@ def table_rows(name: str) -> List[PaperRow]:
 
 def printed_decimals(values: Iterable[Optional[float]]) -> int:
     """How many decimals a column of printed figures has: 2 if any of them
-    has two (``32.45``; ``34.30`` reads back as ``34.3``), else 1."""
+    has two (``1.25``; a printed ``1.20`` reads back as ``1.2``), else 1."""
     return 2 if any(v is not None and v != round(v, 1)
                     for v in values) else 1
