@@ -15,7 +15,7 @@ import os.path as osp
 import signal
 import subprocess
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import pytest
 import torch
@@ -189,16 +189,18 @@ def kill_all(marker: str) -> None:
 
 
 def wait_for(what: Callable[[], object], timeout: float, step: float = 0.1,
-             message: str = '') -> object:
-    """Poll ``what()`` until it is true; fails after ``timeout`` seconds."""
+             message: Union[str, Callable[[], str]] = '') -> object:
+    """Poll ``what()`` until it is true; fails after ``timeout`` seconds,
+    saying ``message`` (or what ``message()`` returns then)."""
     end = time.monotonic() + timeout
     while True:
         value = what()
         if value:
             return value
         if time.monotonic() > end:
+            said = message() if callable(message) else message
             pytest.fail(f'timed out after {timeout} s waiting for '
-                        f'{message or what}')
+                        f'{said or what}')
         time.sleep(step)
 
 

@@ -22,7 +22,7 @@ from gcnet_mm.engine.runner_cfg import find_resumable_checkpoint
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 #: seconds within which every worker must be gone after a stop or a kill
-STOP_WITHIN = 10
+STOP_WITHIN = 15
 
 
 @pytest.fixture

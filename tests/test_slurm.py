@@ -134,6 +134,14 @@ def _job_state(conf, job):
     return ''
 
 
+def _cluster(conf, job):
+    """What Slurm says of the job and the node, for a failure's message."""
+    env = dict(os.environ, SLURM_CONF=conf)
+    return '\n'.join(
+        subprocess.run(cmd, capture_output=True, text=True, env=env).stdout
+        for cmd in (['scontrol', 'show', 'job', job], ['sinfo', '-N', '-l']))
+
+
 def _scontrol(conf, *args):
     subprocess.run(['scontrol', *args], check=True,
                    env=dict(os.environ, SLURM_CONF=conf))
@@ -157,17 +165,21 @@ def test_requeued_batch_job_resumes_to_the_same_weights(slurm, ws, ref):
          f'--wrap={script}'],
         cwd=ws, env=env, capture_output=True, text=True, check=True)
     job = proc.stdout.strip().split(';')[0]
+    ended = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL')
     try:
-        wait_for(paused(mark), 300, message='the pause after iteration 2')
+        wait_for(lambda: paused(mark)() or _job_state(slurm, job) in ended,
+                 300, step=0.5, message=lambda: 'the pause after iteration '
+                 f'2:\n{_cluster(slurm, job)}\n{tail(log)}')
+        assert paused(mark)(), f'{_cluster(slurm, job)}\n{tail(log)}'
         assert osp.exists(osp.join(work_dir, 'iter_2.pth'))
         _scontrol(slurm, 'requeue', job)
         # Slurm holds a requeued job back for two minutes; start it now.
         wait_for(lambda: _job_state(slurm, job) == 'PENDING', 60,
                  message='the requeued job to be pending')
         _scontrol(slurm, 'update', f'JobId={job}', 'StartTime=now')
-        wait_for(lambda: _job_state(slurm, job) in (
-            'COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL'),
-            300, step=0.5, message='the requeued job to end')
+        wait_for(lambda: _job_state(slurm, job) in ended, 300, step=0.5,
+                 message=lambda: 'the requeued job to end:\n'
+                 f'{_cluster(slurm, job)}\n{tail(log)}')
         assert _job_state(slurm, job) == 'COMPLETED', tail(log)
     finally:
         subprocess.run(['scancel', job], env=dict(os.environ,

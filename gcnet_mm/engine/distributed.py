@@ -159,15 +159,15 @@ def setup_distributed(cfg: Any) -> None:
     torchrun restarted: the process group on this worker's GPU
     (``LOCAL_RANK``) with the config's ``env_cfg.dist_cfg`` (NCCL by
     default), through :func:`init_process_group`; mmengine then skips its
-    own.  Always: :func:`watch_launcher`.
+    own.  Always, first: :func:`watch_launcher`.
     """
     launcher = cfg.get('launcher') or 'pytorch'
+    watch_launcher(launcher)  # first: the group may wait for its peers
     if (not setup_cpu_distributed(cfg) and launcher == 'pytorch'
             and restart_count() and not dist.is_initialized()):
         torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
         dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg') or {})
         init_process_group(dist_cfg.pop('backend', 'nccl'), **dist_cfg)
-    watch_launcher(launcher)
 
 
 def _launched_by(launcher: str) -> Optional[str]:
