@@ -97,6 +97,7 @@ def test_two_hosts_train_as_one_host_with_two_processes(
     for ns, _ in two_hosts:
         stats = json.loads(_ip('-n', ns, '-s', '-j', 'link', 'show',
                                LINK).stdout)[0]['stats64']
+        print(f'{ns} received {stats["rx"]["bytes"]} bytes over {LINK}')
         assert stats['rx']['bytes'] > 10 ** 6, stats
     # only rank 0 (the first host) saves checkpoints
     assert not osp.exists(osp.join(work_dirs[1], FINAL))
