@@ -16,7 +16,7 @@ from .checkpoint import (CheckpointLoadError, compare_state_dicts,
                          install_checkpoint_safety, remove_temporaries,
                          state_dict_of, zip_ok)
 from .config_checks import check_cfg_options, check_data_paths
-from .distributed import setup_cpu_distributed
+from .distributed import restart_count, setup_distributed
 
 __all__ = [
     'UsageError', 'load_config', 'prepare_train_cfg', 'prepare_test_cfg',
@@ -66,7 +66,7 @@ def _common(cfg: Config, config: str, work_dir: Optional[str],
     install_checkpoint_safety()
     cfg.launcher = launcher
     if launcher != 'none':
-        setup_cpu_distributed(cfg)
+        setup_distributed(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
@@ -137,7 +137,10 @@ def prepare_train_cfg(config: str,
         resume: ``None`` (start afresh), ``'auto'`` (the newest readable
             checkpoint in the work dir; an error if there is none),
             ``'auto-if-any'`` (the same, or start afresh if there is none)
-            or a checkpoint path/URL.
+            or a checkpoint path/URL.  In a worker group that torchrun
+            restarted (``--max-restarts``), the newest readable checkpoint
+            of the work dir, where there is one, comes before ``None`` and a
+            path.
         amp: mixed precision with mmengine's AmpOptimWrapper (needs a GPU).
         auto_scale_lr: scale the lr by the actual total batch size.
         cfg_options: ``--cfg-options`` overrides.
@@ -167,6 +170,9 @@ def prepare_train_cfg(config: str,
                 f'config, but {config!r} has auto_scale_lr='
                 f'{cfg.get("auto_scale_lr")}')
         cfg.auto_scale_lr.enable = True
+    if restart_count() and resume not in ('auto', 'auto-if-any') and (
+            resume is None or find_resumable_checkpoint(cfg.work_dir)):
+        resume = 'auto-if-any'  # torchrun restarted the group: carry on
     if resume in ('auto', 'auto-if-any'):
         cfg.resume = True
         cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
