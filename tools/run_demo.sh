@@ -13,9 +13,10 @@
 # Environment variables:
 #   GCNET_MM_SETUP=0   skip the set-up: use the python on PATH (an environment
 #                      of your own with gcnet_mm installed) instead of .venv/
-#   OMP_NUM_THREADS    threads per process (default 1: the demo's layers are
-#                      small, and waiting threads of a second one cost more
-#                      than they give on a machine that is busy otherwise)
+#   OMP_NUM_THREADS    threads per process (default 1: on 2 idle cores a
+#                      second thread makes the demo's small layers about 1.2x
+#                      faster, and many times slower when the other core is
+#                      busy, its threads waiting for each other)
 #
 # A checkpoint that an earlier demo left in WORK_DIR is removed: the demo
 # keeps one, that of its own run.
