@@ -174,6 +174,66 @@ def test_switch_off_in_process(monkeypatch):
                              None).name != 'triton'
 
 
+# -- the kernels against the PyTorch ops --------------------------------------
+
+def as3(t, layout):
+    fmt = (torch.channels_last if layout == 'channels_last' else
+           torch.contiguous_format)
+    t = t.contiguous(memory_format=fmt)
+    return t.view(t.shape[0], t.shape[1], -1)
+
+
+@interpreted
+@pytest.mark.parametrize('dtype,layout,grads', [
+    (d, lay, 'train') for d in ('fp32', 'bf16', 'fp16')
+    for lay in ('contiguous', 'channels_last', 'mixed')
+] + [('fp32', 'contiguous', g) for g in ('frozen weight', 'frozen input',
+                                         'no g', 'no g, frozen weight')])
+def test_kernels_match_the_pytorch_ops(dtype, layout, grads, no_failure_yet):
+    """Forward and backward of the kernel set against the PyTorch-ops set in
+    float64, on rows whose lengths allow 16-byte vectors (72 channels: a
+    tail block; 4x6 positions in two chunks), every layout (mixed: g in the
+    other one) and every gradient case."""
+    tool = load_tool()
+    need_x, need_w, has_g = tool.GRADS[grads]
+    dt = tool.DTYPES[dtype]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 72, 4, 6, generator=gen)
+    g = torch.randn(3, 72, 4, 6, generator=gen) if has_g else None
+    w = torch.randn(72, generator=gen)
+    dctx = torch.randn(3, 72, generator=gen)
+    alpha = torch.rand(72, generator=gen) + 0.5
+    # The inputs as the kernels see them (rounded to dt).
+    x, dctx = x.to(dt).double(), dctx.to(dt).double()
+    dctx_src = (dctx * alpha).to(dt).double()
+    g = None if g is None else g.to(dt).double()
+    x_layout = 'contiguous' if layout == 'mixed' else layout
+    g_layout = 'channels_last' if layout == 'mixed' else layout
+    x3 = as3(x.to(dt), x_layout)
+    ctx, attn = tk.KERNELS.forward(x3, w)
+    ref = tk.torch_kernels.KERNELS
+    ctx_ref, attn_ref = ref.forward(as3(x, x_layout), w.double())
+    tol = dict(atol=1e-5, rtol=1e-4) if dtype == 'fp32' else dict(atol=2e-2,
+                                                                  rtol=2e-2)
+    assert ctx.dtype == dt and attn.dtype == torch.float32
+    torch.testing.assert_close(ctx.double(), ctx_ref, **tol)
+    torch.testing.assert_close(attn.double(), attn_ref, **tol)
+    cl = x_layout == 'channels_last'
+    dx, dw = tk.KERNELS.backward(
+        x3, attn, dctx_src.to(dt), dctx.to(dt), w,
+        None if g is None else as3(g.to(dt), g_layout).view(g.shape),
+        need_x, need_w, cl)
+    dx_ref, dw_ref = ref.backward(as3(x, x_layout), attn_ref, dctx_src,
+                                  dctx, w.double(), g, need_x, need_w, cl)
+    assert (dx is None) is (not need_x) and (dw is None) is (not need_w)
+    if need_x:
+        assert dx.dtype == dt and dx.stride() == x3.stride()
+        torch.testing.assert_close(dx.double(), dx_ref, **tol)
+    if need_w:
+        torch.testing.assert_close(dw.double(), dw_ref, **tol)
+    assert tk.failure is None
+
+
 # -- sizes, grids and devices -------------------------------------------------
 
 @interpreted
