@@ -389,6 +389,7 @@ done
 wheels="$(cd "${args[0]}" && pwd)"
 mkdir -p "${args[1]}" || exit 2
 out="$(cd "${args[1]}" && pwd)"
+rm -f "$out/report.md" "$out/results.json" "$out/gpu_check.png"  # no stale ones
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null || { echo "run.sh: no interpreter $PY (set PYTHON)" >&2; exit 2; }
 budget="${GPU_CHECK_BUDGET_S:-$(( dry ? 1800 : PLAN_BUDGET ))}"
