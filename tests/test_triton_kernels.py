@@ -254,13 +254,13 @@ def test_accepts_what_its_offsets_address():
                                        layout=torch.channels_last))
     # The arithmetic itself: tile overhangs count, grids within CUDA's.
     n = 2**25  # 64 channels: offsets up to 2**31 - 1
-    assert tk.fits((1, 64, n), (64 * n, n, 1), 4)
-    assert not tk.fits((1, 64, n + 1), (64 * n + 64, n + 1, 1), 4)
+    assert tk.fits((1, 64, n), (64 * n, n, 1))
+    assert not tk.fits((1, 64, n + 1), (64 * n + 64, n + 1, 1))
     # One channel of 2**25 + 1: the 63 masked rows of its tile count.
-    assert not tk.fits((1, 1, n + 1), (n + 1, n + 1, 1), 4)
-    assert not tk.fits((1, 64, n), (64 * n, n, 2), 4)  # strided
-    assert not tk.fits((1, 64 * 65536, 1), (64 * 65536, 1, 1), 4)
-    assert not tk.fits((2**31, 1, 16), (16, 16, 1), 4)
+    assert not tk.fits((1, 1, n + 1), (n + 1, n + 1, 1))
+    assert not tk.fits((1, 64, n), (64 * n, n, 2))  # strided
+    assert not tk.fits((1, 64 * 65536, 1), (64 * 65536, 1, 1))
+    assert not tk.fits((2**31, 1, 16), (16, 16, 1))
 
 
 def recorded_grids(x3):

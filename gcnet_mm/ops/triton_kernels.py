@@ -372,7 +372,7 @@ def _pow2_divisor(values, most: int) -> int:
     return vec
 
 
-def fits(shape, strides, element_size: int) -> bool:
+def fits(shape, strides) -> bool:
     """Whether the kernels address a (B, C, HW) tensor of these sizes and
     strides correctly: offsets within a sample (up to the last tile's far
     corner) within int32, and grids within CUDA's limits."""
@@ -453,8 +453,7 @@ class TritonKernels:
             return False
         from .attention_pool import as_matrix
         x3 = as_matrix(x)[0]
-        return x3 is not None and fits(x3.shape, x3.stride(),
-                                       x3.element_size())
+        return x3 is not None and fits(x3.shape, x3.stride())
 
     @staticmethod
     def forward(x3: Tensor, weight: Tensor):
