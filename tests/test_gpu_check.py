@@ -483,7 +483,7 @@ def test_rehearsal_offline_steps_see_only_their_loopback(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_dry_run_end_to_end(tmp_path):
-    """prepare.sh for this Python (about 13 MiB from the registry), then
+    """prepare.sh for this Python (about 65 MiB from the registry), then
     run.sh --dry-run: every stage and section runs and passes, and OUT holds
     what a device run returns."""
     wheels, out = tmp_path / 'wheels', tmp_path / 'out'

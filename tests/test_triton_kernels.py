@@ -376,8 +376,9 @@ def allowed_bytes(row):
     (contiguous) or C (channels_last), at most 16 bytes."""
     b, c, h, w = row['shape']
     elem = 4 if row['dtype'] == 'fp32' else 2
-    if row['g_layout'] is not None:  # tensors of two layouts in one tile
-        return elem
+    if (row['g_layout'] is not None
+            and row['kernel'] == '_pool_backward_kernel'):
+        return elem  # x and g of two layouts in one tile
     length = h * w if row['layout'] == 'contiguous' else c
     vec = 16 // elem
     while length % vec:

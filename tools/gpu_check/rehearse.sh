@@ -199,8 +199,7 @@ rc=${PIPESTATUS[0]}
     | grep -v '^## ' || echo "(no report)"
   echo "## Triton tests"
   echo
-  grep -E '^  numpy |^[0-9]+ (passed|failed)|passed|failed|error' "$dir/rehearsal.log" \
-    | grep -v '^\[rehearse' | tail -n 4
+  grep -E '^  numpy |^(FAILED|ERROR) |^[0-9]+ (passed|failed)' "$dir/rehearsal.log"
   echo
   echo "Total: ${SECONDS} s"
 } > "$summary"

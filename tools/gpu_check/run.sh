@@ -214,6 +214,7 @@ build_loops() {
     return
   fi
   gcnet_mm_wheel 1 || return 1
+  cd "$work" || return 1  # the installed package, not the checkout
   "$PY" -c 'from gcnet_mm.ops.cpu_kernels import extension_isa as f; i = f(); print("gcnet_mm C++ loops:", i or "not built (see the build log above)")'
 }
 
