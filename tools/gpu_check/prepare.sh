@@ -41,15 +41,15 @@ if [[ -z "${PYTHON:-}" ]]; then
   [[ -x "$root/.venv/bin/python" ]] && PYTHON="$root/.venv/bin/python"
 fi
 
-mkdir -p "$dir"
-dir="$(cd "$dir" && pwd)"
+dir="$(realpath -m "$dir")"
 if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   case "$dir/" in
     "$root"/*)
-      git -C "$root" check-ignore -q "$dir" \
+      git -C "$root" check-ignore -q "$dir/" \
         || die "$dir is inside the repository but not git-ignored; add it to .gitignore (e.g. .gpu_wheels/)" ;;
   esac
 fi
+mkdir -p "$dir" || die "cannot create $dir"
 shopt -s nullglob
 old=("$dir"/*.whl "$dir"/*.tar.gz)
 if (( ${#old[@]} )); then

@@ -146,7 +146,7 @@ except Exception as e:
 EOF
   echo "The tests, with numpy $INTERPRETER_NUMPY first on PYTHONPATH:"
   PYTHONPATH="$root:$overlay:$work/site" "$dir/venv/bin/python" -m pytest \
-    -q -p no:cacheprovider tests/test_triton_kernels.py \
+    -q -rs -p no:cacheprovider tests/test_triton_kernels.py \
     tests/test_global_context_op.py -k triton -W ignore::DeprecationWarning
 }
 
@@ -158,11 +158,11 @@ if [[ "${1:-}" == __offline ]]; then  # offline(): one step, no network
 fi
 
 [[ $# -eq 1 && "$1" != -* ]] || usage
-mkdir -p "$1" || die "cannot create $1"
-dir="$(cd "$1" && pwd)"
+dir="$(realpath -m "$1")"
 case "$dir/" in
   "$root"/*) die "$dir is inside the repository; give a folder outside it" ;;
 esac
+mkdir -p "$dir" || die "cannot create $dir"
 command -v "$py312" >/dev/null || die "no $py312 (set PYTHON312 to a CPython 3.12)"
 [[ "$("$py312" -c 'import sys; print(*sys.version_info[:2], sep=".")')" == 3.12 ]] \
   || die "$py312 is not CPython 3.12"
@@ -199,7 +199,7 @@ rc=${PIPESTATUS[0]}
     | grep -v '^## ' || echo "(no report)"
   echo "## Triton tests"
   echo
-  grep -E '^  numpy |^(FAILED|ERROR) |^[0-9]+ (passed|failed)' "$dir/rehearsal.log"
+  grep -E '^  numpy |^(FAILED|ERROR|SKIPPED) |^[0-9]+ (passed|failed)' "$dir/rehearsal.log"
   echo
   echo "Total: ${SECONDS} s"
 } > "$summary"
