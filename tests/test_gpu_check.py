@@ -513,6 +513,28 @@ def test_blocks_section_measures_the_candidates_that_run(tmp_path,
         'fail' in report
 
 
+def test_resnet_section_measures_the_targets_layout_first(tmp_path,
+                                                         monkeypatch):
+    """The step's targets read the contiguous rows: those of every norm
+    come before any channels_last row, so a section stopped by its time cap
+    loses the latter first."""
+    order = []
+
+    def row(models, img, device, norm, precision, layout, sizes, errors):
+        order.append((norm, precision, layout))
+        return dict(norm=norm, precision=precision, layout=layout,
+                    seconds={}, memory={}, errors=errors, norm_node=None)
+
+    monkeypatch.setattr(check, 'build_backbones',
+                        lambda norm, device, errors: {'plain': nn.Identity()})
+    monkeypatch.setattr(check, 'resnet_row', row)
+    path = tmp_path / 'resnet.json'
+    assert check.main(['resnet', '--json', str(path), '--dry-run']) == 0
+    precisions = check.SIZES['dry']['resnet_precisions']
+    assert order == [(n, p, lay) for lay in check.LAYOUTS
+                     for n in check.DET_CONFIGS for p in precisions]
+
+
 def test_rehearsal_refuses_bad_arguments(tmp_path):
     script = osp.join(TOOL, 'rehearse.sh')
     proc = run_script(script)

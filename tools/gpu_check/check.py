@@ -747,6 +747,7 @@ def section_resnet(args, res: Results) -> None:
     if not dist.is_initialized():
         norms.remove('SyncBN')
     img0 = torch.randn(shape, generator=torch.Generator().manual_seed(6))
+    built = {}  # norm: (backbones, those that did not build, GC diff)
     for norm in norms:
         with res.case(f'{norm}: building the backbones'):
             missing = {}
@@ -760,18 +761,21 @@ def section_resnet(args, res: Results) -> None:
                     b = models['gcnet_mm GC'](img0.to(device))
                 # mmcv's and gcnet_mm's GC backbones, same weights.
                 diff = max(rel_err(p, q) for p, q in zip(b, a))
-            for layout in LAYOUTS:
-                fmt_ = layout_of(layout)
-                img = img0.to(device).to(memory_format=fmt_)
-                for m in models.values():
-                    m.to(memory_format=fmt_)
-                for precision in sizes['resnet_precisions']:
-                    with res.case(f'resnet {norm} {precision} {layout}'):
-                        row = resnet_row(models, img, device, norm,
-                                         precision, layout, sizes,
-                                         dict(missing))
-                        res.add(dict(row, gc_output_rel_diff=diff))
-            del models
+            built[norm] = (models, missing, diff)
+    # The targets' layout (contiguous) for every norm first, then
+    # channels_last: a section stopped by its time cap loses the latter.
+    for layout in LAYOUTS:
+        fmt_ = layout_of(layout)
+        img = img0.to(device).to(memory_format=fmt_)
+        for norm, (models, missing, diff) in built.items():
+            for m in models.values():
+                m.to(memory_format=fmt_)
+            for precision in sizes['resnet_precisions']:
+                with res.case(f'resnet {norm} {precision} {layout}'):
+                    row = resnet_row(models, img, device, norm, precision,
+                                     layout, sizes, dict(missing))
+                    res.add(dict(row, gc_output_rel_diff=diff))
+    built.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
     print(resnet_markdown(res.data))
