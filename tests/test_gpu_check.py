@@ -551,6 +551,19 @@ def test_rehearsal_refuses_bad_arguments(tmp_path):
         assert proc.returncode == 1 and 'is not CPython 3.12' in proc.stderr
 
 
+def test_rehearsals_outcome_is_in_the_docs():
+    """docs/gpu_check.md gives each step of rehearse.sh with its outcome
+    and wall time (a table row per step, seconds and exit status)."""
+    with open(osp.join(TOOL, 'rehearse.sh')) as f:
+        steps = re.findall(r'^  step "([^"]+)"', f.read(), re.M)
+    with open(osp.join(REPO, 'docs', 'gpu_check.md')) as f:
+        doc = f.read()
+    assert len(steps) == 5
+    for name in steps:
+        assert re.search(rf'^\| {re.escape(name)} \| \d+ \| \d+ \|', doc,
+                         re.M), name
+
+
 @pytest.mark.skipif(shutil.which('unshare') is None
                     or subprocess.run(['unshare', '-rn', 'true']).returncode,
                     reason='no user and network namespaces here')

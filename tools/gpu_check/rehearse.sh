@@ -24,7 +24,7 @@
 #      (tests/test_triton_kernels.py, slow ones included: the kernels
 #      compiled for sm_80 and sm_90; and the Triton cases of
 #      tests/test_global_context_op.py in Triton's interpreter) against the
-#      packages run.sh installed.
+#      packages run.sh installed, with an empty Triton cache.
 #
 # numpy and Triton 3.6.0's interpreter: with numpy 2.4 or later the
 # interpreter fails at any `for c in range(0, C, BLOCK)` over a runtime C
@@ -118,6 +118,9 @@ triton_tests() {
   "$dir/venv/bin/python" -m pip --disable-pip-version-check install -q \
     --no-index --find-links "$dir/test" --target "$overlay" \
     "${TEST_EXTRAS[@]}" || return 1
+  # A cache of its own, emptied: every kernel variant compiles here.
+  export TRITON_CACHE_DIR="$dir/triton-cache"
+  rm -rf "$TRITON_CACHE_DIR"
   cd "$root" || return 1
   echo "The machine's numpy with Triton's interpreter:"
   PYTHONPATH="$root:$work/site" TRITON_INTERPRET=1 "$dir/venv/bin/python" - <<'EOF'
