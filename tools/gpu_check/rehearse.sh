@@ -14,7 +14,8 @@
 #   2. runs tools/gpu_check/prepare.sh DIR/gpu_wheels.
 # Then, in a network namespace with no network at all (`unshare -rn`, its
 # loopback up, as on a GPU machine without network access):
-#   3. builds DIR/venv with PYTHON312 (default python3.12) from DIR/stack
+#   3. builds DIR/venv with PYTHON312 (default: python3.12 on the PATH,
+#      else pyenv's 3.12.x) from DIR/stack
 #      only;
 #   4. runs tools/gpu_check/run.sh DIR/gpu_wheels DIR/out --dry-run with
 #      that interpreter: the wheels installed offline, mmcv built with its
@@ -54,7 +55,7 @@ log() { printf '[rehearse %5ds] %s\n' "$SECONDS" "$*"; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-py312="${PYTHON312:-python3.12}"
+py312="${PYTHON312:-}"  # found below when unset
 
 step() {  # step NAME CMD...: run, time and record
   local name="$1" t0 rc dt; shift
@@ -166,9 +167,19 @@ case "$dir/" in
   "$root"/*) die "$dir is inside the repository; give a folder outside it" ;;
 esac
 mkdir -p "$dir" || die "cannot create $dir"
+if [[ -z "$py312" ]]; then  # python3.12 on the PATH, else pyenv's 3.12.x
+  for c in python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do
+    if "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+      py312="$c"
+      break
+    fi
+  done
+  [[ -n "$py312" ]] || die "no CPython 3.12 (python3.12 on the PATH or pyenv's 3.12.x); set PYTHON312"
+fi
 command -v "$py312" >/dev/null || die "no $py312 (set PYTHON312 to a CPython 3.12)"
 [[ "$("$py312" -c 'import sys; print(*sys.version_info[:2], sep=".")')" == 3.12 ]] \
   || die "$py312 is not CPython 3.12"
+export PYTHON312="$py312"  # for the offline steps
 command -v unshare >/dev/null || die "unshare (util-linux) is needed"
 unshare -rn true 2>/dev/null || die "unshare -rn is refused here (user namespaces)"
 summary="$dir/rehearsal.md"
