@@ -42,9 +42,9 @@ def report(out):
 
 
 def check_one_screen(rc, out, *expected, whole=False):
-    """A failure whose output (or report, if the mistake shows after
-    mmengine's log of the run) is at most a screen, with no traceback and
-    with every ``expected`` text."""
+    """A failure whose output (``whole``), or its report at the end of
+    mmengine's log of a run, is at most a screen, with no traceback and with
+    every ``expected`` text."""
     assert rc != 0, out[-3000:]
     assert 'Traceback' not in out, out[-5000:]
     shown = out.rstrip().splitlines() if whole else report(out)
@@ -71,7 +71,7 @@ def test_a_wrong_block_argument_names_its_config_key(workspace, option,
     rc, out = run_tool(workspace, 'train.py', DET, '--work-dir',
                        str(workspace / 'wd'), '--cfg-options', option,
                        check=False)
-    text = check_one_screen(rc, out, *expected)
+    text = check_one_screen(rc, out, *expected, whole=True)
     assert text.startswith('error: model.backbone.plugins[0].cfg.')
     assert 'ContextBlock (model.backbone.plugins[0].cfg)' in text
     assert 'Iter(train)' not in out
@@ -159,6 +159,6 @@ def test_load_from_another_model_stops_training(workspace, tmp_path):
         rc, out, f"load_from='{other}' fills 0 of the",
         'missing (in the model, not in the checkpoint): backbone.',
         '5 unexpected (in the checkpoint, not in the model): '
-        'encoder.layer0.weight', 'nothing was trained')
+        'encoder.layer0.weight', 'nothing was trained', whole=True)
     assert 'Iter(train)' not in out and 'Epoch(train)' not in out, text
     assert not list(wd.glob('*.pth'))

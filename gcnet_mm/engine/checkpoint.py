@@ -38,7 +38,7 @@ __all__ = [
     'CheckpointLoadError', 'safe_globals', 'register_safe_globals',
     'safe_load', 'install_checkpoint_safety', 'remove_temporaries',
     'download_checkpoint', 'state_dict_of', 'compare_state_dicts',
-    'LoadedWeightsCheck'
+    'LoadedWeightsCheck', 'check_weights_filled'
 ]
 
 #: Name prefix of the temporary files of :func:`_atomic_put`.
@@ -464,15 +464,27 @@ class LoadedWeightsCheck(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        name = runner.cfg.get('load_from') or 'the checkpoint'
-        expected = model.state_dict()
-        fitting, lines = compare_state_dicts(
-            expected, state_dict_of(checkpoint, name))
-        if fitting >= self.min_fraction * len(expected):
-            return
-        raise CheckpointLoadError(
-            f'load_from={name!r} fills {fitting} of the {len(expected)} '
-            'weights of the model built from the config, so training would '
-            'start from random weights; nothing was trained.\n  ' +
-            '\n  '.join(lines) + '\nCheck that load_from is a checkpoint '
-            'of this model (--cfg-options load_from=PATH).')
+        check_weights_filled(model, checkpoint,
+                             runner.cfg.get('load_from') or 'the checkpoint',
+                             self.min_fraction)
+
+
+def check_weights_filled(model: torch.nn.Module, checkpoint: Any, name: str,
+                         min_fraction: float = 0.5) -> None:
+    """Raise unless ``checkpoint`` (as loaded, under ``load_from=name``)
+    fills at least ``min_fraction`` of ``model``'s state dict entries.
+
+    Raises:
+        CheckpointLoadError: with the counts and a few names of what differs.
+    """
+    expected = model.state_dict()
+    fitting, lines = compare_state_dicts(expected,
+                                         state_dict_of(checkpoint, name))
+    if fitting >= min_fraction * len(expected):
+        return
+    raise CheckpointLoadError(
+        f'load_from={name!r} fills {fitting} of the {len(expected)} '
+        'weights of the model built from the config, so training would '
+        'start from random weights; nothing was trained.\n  ' +
+        '\n  '.join(lines) + '\nCheck that load_from is a checkpoint '
+        'of this model (--cfg-options load_from=PATH).')

@@ -1,6 +1,7 @@
 """Command-line pieces shared by tools/train.py and tools/test.py."""
 import argparse
 import contextlib
+import copy
 import os
 import os.path as osp
 import sys
@@ -8,15 +9,18 @@ from typing import Callable, Iterator, Optional, Sequence
 
 from mmengine.config import Config, DictAction
 from mmengine.dist import master_only
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+import torch
+from mmengine.registry import MODELS, RUNNERS, DefaultScope
+from mmengine.runner import CheckpointLoader, Runner
 
-from .checkpoint import CheckpointLoadError, LoadedWeightsCheck
+from .checkpoint import (CheckpointLoadError, LoadedWeightsCheck,
+                         check_weights_filled)
 from .config_checks import explain_build_error
 from .runner_cfg import EvaluationError, UsageError
 
 __all__ = ['USER_ERRORS', 'CfgOptionsAction', 'add_launch_args',
-           'parse_launch_args', 'build_runner', 'config_errors', 'run_cli']
+           'parse_launch_args', 'check_model_builds', 'build_runner',
+           'config_errors', 'run_cli']
 
 #: Errors the tools report as a message rather than a traceback.
 USER_ERRORS = (CheckpointLoadError, EvaluationError, FileNotFoundError,
@@ -73,14 +77,35 @@ class _TestRunConfigDump:
         self.cfg.dump(osp.join(self.log_dir, name))
 
 
+def check_model_builds(cfg: Config, *, test: bool = False) -> None:
+    """Build ``cfg.model`` once, and for a training run that does not
+    resume, check that ``load_from`` fills it, before the Runner logs the
+    environment and the config: a wrong argument of a block or a checkpoint
+    of another model is then the only thing a user reads.
+
+    The global random state is left as it was; the model is dropped.
+    """
+    if not isinstance(cfg.get('model'), dict):
+        return
+    with torch.random.fork_rng(devices=[]), \
+            DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(copy.deepcopy(cfg.model))
+        load_from = cfg.get('load_from')
+        if not test and load_from and not cfg.get('resume'):
+            check_weights_filled(model, CheckpointLoader.load_checkpoint(
+                load_from, map_location='cpu'), load_from)
+
+
 def build_runner(cfg: Config, *, test: bool = False) -> Runner:
-    """mmengine's Runner, or the config's own ``runner_type``.
+    """mmengine's Runner, or the config's own ``runner_type``, once the
+    model builds (:func:`check_model_builds`).
 
     A training run's Runner gets :class:`LoadedWeightsCheck`, which stops it
     before the first iteration when ``load_from`` fills under half of the
     model.  A test run's (``test=True``) writes its config into its own log
     folder instead of over the training's in the work dir.
     """
+    check_model_builds(cfg, test=test)
     args = cfg.copy()
     with RUNNERS.switch_scope_and_registry(args.pop('_scope_',
                                                     None)) as registry:
