@@ -190,3 +190,17 @@ def metrics_of(work_dir):
     assert files, f'no metrics JSON in {work_dir}'
     with open(files[-1]) as f:
         return json.load(f)['metrics']
+
+
+@pytest.fixture
+def ws(tmp_path_factory):
+    """The distributed tests' folder: toy Cityscapes and ``seg.py``."""
+    from distributed_runs import workspace  # it imports this module
+    return workspace(tmp_path_factory)
+
+
+@pytest.fixture
+def ref(tmp_path_factory):
+    """The final checkpoint of an uninterrupted two-process run."""
+    from distributed_runs import reference  # it imports this module
+    return reference(tmp_path_factory)

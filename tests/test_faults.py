@@ -14,8 +14,8 @@ import time
 import pytest
 
 from distributed_runs import (FINAL, assert_same_weights, dist_train, kill_all,
-                              paused, read, reference, run_env, start, tail,
-                              tool, wait_for, workers_with, workspace)
+                              paused, read, run_env, start, tail, tool,
+                              wait_for, workers_with)
 from gcnet_mm.engine.checkpoint import zip_ok
 from gcnet_mm.engine.runner_cfg import find_resumable_checkpoint
 
@@ -23,16 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 #: seconds within which every worker must be gone after a stop or a kill
 STOP_WITHIN = 15
-
-
-@pytest.fixture
-def ws(tmp_path_factory):
-    return workspace(tmp_path_factory)
-
-
-@pytest.fixture
-def ref(tmp_path_factory):
-    return reference(tmp_path_factory)
 
 
 @pytest.fixture

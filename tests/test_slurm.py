@@ -21,7 +21,7 @@ import pytest
 
 from conftest import metrics_of
 from distributed_runs import (FINAL, assert_same_weights, cannot_run, kill_all,
-                              paused, read, reference, run, run_env, tail,
+                              paused, read, run, run_env, tail,
                               tool, wait_for, workspace)
 from gcnet_mm.engine.runner_cfg import find_resumable_checkpoint
 
@@ -55,16 +55,6 @@ def slurm():
     finally:
         subprocess.run(['bash', SCRIPT, 'stop', folder], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def ws(tmp_path_factory):
-    return workspace(tmp_path_factory)
-
-
-@pytest.fixture
-def ref(tmp_path_factory):
-    return reference(tmp_path_factory)
 
 
 def slurm_env(conf, **extra):
