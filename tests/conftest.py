@@ -17,6 +17,7 @@ import os.path as osp
 import socket
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -149,6 +150,17 @@ def free_port() -> str:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return str(sock.getsockname()[1])
+
+
+def run_fresh(code: str, cwd=None, check=True) -> str:
+    """Run ``code`` in a new interpreter, where gcnet_mm is not imported;
+    its last line of output (``check=False``: all of its output)."""
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          capture_output=True, text=True, cwd=cwd)
+    if not check:
+        return proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def host_tool(host, name):
