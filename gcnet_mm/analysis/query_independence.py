@@ -42,11 +42,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from mmcv.cnn import NonLocal2d, NonLocal3d
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.logging import MMLogger
+from mmengine.registry import DATASETS, init_default_scope
 from mmengine.runner import load_checkpoint
+from mmengine.utils import ProgressBar
 from torch import Tensor, nn
 
-from gcnet_mm.engine import drop_pretrained, install_checkpoint_safety
+from gcnet_mm.engine import (check_data_paths, drop_pretrained,
+                             install_checkpoint_safety)
+from gcnet_mm.engine.runner_cfg import load_config
 from gcnet_mm.models.blocks.nonlocal_block import (nonlocal_branch,
                                                    pairwise_operands,
                                                    sub_sample_of)
@@ -503,11 +513,6 @@ def _attention_figure(vis: Sequence[Dict[str, Any]],
     Every panel sits on whole pixels and a map fills its panel, so two equal
     maps are drawn as the same pixels.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
     if not vis:
         raise ValueError('no attention maps were captured to draw')
     queries = max(len(v['points']) for v in vis)
@@ -638,7 +643,6 @@ def _test_pipeline_cfg(cfg, split: str) -> list:
 
 
 def _random_init(model: nn.Module) -> None:
-    from mmengine.logging import MMLogger
     if hasattr(model, 'init_weights'):
         logger = MMLogger.get_current_instance()
         level = logger.level
@@ -768,13 +772,6 @@ def analyze_query_independence(config: str,
         ValueError: no NL block in the model, an empty image folder, a bad
             ``split`` or count.
     """
-    from mmengine.dataset import Compose, pseudo_collate
-    from mmengine.registry import DATASETS, init_default_scope
-    from mmengine.utils import ProgressBar
-
-    from gcnet_mm.engine import check_data_paths
-    from gcnet_mm.engine.runner_cfg import load_config
-
     if split not in ('test', 'val'):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     for key, value in (('num_images', num_images), ('num_pairs', num_pairs),

@@ -19,7 +19,6 @@ import os.path as osp
 import pickle
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import uuid

@@ -26,6 +26,8 @@ from typing import Any, Dict, Optional
 import mmcv
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from mmdet.apis import init_detector
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DATASETS, init_default_scope
@@ -126,9 +128,6 @@ def detection_figure(config: str,
         FileNotFoundError: config, checkpoint, data or log not found.
         ValueError: no such image or GC block; ``max_dets`` < 1.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if not isinstance(max_dets, int) or max_dets < 1:
         raise ValueError(f'max_dets must be a positive int, got {max_dets!r}')
     steps, losses = ([],

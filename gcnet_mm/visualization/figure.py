@@ -10,6 +10,8 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from matplotlib.colors import LogNorm, Normalize, to_rgb
+from matplotlib.patches import Rectangle
 
 __all__ = [
     'draw_detections', 'draw_attention', 'draw_losses', 'read_train_losses'
@@ -27,7 +29,6 @@ def _name(label: int, class_names: Optional[Sequence[str]]) -> str:
 
 
 def _rectangle(ax, box, **kwargs) -> None:
-    from matplotlib.patches import Rectangle
     x1, y1, x2, y2 = (float(v) for v in box)
     ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **kwargs))
 
@@ -55,7 +56,6 @@ def draw_detections(ax,
         gt_boxes: (M, 4) ground-truth boxes; gt_labels: their classes.
         class_names: names of the class indices.
     """
-    from matplotlib.colors import to_rgb
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f'image must be (H, W, 3) RGB, got shape '
@@ -138,7 +138,6 @@ def draw_attention(ax,
     if attention.ndim != 2:
         raise ValueError(f'attention must be a 2-D (h, w) map, got shape '
                          f'{attention.shape}')
-    from matplotlib.colors import LogNorm, Normalize
     top = vmax or float(attention.max()) or 1.0
     norm = LogNorm(vmin, top, clip=True) if vmin else Normalize(0.0, top)
     im = ax.imshow(
