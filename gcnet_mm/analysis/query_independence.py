@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from gcnet_mm.engine import (check_data_paths, drop_pretrained,
                              install_checkpoint_safety)
+from gcnet_mm.engine.checkpoint import state_dict_of
 from gcnet_mm.engine.runner_cfg import load_config
 from gcnet_mm.models.blocks.nonlocal_block import (nonlocal_branch,
                                                    pairwise_operands,
@@ -407,7 +408,7 @@ def initialised_blocks(built: Dict[str, Dict[str, float]],
     return found
 
 
-def _fmt(v: float) -> str:
+def _three_decimals(v: float) -> str:
     return 'nan' if v is None or math.isnan(v) else f'{v:.3f}'
 
 
@@ -429,7 +430,7 @@ def format_table(results: Sequence[Dict[str, Any]]) -> str:
     for r in results:
         name = r['block'] + (' *' if r.get('initialised') else '')
         lines.append('| ' + ' | '.join(
-            [name] + [_fmt(r[k]) for k, _ in TABLE_COLUMNS]) + ' |')
+            [name] + [_three_decimals(r[k]) for k, _ in TABLE_COLUMNS]) + ' |')
     marked = [r for r in results if r.get('initialised')]
     if marked:
         lines.append(INIT_NOTE + ' (' + '; '.join(
@@ -653,8 +654,8 @@ def _random_init(model: nn.Module) -> None:
             logger.setLevel(level)
 
 
-def _build_model(cfg, checkpoint: Optional[str], device: str,
-                 seed: int = 0) -> Tuple[nn.Module, Dict[str, str]]:
+def _model_with_weights(cfg, checkpoint: Optional[str], device: str,
+                        seed: int = 0) -> Tuple[nn.Module, Dict[str, str]]:
     """The model of ``cfg`` as the complexity tool builds it (BN for SyncBN,
     no pretrained weights), then ``checkpoint`` loaded or a seeded random
     initialisation.
@@ -690,9 +691,7 @@ def _build_model(cfg, checkpoint: Optional[str], device: str,
     expected = set(model.state_dict())
     ckpt = load_checkpoint(model, checkpoint, map_location='cpu',
                            strict=False, revise_keys=[(r'^module\.', '')])
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-    loaded = {k[len('module.'):] if k.startswith('module.') else k
-              for k in state}
+    loaded = set(state_dict_of(ckpt, checkpoint))
     missing = sorted(expected - loaded)
     nl_names = [name + '.' for name, _ in find_nonlocal_blocks(model)]
     nl_missing = [k for k in missing if k.startswith(tuple(nl_names))]
@@ -803,7 +802,7 @@ def analyze_query_independence(config: str,
             raise ValueError(f'the {split} dataset of {config!r} is empty')
         load, source = dataset.__getitem__, f'{split} split'
 
-    model, initialised = _build_model(cfg, checkpoint, device, seed)
+    model, initialised = _model_with_weights(cfg, checkpoint, device, seed)
     blocks = find_nonlocal_blocks(model)
     if not blocks:
         raise ValueError(

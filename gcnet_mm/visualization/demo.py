@@ -69,8 +69,8 @@ def read_initial_attention(work_dir: str, block: str,
     return np.asarray(saved['attention'], dtype=float)
 
 
-def _load(config: str, checkpoint: str, index: int,
-          cfg_options: Optional[dict], device: str):
+def _test_set_and_detector(config: str, checkpoint: str, index: int,
+                           cfg_options: Optional[dict], device: str):
     """The config's test set and the detector with its checkpoint (mmdet's
     ``init_detector``: SyncBN as BN, eval mode, the checkpoint's classes),
     checking the cheap things first."""
@@ -133,7 +133,8 @@ def detection_figure(config: str,
     steps, losses = ([],
                      {}) if work_dir is None else read_train_losses(work_dir)
     metrics = None if work_dir is None else read_metrics(work_dir)
-    dataset, model = _load(config, checkpoint, index, cfg_options, device)
+    dataset, model = _test_set_and_detector(config, checkpoint, index,
+                                            cfg_options, device)
     blocks = find_context_blocks(model)
     if not blocks:
         raise ValueError(f'{config!r} builds a model with no GC block with '

@@ -22,7 +22,7 @@ _COLOURS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b',
             '#e377c2', '#7f7f7f', '#bcbd22', '#17becf')
 
 
-def _name(label: int, class_names: Optional[Sequence[str]]) -> str:
+def _class_name(label: int, class_names: Optional[Sequence[str]]) -> str:
     if class_names is not None and 0 <= label < len(class_names):
         return str(class_names[label])
     return str(label)
@@ -86,7 +86,7 @@ def draw_detections(ax,
                 ax.text(
                     box[0],
                     box[3],
-                    _name(int(label), class_names),
+                    _class_name(int(label), class_names),
                     color='white',
                     fontsize=7,
                     va='top')
@@ -95,7 +95,7 @@ def draw_detections(ax,
         _rectangle(ax, box, edgecolor=colour, linewidth=2)
         ax.text(
             box[0],
-            box[1], f'{_name(int(label), class_names)} '
+            box[1], f'{_class_name(int(label), class_names)} '
             f'{float(score):.2f}',
             color='white',
             fontsize=7,
