@@ -66,7 +66,9 @@ class NormSource(NamedTuple):
 
 class _Note(NamedTuple):
     output: 'weakref.ref[Tensor]'
-    output_node: int  # id of the output's grad_fn when it was noted
+    # The output's grad_fn when it was noted: held, as torch may give a node
+    # a new Python object (at another address) once none refers to it.
+    output_node: object
     input: 'weakref.ref[Tensor]'
     module: 'weakref.ref[nn.Module]'
 
@@ -83,7 +85,7 @@ def note_norm_io(module: nn.Module, args: tuple, output) -> None:
             or output.grad_fn is None or not args
             or not isinstance(args[0], Tensor)):
         return
-    _local.note = _Note(weakref.ref(output), id(output.grad_fn),
+    _local.note = _Note(weakref.ref(output), output.grad_fn,
                         weakref.ref(args[0]), weakref.ref(module))
 
 
@@ -94,7 +96,7 @@ def _take_note(x: Tensor) -> Optional[Tuple[nn.Module, Tensor]]:
     if note is None or note.output() is not x:
         return None
     _local.note = None
-    if id(x.grad_fn) != note.output_node:
+    if x.grad_fn is not note.output_node:
         return None  # modified in place since (e.g. an in-place ReLU)
     inp, module = note.input(), note.module()
     if inp is None or module is None:

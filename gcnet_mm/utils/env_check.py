@@ -191,10 +191,13 @@ def _check_fused_loops():
             'GCNET_MM_WITH_EXT=0')
     cpu = f'CPU loops ({isa})' if isa else 'CPU: PyTorch ops ' \
         '(GCNET_MM_WITH_EXT=0)'
+    from gcnet_mm.ops import dispatch
     gpu = ''
     if torch.cuda.is_available():
-        gpu = ', CUDA: ' + ('Triton kernels' if triton is not None else
-                            'PyTorch ops (no Triton)')
+        gpu = ', CUDA: ' + (
+            'PyTorch ops (GCNET_MM_TRITON=0)' if not dispatch._triton else
+            'Triton kernels' if triton is not None else
+            'PyTorch ops (no Triton)')
     return f'GC blocks: fused path, {cpu}{gpu}'
 
 
