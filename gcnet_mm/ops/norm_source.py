@@ -40,6 +40,9 @@ Everything here uses public PyTorch interfaces:
 Where no batch norm made ``x`` (or it was modified in place since, e.g. by a
 ReLU), the block keeps ``x``, as mmcv's does.
 """
+import functools
+import math
+import random
 import threading
 import weakref
 from typing import List, NamedTuple, Optional, Tuple
@@ -111,8 +114,10 @@ def _sweep() -> None:
         _done.pop().remove()
 
 
-def _synchronised(module: nn.Module, training: bool) -> bool:
-    if not isinstance(module, nn.SyncBatchNorm) or not training:
+def _synchronised(module: nn.Module) -> bool:
+    """Whether a training ``module`` normalises with the statistics of
+    several processes."""
+    if not isinstance(module, nn.SyncBatchNorm):
         return False
     if not (dist.is_available() and dist.is_initialized()):
         return False
@@ -120,28 +125,103 @@ def _synchronised(module: nn.Module, training: bool) -> bool:
     return dist.get_world_size(group) > 1
 
 
+# Positions per channel that the slope of x on the input is fitted on: runs
+# of _RUN consecutive positions along the last dimension (one cache line or
+# so of each channel), one starting in each of as many equal strata of the
+# map's positions (all samples in turn, row by row), where drawn from a
+# fixed seed (an own generator: the global ones are not touched).  A map
+# with few positions gives all of them.
+SAMPLE_POSITIONS = 64
+_RUN = 8
+
+
+@functools.lru_cache(maxsize=64)
+def _sample_index(shape: Tuple[int, ...],
+                  device: torch.device) -> Tuple[Tensor, ...]:
+    """Index tensors, one per dimension of ``(B, *spatial)``, of the
+    positions sampled from a map of that shape (the same every call)."""
+    width = shape[-1]
+    total = math.prod(shape)
+    if total <= 2 * SAMPLE_POSITIONS:
+        flat = list(range(total))
+    else:
+        run = min(width, _RUN)
+        runs = -(-SAMPLE_POSITIONS // run)
+        draw = random.Random(0)
+        flat = []
+        for j in range(runs):
+            row, col = divmod(
+                draw.randrange(j * total // runs, (j + 1) * total // runs),
+                width)
+            first = row * width + min(col, width - run)
+            flat.extend(range(first, first + run))
+    return torch.unravel_index(torch.tensor(flat, device=device), shape)
+
+
+def _sampled_slope(module: nn.Module, inp: Tensor,
+                   x: Tensor) -> Tuple[Tensor, Tensor]:
+    """The per-channel least-squares slope of ``x`` on ``inp`` over the
+    sampled positions (float64, (C,)), and where the sample pins it down
+    (bool, (C,))."""
+    index = _sample_index((inp.shape[0], ) + inp.shape[2:], inp.device)
+    key = (index[0], slice(None)) + index[1:]
+    i = inp[key].double()  # (K, C)
+    v = x[key].double()
+    k = i.shape[0]
+    d = i - i.mean(0)
+    sdd = (d * d).sum(0)
+    slope = (d * v).sum(0) / sdd.clamp_min(torch.finfo(sdd.dtype).tiny)
+    # x is exactly affine in inp, so the residuals are x's rounding, and the
+    # slope's standard error says how far that moves the slope.
+    resid = v - v.mean(0) - d * slope
+    err2 = (resid * resid).sum(0) / (max(k - 2, 1) * sdd)
+    tol = (torch.finfo(x.dtype).eps / 2)**0.75
+    ok = (sdd > 0) & (err2 <= (tol * slope)**2) & (k > 2)
+    if module.weight is not None:  # a zero weight: x is constant
+        zero = module.weight.detach() == 0
+        ok |= zero
+        slope = slope.masked_fill(zero, 0.)
+    return slope, ok
+
+
+def _full_alpha(module: nn.Module, inp: Tensor, x: Tensor,
+                weight: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    """``alpha`` from passes over all positions of the given channels: the
+    input's batch variance (one process), the least-squares slope of x on
+    the input (several processes)."""
+    dims = [0] + list(range(2, inp.dim()))
+    i = inp.to(dtype)
+    if not _synchronised(module):
+        alpha = torch.rsqrt(i.var(dim=dims, unbiased=False) + module.eps)
+        return alpha if weight is None else alpha * weight.to(dtype)
+    di = i - i.mean(dims, keepdim=True)
+    num = (di * x.to(dtype)).sum(dims)
+    den = (di * di).sum(dims)
+    return torch.where(den > 0, num / den.clamp_min(1e-30),
+                       torch.zeros_like(num))
+
+
 def _alpha(module: nn.Module, inp: Tensor, x: Tensor) -> Tensor:
     """``alpha`` (C,) of ``x = norm(inp)``, float32 or float64."""
     dtype = torch.promote_types(inp.dtype, torch.float32)
-    training = module.training or module.running_var is None
-    dims = [0] + list(range(2, inp.dim()))
+    weight = None if module.weight is None else module.weight.detach()
     with torch.no_grad():
-        if _synchronised(module, training):
-            # Statistics of all processes: the least-squares slope of x on
-            # the input, per channel (exact for any affine map).
-            i = inp.to(dtype)
-            di = i - i.mean(dims, keepdim=True)
-            num = (di * x.to(dtype)).sum(dims)
-            den = (di * di).sum(dims)
-            return torch.where(den > 0, num / den.clamp_min(1e-30),
-                               torch.zeros_like(num))
-        if training:
-            var = inp.to(dtype).var(dim=dims, unbiased=False)
-        else:
-            var = module.running_var.to(dtype)
-        alpha = torch.rsqrt(var + module.eps)
-        if module.weight is not None:
-            alpha = alpha * module.weight.detach().to(dtype)
+        if not module.training and module.running_var is not None:
+            alpha = torch.rsqrt(module.running_var.to(dtype) + module.eps)
+            return alpha if weight is None else alpha * weight.to(dtype)
+        # Training: the batch's statistics, fitted on a sample of positions
+        # (64 per channel); channels the sample leaves unsure of (nearly
+        # constant there, or x rounded coarsely) from all their positions.
+        slope, ok = _sampled_slope(module, inp, x)
+        alpha = slope.to(dtype)
+        if bool(ok.all()):
+            return alpha
+        if not bool(ok.any()):
+            return _full_alpha(module, inp, x, weight, dtype)
+        redo = (~ok).nonzero().squeeze(1)
+        alpha[redo] = _full_alpha(
+            module, inp.index_select(1, redo), x.index_select(1, redo),
+            None if weight is None else weight[redo], dtype)
         return alpha
 
 
