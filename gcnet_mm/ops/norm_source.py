@@ -32,10 +32,15 @@ Everything here uses public PyTorch interfaces:
   the block, called on that output unmodified, takes the note.  From the
   first training call on, the same way in every run, so a resumed run
   computes what a run that went straight through does.
-* ``alpha`` comes from the layer's public state: the running variance in eval
-  mode, the batch variance of the input in training mode, and, for a
-  :class:`~torch.nn.SyncBatchNorm` that synchronises over several processes,
-  the per-channel least-squares slope of ``x`` on the input.
+* ``alpha`` costs no pass over the feature map.  In eval mode it is the
+  layer's ``weight / sqrt(running_var + eps)``.  In training mode (the
+  batch's statistics, of this process or, for a SyncBN, of all of them) it
+  is the per-channel least-squares slope of ``x`` on the input at 64 fixed
+  positions per channel: ``x`` is exactly affine in the input, so the slope
+  is exact up to the rounding of ``x``, which the fit's residuals measure.
+  A channel whose sample does not pin the slope down to ``x``'s precision
+  (its input nearly constant there) takes the slope from all its positions
+  (the batch variance, or with several processes the least-squares slope).
 
 Where no batch norm made ``x`` (or it was modified in place since, e.g. by a
 ReLU), the block keeps ``x``, as mmcv's does.
@@ -165,22 +170,22 @@ def _sampled_slope(module: nn.Module, inp: Tensor,
     (bool, (C,))."""
     index = _sample_index((inp.shape[0], ) + inp.shape[2:], inp.device)
     key = (index[0], slice(None)) + index[1:]
-    i = inp[key].double()  # (K, C)
-    v = x[key].double()
-    k = i.shape[0]
-    d = i - i.mean(0)
-    sdd = (d * d).sum(0)
-    slope = (d * v).sum(0) / sdd.clamp_min(torch.finfo(sdd.dtype).tiny)
+    s = torch.stack((inp[key], x[key])).double()  # (2, K, C)
+    k = s.shape[1]
+    s = s - s.mean(1, keepdim=True)
+    d, v = s  # centred input and output, (K, C) each
+    sdd, sdv = (s * d).sum(1)
+    slope = sdv / sdd  # not finite where sdd == 0, which ok rules out
     # x is exactly affine in inp, so the residuals are x's rounding, and the
-    # slope's standard error says how far that moves the slope.
-    resid = v - v.mean(0) - d * slope
-    err2 = (resid * resid).sum(0) / (max(k - 2, 1) * sdd)
-    tol = (torch.finfo(x.dtype).eps / 2)**0.75
-    ok = (sdd > 0) & (err2 <= (tol * slope)**2) & (k > 2)
+    # slope's standard error, sqrt(sum(r^2) / ((K - 2) sdd)), says how far
+    # that moves the slope.
+    err2 = torch.addcmul(v, d, slope, value=-1).square_().sum(0)
+    tol2 = (torch.finfo(x.dtype).eps / 2)**1.5 * (k - 2)
+    ok = (sdd > 0) & (err2 <= slope.square() * sdd * tol2) & (k > 2)
     if module.weight is not None:  # a zero weight: x is constant
         zero = module.weight.detach() == 0
         ok |= zero
-        slope = slope.masked_fill(zero, 0.)
+        slope.masked_fill_(zero, 0.)
     return slope, ok
 
 
