@@ -8,6 +8,7 @@ as the reference path comes to a float64 run; the passes over the feature
 map per block are counted and pinned."""
 import collections
 import copy
+import weakref
 
 import pytest
 import torch
@@ -279,6 +280,51 @@ def test_syncbn_over_two_processes(tmp_path):
     path's gradients in each process."""
     import torch.multiprocessing as mp
     mp.spawn(_two_process_check, args=(str(tmp_path / 'store'), ), nprocs=2)
+
+
+# -- the note's lifetime -------------------------------------------------------
+class NormBlockNorm(nn.Module):
+    """norm, GC block, then another batch norm (a Bottleneck's downsample
+    runs after the block in mmdet's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = make_norm('bn2d', 'train')
+        self.block = ContextBlock(C, 1 / 4)
+        self.after = nn.BatchNorm2d(C)
+
+    def forward(self, x):
+        return self.after(self.block(self.norm(x)))
+
+
+def test_a_note_no_block_takes_holds_no_graph():
+    """The note holds its norm's output's grad_fn (so that the block
+    recognises the node by identity), and with it the graph up to that
+    norm: a note that no block takes is dropped at the end of the parent's
+    call, so the graph goes with the output, and an exception in the parent
+    drops it as well."""
+    model = NormBlockNorm()
+    saved = []
+    model.after.register_forward_hook(
+        lambda m, args, out: saved.append(weakref.ref(args[0])))
+    inp = torch.randn(2, C, 12, 20)
+    for _ in range(2):
+        y = model(inp.clone().requires_grad_())
+    with reference_path():  # the block keeps x
+        assert saved_full_size(model, inp) == 3
+    assert saved_full_size(model, inp) == 2  # the norms' inputs only
+    del y
+    assert saved[-1]() is None  # the after norm's input: its graph is gone
+
+    def fail(m, args, out):
+        raise RuntimeError('stop')
+
+    handle = model.after.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match='stop'):
+        model(inp.clone().requires_grad_())
+    handle.remove()
+    assert saved[-1]() is None
+    assert getattr(norm_source._local, 'note', None) is None
 
 
 # -- resume -------------------------------------------------------------------

@@ -28,8 +28,10 @@ Everything here uses public PyTorch interfaces:
   one, so a layer swapped for another (``nn.SyncBatchNorm
   .convert_sync_batchnorm``, mmengine's ``revert_sync_batchnorm``) is hooked
   before it runs.
-* The hook notes the layer's ``(input, output)`` (weak references only);
-  the block, called on that output unmodified, takes the note.  From the
+* The hook notes the layer's ``(input, output)`` (weak references) and the
+  output's ``grad_fn``; the block, called on that output unmodified (the
+  same ``grad_fn``), takes the note, and the parent's forward hook
+  (:func:`drop_note`) drops one that no block took.  From the
   first training call on, the same way in every run, so a resumed run
   computes what a run that went straight through does.
 * ``alpha`` costs no pass over the feature map.  In eval mode it is the
@@ -57,7 +59,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules import module as module_hooks
 
-__all__ = ['NormSource', 'NormTracker', 'NoteNorms', 'note_norm_io']
+__all__ = [
+    'NormSource', 'NormTracker', 'NoteNorms', 'note_norm_io', 'drop_note'
+]
 
 # Layers whose output is an affine map of their input, per channel.
 _NORMS = (nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -74,7 +78,11 @@ class NormSource(NamedTuple):
 
 class _Note(NamedTuple):
     output: 'weakref.ref[Tensor]'
-    output_node: int  # id of the output's grad_fn when it was noted
+    # The output's grad_fn when it was noted: held, as torch may give a node
+    # a new Python object (at another address) once none refers to it.  It
+    # holds the graph up to the norm, so the note lives no longer than the
+    # parent's call (:func:`drop_note`).
+    output_node: object
     input: 'weakref.ref[Tensor]'
     module: 'weakref.ref[nn.Module]'
 
@@ -91,8 +99,15 @@ def note_norm_io(module: nn.Module, args: tuple, output) -> None:
             or output.grad_fn is None or not args
             or not isinstance(args[0], Tensor)):
         return
-    _local.note = _Note(weakref.ref(output), id(output.grad_fn),
+    _local.note = _Note(weakref.ref(output), output.grad_fn,
                         weakref.ref(args[0]), weakref.ref(module))
+
+
+def drop_note(module: nn.Module, args: tuple, output) -> None:
+    """Forward hook on a GC block's parent (run also when the call
+    raises): a note that no block took is dropped, and with it the note's
+    hold on the graph."""
+    _local.note = None
 
 
 def _take_note(x: Tensor) -> Optional[Tuple[nn.Module, Tensor]]:
@@ -102,7 +117,7 @@ def _take_note(x: Tensor) -> Optional[Tuple[nn.Module, Tensor]]:
     if note is None or note.output() is not x:
         return None
     _local.note = None
-    if id(x.grad_fn) != note.output_node:
+    if x.grad_fn is not note.output_node:
         return None  # modified in place since (e.g. an in-place ReLU)
     inp, module = note.input(), note.module()
     if inp is None or module is None:
@@ -277,6 +292,7 @@ class NormTracker:
             if block is not None and submodule is block:
                 if not getattr(module, _PARENT_HOOKED, False):
                     module.register_forward_pre_hook(NoteNorms())
+                    module.register_forward_hook(drop_note, always_call=True)
                     setattr(module, _PARENT_HOOKED, True)
             if block is None or submodule is block:
                 # Removed later: torch is iterating over these hooks now.
