@@ -1,4 +1,4 @@
-"""gcnet_mm.analysis.flops and .paper_tables, and
+"""gcnet_mm.analysis.flops, .paper_tables and the reports, and
 tools/analysis/get_complexity.py.
 
 FLOPs: one fused multiply-add = 1 FLOP (mmengine's FlopAnalyzer).  Counts are
@@ -6,6 +6,9 @@ checked by hand on tiny modules; whole detectors are only counted at a tiny
 input (a full 800x1333 Mask R-CNN takes tens of seconds: the tool's job,
 see docs/complexity.md).
 """
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +17,12 @@ import pytest
 import torch
 from torch import nn
 
+from gcnet_mm.analysis import complexity_reports as reports
 from gcnet_mm.analysis import flops as harness
+from gcnet_mm.analysis import paper_figures as figures
+from gcnet_mm.analysis import paper_flops_fit
 from gcnet_mm.analysis import paper_tables as pt
+from gcnet_mm.analysis import quiet_measurer
 from gcnet_mm.models.blocks import (ContextBlock, ContextBlock3d,
                                     NonLocalBlock, NonLocalBlock3d, SNLBlock,
                                     SNLBlock3d)
@@ -29,6 +36,11 @@ CLS_BASE = 'classification/gcnet/resnet50_8xb64-ft-coslr-40e_in1k.py'
 def _cache(tmp_path, monkeypatch):
     """The tool's results cache in a folder of the test's own."""
     monkeypatch.setenv('GCNET_MM_CACHE', str(tmp_path / 'cache'))
+
+
+def _paper(config):
+    """The paper's (first) row of a config that prints parameters."""
+    return [r for r in figures.paper_rows(config) if r.params is not None][0]
 
 
 def _load_tool():
@@ -139,7 +151,7 @@ def test_nonlocal_and_snl_flops_by_hand():
 def test_resnet50_classifier_params(config):
     result = harness.get_complexity(config, params_only=True)
     assert result.task == 'classification'
-    assert round(result.params / 1e6, 2) == 25.56
+    assert round(result.params / 1e6, 2) == _paper(CLS_BASE).params
     assert result.flops is None
 
 
@@ -174,7 +186,7 @@ def test_detector_flops_at_a_tiny_input():
     result = harness.get_complexity(name, shape=(60, 90))
     # padded to a multiple of 32 by the detector's data preprocessor
     assert result.input_shape == (1, 3, 64, 96)
-    assert round(result.params / 1e6, 1) == 46.9
+    assert round(result.params / 1e6, 1) == _paper(name).params
     assert 'RoIs to the bbox head' in result.notes
     assert result.flops > 0
     # the parts of the model add up to the whole; one RoI stage
@@ -199,7 +211,7 @@ def test_format_results_prints_flops_by_part():
                                 (224, 224), (1, 3, 224, 224), {}, '',
                                 'conv.',
                                 dict(backbone=3_990_000_000, head=2_000_000))
-    text = pt.format_results([result])
+    text = reports.format_results([result])
     assert '  by part: backbone 3.99G, head 2.00M' in text
 
 
@@ -232,7 +244,7 @@ def test_fit_paper_convention_recovers_scale_and_per_stage():
     rows = [_fit_row(n, r, h, s, paper(r, h, s)) for n, r, h, s in cases]
     # an NL row is held out: not fitted on, but predicted like the others
     rows.append(_fit_row('mask-rcnn_r50-nl-c4', 227.0, 67.0, 1, 280.0))
-    fit = pt.fit_paper_convention(rows)
+    fit = paper_flops_fit.fit_paper_convention(rows)
     assert fit['rows_used'] == 4
     assert fit['scale'] == pytest.approx(scale)
     assert fit['per_stage_g'] == pytest.approx(per_stage)
@@ -241,7 +253,7 @@ def test_fit_paper_convention_recovers_scale_and_per_stage():
     assert max(abs(residuals[n + '.py']) for n in 'abcd') < 1e-9
     nl = residuals['mask-rcnn_r50-nl-c4.py']
     assert nl == pytest.approx(280.0 - (scale * 227 + 67 + per_stage))
-    text = pt.format_fit(fit)
+    text = paper_flops_fit.format_fit(fit)
     assert '0.900 x' in text and '20.00G x RoI stages' in text
     assert 'largest |paper - estimate| of the fitted rows' in text
     assert 'held out (predicted, not fitted): mask-rcnn_r50-nl-c4' in text
@@ -251,21 +263,22 @@ def test_fit_paper_convention_recovers_scale_and_per_stage():
 def test_fit_paper_convention_needs_two_stage_counts():
     rows = [_fit_row('a', 200.0, 67.0, 1, 280.0),
             _fit_row('b', 280.0, 67.0, 1, 350.0)]
-    assert pt.fit_paper_convention(rows) is None  # no cascade: no fit
+    assert paper_flops_fit.fit_paper_convention(rows) is None  # no cascade
     rows[0]['flops_g'] = None  # params-only rows are skipped
-    assert pt.fit_paper_convention(rows) is None
+    assert paper_flops_fit.fit_paper_convention(rows) is None
 
 
-def test_paper_tables_are_data_for_existing_configs():
-    assert set(pt.PAPER_TABLES) == {'2a', '3', '4a', 'cityscapes', '5'}
-    assert len(pt.PAPER_TABLES['3'].rows) == 15
-    for table in pt.PAPER_TABLES.values():
-        for config, row in table.rows.items():
-            assert (harness.CONFIGS_DIR / config).is_file(), config
+def test_paper_tables_are_rows_of_existing_configs():
+    assert set(figures.PAPER_TABLES) == {'2a', '3', '4a', 'cityscapes', '5'}
+    assert len(figures.table_rows('3')) == 15
+    for name in figures.PAPER_TABLES:
+        for row in figures.table_rows(name):
+            assert (harness.CONFIGS_DIR / row.config).is_file(), row
             assert row.params > 0 and row.flops > 0
-    baseline = pt.PAPER_TABLES['2a'].rows[
-        'detection/gcnet/mask-rcnn_r50-syncbn_fpn_1x_coco.py']
-    assert (baseline.params, baseline.flops) == (44.4, 279.4)
+    # Tables 2(a) and 3 share the R-50 baseline and GC r16: measured once
+    jobs = pt.table_jobs(['2a', '3'])
+    assert len(jobs) == 5 + 15 - 2
+    assert {size for _, size in jobs} == {(800, 1333)}
 
 
 def test_paper_table_4a_params_match():
@@ -275,7 +288,7 @@ def test_paper_table_4a_params_match():
     ]
     for row in rows:
         assert round(row['params_m'], 2) == row['paper_params_m'], row
-        assert row['flops_g'] is None and row['paper_flops_g'] > 3.8
+        assert row['flops_g'] is None and row['paper_flops_g'] > 0
 
 
 # --- video (Table 5) ---------------------------------------------------------
@@ -309,8 +322,9 @@ def test_paper_table_5_params_match():
     ]
     for row in rows:
         assert round(row['params_m'], 2) == row['paper_params_m'], row
-    assert [r['paper_flops_g'] for r in rows] == [
-        39.29, 59.60, 39.32, 39.31, 39.35]
+    # the paper's FLOPs: the NL blocks cost, the others nearly nothing
+    flops = {r['row']: r['paper_flops_g'] for r in rows}
+    assert max(flops, key=flops.get) == '+5 NL'
 
 
 def test_video_flops_of_one_clip_at_a_small_input():
@@ -330,12 +344,12 @@ def test_video_flops_of_one_clip_at_a_small_input():
         added += blocks * (2 * n * c * inner + 2 * k * c * inner +
                            2 * n * k * inner + 2 * n * c)
     assert nl.flops - base.flops == added
-    text = pt.format_table('5', [dict(
-        row='baseline', config=VIDEO_BASE, params_m=32.454,
-        paper_params_m=32.45, params_diff_m=0.004, flops_g=1.0,
-        paper_flops_g=39.29, flops_diff_g=0.0, flops_rel_diff=0.0,
+    text = reports.format_table('5', [dict(
+        row='baseline', config=VIDEO_BASE, params_m=2.004,
+        paper_params_m=2.0, params_diff_m=0.004, flops_g=1.0,
+        paper_flops_g=1.0, flops_diff_g=0.0, flops_rel_diff=0.0,
         shape=(64, 64), input_shape=base.input_shape, notes=base.notes,
-        zoo=None, remark=None, convention=base.convention)])
+        remark=None, convention=base.convention)])
     assert 'Input 8 frames of 64x64.' in text
 
 
@@ -378,41 +392,119 @@ def test_cli_paper_tables_params_only(capsys, tmp_path):
     text = capsys.readouterr().out
     assert 'Table 4(a)' in text
     assert '| row | config | params (M) | paper | diff |' in text
-    # the paper's columns: params and FLOPs of every row
-    for paper in ('25.56', '27.66', '26.61', '25.69', '28.08', '3.86',
-                  '4.11', '3.87'):
-        assert f'| {paper} |' in text, paper
+    # the paper's columns: params and FLOPs of every row, as the metafiles
+    # give them
+    paper = figures.table_rows('4a')
+    for row in paper:
+        line, = [line for line in text.splitlines()
+                 if line.startswith(f'| {row.row} |')]
+        assert f'| {row.params:.2f} |' in line and f'| {row.flops:.2f} |' \
+            in line, line
     assert 'multiply-add = 1 FLOP' in text
-    import json
     rows = json.loads(out.read_text())['4a']
-    assert len(rows) == 5 and rows[0]['paper_params_m'] == 25.56
+    assert [r['paper_params_m'] for r in rows] == [r.params for r in paper]
 
 
 def test_cli_config_params_only(capsys):
     tool = _load_tool()
     assert tool.main([CLS_BASE, '--params-only']) == 0
-    assert 'params: 25.56M' in capsys.readouterr().out
+    assert f'params: {_paper(CLS_BASE).params}M' in capsys.readouterr().out
+
+
+def _paper_line(config):
+    row = _paper(config)
+    return (f'paper: {row.params}M params, {row.flops}G FLOPs (Table 4(a): '
+            'block design, ResNet-50 (ImageNet), at 224x224: baseline)')
 
 
 def test_cli_config_of_a_paper_table_shows_the_paper(capsys):
     tool = _load_tool()
     assert tool.main([CLS_BASE, '--params-only']) == 0
     out = capsys.readouterr().out
-    assert ('paper: 25.56M params, 3.86G FLOPs (Table 4(a): block design, '
-            'ResNet-50 (ImageNet), at 224x224: baseline)') in out
+    assert _paper_line(CLS_BASE) in out
     other = 'classification/gcnet/resnet50_8xb64-coslr-120e_in1k.py'
     assert tool.main([other, '--params-only']) == 0
     assert 'paper:' not in capsys.readouterr().out  # in no paper table
+
+
+def test_cli_config_of_another_checkout_shows_the_paper(
+        capsys, tmp_path, monkeypatch):
+    """A config named by its path in a checkout (absolute, or relative to
+    the checkout) gets the paper's figures as its package-relative name
+    does; the same file outside a configs/ tree gets none."""
+    clone = tmp_path / 'clone'
+    shutil.copytree(harness.CONFIGS_DIR / 'classification',
+                    clone / 'configs' / 'classification')
+    tool = _load_tool()
+    relative = Path('configs') / CLS_BASE
+    assert tool.main([str(clone / relative), '--params-only']) == 0
+    assert _paper_line(CLS_BASE) in capsys.readouterr().out
+    monkeypatch.chdir(clone)
+    assert tool.main([str(relative), '--params-only']) == 0
+    assert _paper_line(CLS_BASE) in capsys.readouterr().out
+    elsewhere = tmp_path / 'mine' / Path(CLS_BASE).name
+    elsewhere.parent.mkdir()
+    shutil.copy(clone / relative, elsewhere)
+    shutil.copy(clone / relative.parent / 'resnet50_8xb64-coslr-120e_in1k.py',
+                elsewhere.parent)
+    assert tool.main([str(elsewhere), '--params-only']) == 0
+    out = capsys.readouterr().out
+    assert 'params: ' in out and 'paper:' not in out
+
+
+# mmaction2 made unimportable in a fresh interpreter, which then runs the
+# tool: argv[1] is the tool, the rest its arguments
+_WITHOUT_MMACTION = """\
+import runpy
+import sys
+
+
+class BlockMmaction:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'mmaction':
+            raise ModuleNotFoundError(f'No module named {name!r}', name=name)
+
+
+sys.meta_path.insert(0, BlockMmaction())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_cli_skips_the_table_of_a_host_that_does_not_import(tmp_path):
+    """Without mmaction2, --paper-tables prints one line for Table 5 and the
+    other tables as usual."""
+    script = tmp_path / 'without_mmaction.py'
+    script.write_text(_WITHOUT_MMACTION)
+    out = tmp_path / 'results.json'
+    env = dict(os.environ, GCNET_MM_CACHE=str(tmp_path / 'cache'),
+               PYTHONPATH=os.pathsep.join(
+                   [str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(TOOL), '--paper-tables', '5', '4a',
+         '--params-only', '--out', str(out)],
+        capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    skipped = [line for line in lines if 'skipped' in line]
+    assert skipped == [
+        f'{figures.get_table("5").heading}: skipped, mmaction does not '
+        "import (ModuleNotFoundError: No module named 'mmaction')"]
+    assert lines[0] == skipped[0]  # in the order asked for
+    assert f'### {figures.get_table("4a").heading}' in lines
+    assert sum(line.startswith('| +') for line in lines) == 4  # 4(a)'s rows
+    results = json.loads(out.read_text())
+    assert set(results) == {'4a', 'skipped'} and '5' in results['skipped']
 
 
 def _noisy_measure(monkeypatch):
     """get_complexity as the tool calls it, printing what model building and
     tracing print: python prints and warnings, and a C-level write to fd 2;
     returns the list of configs it measured."""
-    import os
     import warnings
     measured = []
-    real = pt.get_complexity
+    real = quiet_measurer.get_complexity
 
     def noisy(config, **kwargs):
         measured.append(config)
@@ -421,7 +513,7 @@ def _noisy_measure(monkeypatch):
         os.write(2, b'NOISE from C\n')
         return real(config, **kwargs)
 
-    monkeypatch.setattr(pt, 'get_complexity', noisy)
+    monkeypatch.setattr(quiet_measurer, 'get_complexity', noisy)
     return measured
 
 

@@ -233,9 +233,43 @@ def test_testing_never_reads_the_training_data(toy_data, tmp_path):
     cfg = prepare_test_cfg(_toy(TOY_SEG), toy_data,
                            work_dir=str(tmp_path / 'wd'),
                            show_dir=str(tmp_path / 'vis'))
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, test=True)
     torch.save({'state_dict': runner.model.state_dict()}, toy_data)
     load_checkpoint_strict(runner, toy_data)
     metrics = runner.test()
     assert 'mIoU' in metrics and runner.iter == 0
     assert glob.glob(str(tmp_path / 'vis' / '**' / '*.png'), recursive=True)
+
+
+def test_a_test_run_leaves_the_training_config_dump_alone(toy_data,
+                                                          tmp_path):
+    """tools/test.py with the training's work dir: the training's config
+    dump there stays byte for byte (retraining from it trains on the
+    training data); the test run's own config goes into its log folder,
+    and has no training in it."""
+    import importlib.util
+
+    from mmengine.config import Config
+
+    from gcnet_mm.engine.cli import build_runner
+    from gcnet_mm.engine.runner_cfg import prepare_train_cfg
+    work_dir = tmp_path / 'wd'
+    train_cfg = prepare_train_cfg(_toy(TOY_CLS), work_dir=str(work_dir))
+    runner = build_runner(train_cfg)  # dumps the training's config
+    dump = work_dir / TOY_CLS
+    trained = dump.read_bytes()
+    assert Config.fromfile(str(dump)).train_dataloader.dataset.split \
+        == 'train'
+    torch.save({'state_dict': runner.model.state_dict()}, toy_data)
+
+    spec = importlib.util.spec_from_file_location(
+        'test_tool', osp.join(osp.dirname(osp.dirname(osp.abspath(
+            __file__))), 'tools', 'test.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([_toy(TOY_CLS), toy_data, '--work-dir', str(work_dir)])
+    assert dump.read_bytes() == trained
+    own, = work_dir.glob(f'*/{TOY_CLS}')  # WORK_DIR/<timestamp>/
+    tested = Config.fromfile(str(own))
+    assert tested.train_dataloader is None and tested.train_cfg is None
+    assert tested.test_dataloader.dataset.split == 'val'

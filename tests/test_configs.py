@@ -9,8 +9,9 @@
   ``ContextBlock``/``NonLocal2d``, mmseg's ``GCHead``/``NLHead``, the SE
   layers of mmdet/mmseg/mmpretrain): all are gcnet_mm's, at the places the
   config's name says;
-* parameter counts match the paper (Table 2(a), Table 3, section 5.2,
-  Table 5) and the slides' Cityscapes head comparison;
+* parameter counts match the paper's (Table 2(a), Table 3, Table 4(a),
+  Table 5 and the slides' Cityscapes head comparison), as the metafiles'
+  ``Paper Rows`` give them;
 * one tiny forward per task;
 * the video models inflate from 2-D ImageNet weights, all but the new blocks.
 
@@ -32,6 +33,8 @@ from mmengine.config import Config
 import gcnet_mm  # noqa: F401
 from gcnet_mm.analysis.flops import build_model as complexity_build_model
 from gcnet_mm.analysis.flops import resolve_config
+from gcnet_mm.analysis.paper_figures import (load_models, paper_rows,
+                                             printed_decimals)
 
 mmdet = pytest.importorskip('mmdet')
 mmseg = pytest.importorskip('mmseg')
@@ -255,92 +258,38 @@ def test_blocks_where_the_name_says(name):
 
 DET = 'detection/gcnet/'
 DET_PAPER = 'detection/gcnet_paper/mask-rcnn_r50-syncbn-'
-# Paper Table 2(a) and Table 3, in millions, printed to 0.1M.
-DET_PARAMS = {
-    DET + 'mask-rcnn_r50-syncbn_fpn_1x_coco.py': 44.4,
-    DET_PAPER + 'nl-c4-1blk_fpn_1x_coco.py': 46.5,
-    DET_PAPER + 'snl-c4-1blk_fpn_1x_coco.py': 45.4,
-    DET_PAPER + 'gcb-r16-c4-1blk_fpn_1x_coco.py': 44.5,
-    DET + 'mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py': 46.9,
-    DET + 'mask-rcnn_r50-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py': 54.4,
-    DET + 'mask-rcnn_r101-syncbn_fpn_1x_coco.py': 63.4,
-    DET + 'mask-rcnn_r101-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py': 68.1,
-    DET + 'mask-rcnn_r101-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py': 82.4,
-    DET + 'mask-rcnn_x101-32x4d-syncbn_fpn_1x_coco.py': 63.0,
-    DET + 'mask-rcnn_x101-32x4d-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py': 67.8,
-    DET + 'mask-rcnn_x101-32x4d-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py': 81.9,
-    DET + 'cascade-mask-rcnn_x101-32x4d-syncbn_fpn_1x_coco.py': 95.9,
-    DET + 'cascade-mask-rcnn_x101-32x4d-syncbn-r16-gcb-c3-c5_fpn_1x_coco.py':
-    100.7,
-    DET + 'cascade-mask-rcnn_x101-32x4d-syncbn-r4-gcb-c3-c5_fpn_1x_coco.py':
-    114.9,
-    DET + 'cascade-mask-rcnn_x101-32x4d-syncbn-dconv-c3-c5_fpn_1x_coco.py':
-    98.5,
-    DET + 'cascade-mask-rcnn_x101-32x4d-syncbn-dconv-c3-c5-r16-gcb-c3-c5_fpn_'
-    '1x_coco.py': 103.3,
-    DET + 'cascade-mask-rcnn_x101-32x4d-syncbn-dconv-c3-c5-r4-gcb-c3-c5_fpn_'
-    '1x_coco.py': 117.5,
-}
-
 CLS = 'classification/gcnet/resnet50'
-# Paper section 5.2 (Table 4(a)), in millions, printed to 0.01M.
-CLS_PARAMS = {
-    CLS + '_8xb64-ft-coslr-40e_in1k.py': 25.56,
-    CLS + '-nl-c4-1blk_8xb64-ft-coslr-40e_in1k.py': 27.66,
-    CLS + '-snl-c4-1blk_8xb64-ft-coslr-40e_in1k.py': 26.61,
-    CLS + '-gcb-r16-c4-1blk_8xb64-ft-coslr-40e_in1k.py': 25.69,
-    CLS + '-gcb-r16-c3-c5_8xb64-ft-coslr-40e_in1k.py': 28.08,
-}
-
 VID = 'recognition/gcnet/slowonly_'
 VID_SUFFIX = '_8xb16-8x8x1-steplr-150e_kinetics400-rgb.py'
-# Paper Table 5 (slow-only R-50 8x8, Kinetics-400), in millions, to 0.01M.
-VID_PARAMS = {
-    VID + 'imagenet-pretrained-r50' + VID_SUFFIX: 32.45,
-    VID + 'r50-in1k-pre-nl-5blk' + VID_SUFFIX: 39.81,
-    VID + 'r50-in1k-pre-snl-5blk' + VID_SUFFIX: 36.13,
-    VID + 'r50-in1k-pre-gcb-r4-5blk' + VID_SUFFIX: 34.30,
-    VID + 'r50-in1k-pre-gcb-r4-c3-c5' + VID_SUFFIX: 42.45,
-}
 
-SEG = 'segmentation/gcnet_paper/'
-SEG_SUFFIX = '_r101-d8_4xb2-80k_cityscapes-512x1024.py'
-# Slides, Cityscapes: baseline 70.96M, NL-Head 71.22M, SNL-Head 71.22M,
-# GC-Head 71.09M, on a ResNet-101 with a 64-64-128 deep stem and a 512-channel
-# auxiliary head (the '-stem128' configs); on mmseg's R-101-D8 (68.49M) the
-# heads' increments must match.
-SEG_STEM128 = '_r101-d8-stem128_4xb2-80k_cityscapes-512x1024.py'
-SEG_SLIDES = {
-    SEG + 'fcn' + SEG_STEM128: 70.96,
-    SEG + 'nonlocal-red4' + SEG_STEM128: 71.22,
-    SEG + 'snl' + SEG_STEM128: 71.22,
-    SEG + 'gcnet' + SEG_STEM128: 71.09,
-}
-SEG_DELTAS = {
-    SEG + 'nonlocal-red4' + SEG_SUFFIX: 0.26,
-    SEG + 'snl' + SEG_SUFFIX: 0.26,
-    'segmentation/gcnet/gcnet' + SEG_SUFFIX: 0.13,
-}
+# The paper's figures (Tables 2(a), 3, 4(a), 5 and the slides' Cityscapes
+# head comparison) are the metafiles' Paper Rows.
+PAPER_PARAMS = [row for row in paper_rows() if row.params is not None]
 
 
-@pytest.mark.parametrize('name', sorted(DET_PARAMS))
-def test_detection_params_match_paper(name):
-    # Every row rounds to the paper's figure except R-101 r16 (68.18M) and
-    # X-101 r4 (81.98M): within 0.08M of the paper's 68.1 and 81.9, and the
-    # rows the complexity tool's table remarks on.
-    from gcnet_mm.analysis.paper_tables import PAPER_TABLES
-    millions = summary(name).params / 1e6
-    assert abs(millions - DET_PARAMS[name]) < 0.1, millions
-    paper_row = {**PAPER_TABLES['2a'].rows, **PAPER_TABLES['3'].rows}[name]
-    assert paper_row.params == DET_PARAMS[name]
-    rounds = round(millions, 1) == DET_PARAMS[name]
-    assert rounds == (paper_row.remark is None), (millions, paper_row.remark)
+def _row_id(row) -> str:
+    return f'{row.source}, {row.row}'
+
+
+@pytest.mark.parametrize('row', PAPER_PARAMS, ids=_row_id)
+def test_params_match_paper(row):
+    """Every count rounds to the paper's figure at the paper's printed
+    precision, but for the rows whose remark says why not ('paper params:
+    ...': R-101 +GC r16 and X-101 +GC r4 of Table 3), which are within one
+    printed unit and do not round to it."""
+    digits = printed_decimals(
+        r.params for r in PAPER_PARAMS if r.source == row.source)
+    millions = summary(row.config).params / 1e6
+    assert abs(millions - row.params) < 10**-digits, millions
+    explained = (row.remark or '').startswith('paper params:')
+    assert (round(millions, digits) == row.params) != explained, (
+        millions, row.remark)
 
 
 def test_paper_r101_gc_rows_contradict_each_other():
     """GC r4 and r16 differ only in the blocks' ratio, so their parameter
     difference is fixed by c3-c5's widths: 14,173,632 for R-101 and X-101.
-    The paper's 82.4 - 68.1 (each rounded to 0.1M) puts it in (14.2, 14.4)."""
+    The paper's R-101 figures (each rounded to 0.1M) put it above that."""
     per_ratio = {}
     for arch in ('r101', 'x101-32x4d'):
         r4, r16 = (summary(f'{DET}mask-rcnn_{arch}-syncbn-gcb-{r}-c3-c5_fpn_'
@@ -353,40 +302,44 @@ def test_paper_r101_gc_rows_contradict_each_other():
                   (2 * c * (c // 16) + 3 * (c // 16)) for c in blocks)
     assert per_ratio == {'r101': by_hand, 'x101-32x4d': by_hand} == {
         'r101': 14_173_632, 'x101-32x4d': 14_173_632}
-    low = (82.4 - 0.05) - (68.1 + 0.05)
+    paper = {row.row: row.params for row in PAPER_PARAMS
+             if row.source == 'Table 3'}
+    low = ((paper['R101 Mask, +GC r4'] - 0.05) -
+           (paper['R101 Mask, +GC r16'] + 0.05))
     assert not low <= by_hand / 1e6  # no model prints both R-101 figures
-
-
-@pytest.mark.parametrize('name', sorted(CLS_PARAMS))
-def test_imagenet_params_match_paper(name):
-    millions = summary(name).params / 1e6
-    assert round(millions, 2) == CLS_PARAMS[name], millions
-
-
-@pytest.mark.parametrize('name', sorted(VID_PARAMS))
-def test_video_params_match_paper(name):
-    assert round(summary(name).params / 1e6, 2) == VID_PARAMS[name]
 
 
 def test_video_gc_all_is_mmcv_layout_less_the_inert_mask_biases():
     """With mmcv's layout (conv_mask with its bias) GC in all 13 residual
     blocks of c3-c5 has 42.455005M, which prints as 42.46M; the paper's
-    42.45M is the block without the 13 biases, which change no output."""
-    params = summary(VID + 'r50-in1k-pre-gcb-r4-c3-c5' + VID_SUFFIX).params
+    figure is the block without the 13 biases, which change no output."""
+    config = VID + 'r50-in1k-pre-gcb-r4-c3-c5' + VID_SUFFIX
+    params = summary(config).params
     assert params + 13 == 42_455_005
-    assert round((params + 13) / 1e6, 2) == 42.46
+    paper, = [row.params for row in PAPER_PARAMS if row.config == config]
+    assert round((params + 13) / 1e6, 2) != paper == round(params / 1e6, 2)
 
 
-@pytest.mark.parametrize('name', sorted(SEG_DELTAS))
-def test_segmentation_head_sizes_match_slides(name):
-    baseline = summary(SEG + 'fcn' + SEG_SUFFIX).params
-    delta = (summary(name).params - baseline) / 1e6
-    assert round(delta, 2) == SEG_DELTAS[name], delta
+SLIDES = [row for row in PAPER_PARAMS if row.source == 'GCNet slides']
 
 
-@pytest.mark.parametrize('name', sorted(SEG_SLIDES))
-def test_segmentation_params_match_slides(name):
-    assert round(summary(name).params / 1e6, 2) == SEG_SLIDES[name]
+def _on_mmseg_backbone(config: str) -> str:
+    """The config of the same head on mmseg's R-101-D8 (no '-stem128')."""
+    name = osp.basename(config).replace('-stem128', '')
+    found, = [c for c in _configs('segmentation') if osp.basename(c) == name]
+    return found
+
+
+@pytest.mark.parametrize('row', SLIDES[1:], ids=_row_id)
+def test_segmentation_head_sizes_match_slides(row):
+    """The slides' network has a deeper stem and a wider auxiliary head than
+    mmseg's R-101-D8 (the '-stem128' configs); on mmseg's backbone each head
+    adds to the FCN baseline what the slides' figures say it adds."""
+    baseline = SLIDES[0]
+    assert baseline.row.startswith('baseline')
+    delta = (summary(_on_mmseg_backbone(row.config)).params -
+             summary(_on_mmseg_backbone(baseline.config)).params) / 1e6
+    assert round(delta, 2) == round(row.params - baseline.params, 2), delta
 
 
 def test_imagenet_stage2_loads_stage1():
@@ -503,7 +456,7 @@ def test_video_models_inflate_from_2d_imagenet_weights(tmp_path):
             if k.startswith('backbone.') and 'num_batches' not in k}
     assert torch.equal(base['backbone.layer1.0.conv1.bn.running_var'],
                        state_2d['layer1.0.bn1.running_var'])
-    for seed, name in enumerate(sorted(VID_PARAMS), 1):
+    for seed, name in enumerate(_configs('recognition'), 1):
         state = _inflated_state(name, path, seed)
         differ = [k for k in base if not torch.equal(state[k], base[k])]
         assert not differ, (name, differ[:3])
@@ -523,18 +476,16 @@ def test_video_models_inflate_from_2d_imagenet_weights(tmp_path):
 
 
 def test_model_index_lists_every_config():
-    yaml = pytest.importorskip('yaml')
-    index = yaml.safe_load((CONFIGS.parent / 'model-index.yml').read_text())
+    """model-index.yml's metafiles list every config once, with the
+    parameter count of the model it builds."""
     listed = []
-    for rel in index['Import']:
-        metafile = yaml.safe_load((CONFIGS.parent / rel).read_text())
-        for model in metafile['Models']:
-            config = model['Config']
-            assert config.startswith('configs/'), config
-            assert (CONFIGS / config[len('configs/'):]).is_file(), config
-            assert model['Name'] == osp.basename(config)[:-3]
-            assert model['Metadata']['Parameters'] == summary(
-                config[len('configs/'):]).params, config
-            listed.append(config[len('configs/'):])
+    for model in load_models():
+        config = model['Config']
+        assert config.startswith('configs/'), config
+        assert (CONFIGS / config[len('configs/'):]).is_file(), config
+        assert model['Name'] == osp.basename(config)[:-3]
+        assert model['Metadata']['Parameters'] == summary(
+            config[len('configs/'):]).params, config
+        listed.append(config[len('configs/'):])
     assert sorted(listed) == sorted(set(listed))  # no duplicates
     assert sorted(listed) == sorted(ALL_CONFIGS)

@@ -4,6 +4,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 from gcnet_mm.utils import env_check
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -56,7 +58,7 @@ def test_env_check_checks_the_hosts_that_are_installed(monkeypatch,
         'mmdet', 'mmaction') and installed(p))
     assert env_check.main([]) == 0
     out = capsys.readouterr().out
-    assert 'mmdet: not installed (pip install -e .[det])' in out
+    assert 'mmdet: not installed (pip install -e .[det])' in out  # a clone
     assert 'mmaction2: not installed (docs/mmaction2.md)' in out
     assert 'mmseg 1.2' in out and 'mmpretrain 1.2' in out
     assert 'its base: mmseg::' in out
@@ -97,7 +99,6 @@ def test_setup_on_a_ready_machine_is_quick():
     to date it only verifies (no pip), which the output says."""
     if not osp.isfile(osp.join(REPO, '.venv', '.gcnet_mm-setup')) or \
             not sys.prefix.startswith(osp.join(REPO, '.venv')):
-        import pytest
         pytest.skip('runs inside the project .venv only')
     proc = subprocess.run(['bash', osp.join(REPO, 'tools', 'setup_env.sh')],
                           capture_output=True, text=True, timeout=120)
@@ -138,3 +139,114 @@ def test_setup_states_the_torch_the_code_needs():
         obj = torch
         for name in api.split('.')[1:]:
             obj = getattr(obj, name)
+
+
+# -- a user's own environment -------------------------------------------------
+def _import_failing(monkeypatch, package, error):
+    """``import package`` (and its submodules) raises ``error`` from now
+    on, as it would in an environment where it is missing or broken."""
+    import builtins
+    real_import = builtins.__import__
+
+    def failing(name, *args, **kwargs):
+        if name.split('.')[0] == package:
+            raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, '__import__', failing)
+
+
+def _elsewhere(monkeypatch):
+    """As if the package were installed into an environment of the user's
+    own, not into the checkout's .venv/ (nor from a checkout)."""
+    monkeypatch.setattr(env_check, '_in_project_venv', lambda: False,
+                        raising=False)
+    monkeypatch.setattr(env_check, '_CHECKOUT', None, raising=False)
+
+
+def test_mmdet_without_torchvision_is_fine_and_says_what_needs_it(
+        monkeypatch, capsys):
+    """mmdet alone imports no torchvision; only configs that start from
+    torchvision:// weights need it: a note with the pip command of the
+    torchvision made for this torch, not a failure."""
+    import torch
+    _elsewhere(monkeypatch)
+    monkeypatch.setattr(env_check, '_installed', lambda p: p == 'mmdet')
+    _import_failing(monkeypatch, 'torchvision', ModuleNotFoundError(
+        "No module named 'torchvision'", name='torchvision'))
+    assert env_check.main([]) == 0
+    captured = capsys.readouterr()
+    assert 'FAIL' not in captured.err and 'environment OK' in captured.out
+    minor = int(torch.__version__.split('.')[1])
+    assert (f'--    torchvision: not installed (mmdet configs whose backbone '
+            'starts from torchvision:// weights (the package\'s detection '
+            f'configs) need it to train: pip install "torchvision==0.'
+            f'{minor + 15}.*"') in captured.out
+    # outside a checkout, a missing host is a requirement to install
+    assert 'mmseg: not installed (pip install "mmsegmentation>=1.0.0,' \
+        '<1.3.0")' in captured.out
+
+
+def test_a_host_that_imports_torchvision_needs_it(monkeypatch, capsys):
+    _elsewhere(monkeypatch)
+    monkeypatch.setattr(env_check, '_installed',
+                        lambda p: p in ('mmdet', 'mmpretrain'))
+    _import_failing(monkeypatch, 'torchvision', ModuleNotFoundError(
+        "No module named 'torchvision'", name='torchvision'))
+    monkeypatch.setattr(env_check, '_check_host', lambda name: name)
+    assert env_check.main([]) == 1
+    err = capsys.readouterr().err
+    assert 'FAIL  torchvision: torchvision is not installed and mmpretrain ' \
+        'imports it' in err
+    assert 'pip install "torchvision==0.' in err
+    # the advice fits where it runs: not the checkout's set-up script
+    assert 'tools/setup_env.sh' not in err
+    assert 'broken: torchvision; each FAIL line says how to fix it' in err
+
+
+def test_cpu_torch_beside_pypi_torchvision_gets_its_own_fix(
+        monkeypatch, capsys):
+    """torchvision from PyPI is built for PyPI's CUDA torch; beside a CPU
+    torch its ops do not load (at import): the sentence says why and gives
+    the torchvision of torch's own CPU index."""
+    import torch
+    _elsewhere(monkeypatch)
+    monkeypatch.setattr(torch, '__version__', '2.5.1+cpu')
+    monkeypatch.setattr(env_check, '_installed', lambda p: p == 'mmdet')
+    _import_failing(monkeypatch, 'torchvision', RuntimeError(
+        'operator torchvision::nms does not exist'))
+    assert env_check.main([]) == 1
+    err = capsys.readouterr().err
+    line, = [x for x in err.splitlines() if 'FAIL  torchvision' in x]
+    assert 'does not fit torch 2.5.1+cpu' in line
+    assert 'operator torchvision::nms does not exist' in line
+    assert 'a CPU-only torch next to torchvision from PyPI' in line
+    assert line.endswith('pip install "torchvision==0.20.*" --index-url '
+                         'https://download.pytorch.org/whl/cpu')
+
+
+def test_setup_env_advice_only_in_the_checkouts_venv(monkeypatch, capsys):
+    def broken():
+        raise ImportError('libmmcv_ops.so: cannot open shared object file')
+
+    monkeypatch.setattr(env_check, '_check_mmcv_ops', broken)
+    monkeypatch.setattr(env_check, '_in_project_venv', lambda: True)
+    assert env_check.main(['--quick']) == 1
+    assert 'rerun tools/setup_env.sh' in capsys.readouterr().err
+    _elsewhere(monkeypatch)
+    assert env_check.main(['--quick']) == 1
+    err = capsys.readouterr().err
+    assert 'setup_env' not in err
+    assert 'FAIL  mmcv ops: ImportError: libmmcv_ops.so' in err
+    assert 'with its compiled ops, built for this torch' in err
+
+
+@pytest.mark.parametrize('torch_version, command', [
+    ('2.13.0', 'pip install "torchvision==0.28.*"'),
+    ('2.4.1+cu121', 'pip install "torchvision==0.19.*" --index-url '
+     'https://download.pytorch.org/whl/cu121'),
+    ('2.5.0+cpu', 'pip install "torchvision==0.20.*" --index-url '
+     'https://download.pytorch.org/whl/cpu'),
+])
+def test_torchvision_for_each_torch(torch_version, command):
+    assert env_check.torchvision_for(torch_version) == command

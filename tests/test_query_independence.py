@@ -344,15 +344,19 @@ def test_checkpoint_is_loaded(tmp_path, toy_imagenet):
     from gcnet_mm.engine.runner_cfg import load_config
     cfg = _tiny_config(tmp_path, toy_imagenet)
     with pytest.warns(UserWarning, match='RANDOMLY'):
-        model = _build_model(load_config(cfg), None, 'cpu', seed=3)
+        model, initialised = _build_model(load_config(cfg), None, 'cpu',
+                                          seed=3)
+    assert list(initialised) == ['backbone.layer3.1.nonlocal_block']
+    with pytest.warns(UserWarning, match='RANDOMLY'):
         random_run = analyze_query_independence(
             cfg, num_images=1, num_pairs=30, num_vis=0, seed=3,
             progress=False)
     state = model.state_dict()
     torch.save(dict(state_dict=state), tmp_path / 'ok.pth')
-    loaded = analyze_query_independence(
-        cfg, str(tmp_path / 'ok.pth'), num_images=1, num_pairs=30,
-        num_vis=0, seed=3, progress=False)
+    with pytest.warns(UserWarning, match='as initialised'):
+        loaded = analyze_query_independence(
+            cfg, str(tmp_path / 'ok.pth'), num_images=1, num_pairs=30,
+            num_vis=0, seed=3, progress=False)
     assert not loaded['meta']['random_init']
     for key in ('input', 'attention_cos', 'attention_js', 'output'):
         assert loaded['results'][0][key] == pytest.approx(
@@ -403,3 +407,43 @@ def test_docs_example_matches_the_tool(tmp_path, monkeypatch, capsys):
                 assert float(a) == pytest.approx(float(b), rel=1e-4), (a, b)
             except ValueError:
                 assert a == b
+
+
+def test_weights_still_as_initialised_are_said_so(tmp_path, toy_imagenet):
+    """A checkpoint whose NL block still has the weights of its
+    initialisation (a few iterations barely move std-0.01 weights): the
+    table marks the block and says that its maps come from the
+    initialisation, and so does the figure, as without a checkpoint; a
+    checkpoint whose theta and phi moved away from it is not marked."""
+    from gcnet_mm.analysis.query_independence import _build_model
+    from gcnet_mm.engine.runner_cfg import load_config
+    cfg = _tiny_config(tmp_path, toy_imagenet)
+    with pytest.warns(UserWarning, match='RANDOMLY'):
+        model, _ = _build_model(load_config(cfg), None, 'cpu', seed=1)
+    state = model.state_dict()
+    torch.save(dict(state_dict=state), tmp_path / 'early.pth')
+    block = 'backbone.layer3.1.nonlocal_block'
+    with pytest.warns(UserWarning, match=f'{block}: theta std 0.1'):
+        early = analyze_query_independence(
+            cfg, str(tmp_path / 'early.pth'), num_images=1, num_pairs=30,
+            num_vis=1, out_dir=str(tmp_path / 'early'), progress=False)
+    table = early['table'].splitlines()
+    assert table[2].startswith(f'| {block} * |')
+    assert table[3].startswith('* at initialisation: the attention maps come '
+                               'from the initial weights, not from learning '
+                               f'({block}: theta std 0.1')
+    assert 'as built 0.1' in table[3]
+    assert early['results'][0]['initialised']
+    assert early['vis'][0]['initialised']
+    fig, axes = _attention_figure(early['vis'])
+    assert 'AT INITIALISATION' in axes[0][0].get_title()
+
+    trained = {k: v * 3 if '.theta.' in k or '.phi.' in k else v
+               for k, v in state.items()}
+    torch.save(dict(state_dict=trained), tmp_path / 'trained.pth')
+    out = analyze_query_independence(
+        cfg, str(tmp_path / 'trained.pth'), num_images=1, num_pairs=30,
+        num_vis=1, progress=False)
+    assert '*' not in out['table'] and not out['results'][0]['initialised']
+    assert 'AT INITIALISATION' not in _attention_figure(
+        out['vis'])[1][0][0].get_title()

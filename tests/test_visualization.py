@@ -184,6 +184,36 @@ def test_draw_detections_draws_where_the_boxes_are():
         draw([box, box], [1], [0.9])
 
 
+def test_draw_detections_tints_the_masks():
+    grey = np.full((60, 100, 3), 128, np.uint8)
+    mask = np.zeros((1, 60, 100), bool)
+    mask[0, 20:40, 30:60] = True
+    pixels, ax = _render(
+        lambda ax: draw_detections(ax, grey, np.array([[25, 15, 65, 45]]),
+                                   [1], [0.9], masks=mask),
+        size=(5, 3))
+    assert tuple(_pixel(pixels, ax, 45, 30)[:3]) != (128, 128, 128)
+    assert tuple(_pixel(pixels, ax, 90, 55)[:3]) == (128, 128, 128)
+    with pytest.raises(ValueError, match=r'masks must be \(N, H, W\)'):
+        draw_detections(Figure().add_subplot(), grey, np.zeros((1, 4)), [0],
+                        [1.0], masks=mask[:, :10])
+
+
+def test_two_maps_on_one_log_scale():
+    """The demo's maps before and after training share one norm: the
+    same weight gets the same colour in both."""
+    fig = Figure()
+    peaked = np.full((2, 4), 0.001)
+    peaked[0, 0] = 0.993
+    spread = np.full((2, 4), 1 / 8)
+    ims = [draw_attention(fig.add_subplot(1, 2, k + 1), m, (0, 80, 40, 0),
+                          vmax=0.993, vmin=1 / 80)
+           for k, m in enumerate((peaked, spread))]
+    assert [im.get_clim() for im in ims] == [(1 / 80, 0.993)] * 2
+    assert type(ims[0].norm).__name__ == 'LogNorm'
+    assert ims[0].norm(0.125) == ims[1].norm(0.125)
+
+
 def test_draw_losses_and_read_train_losses(tmp_path):
     log = tmp_path / '20260101_000000' / 'vis_data'
     log.mkdir(parents=True)
@@ -262,20 +292,28 @@ def test_detection_figure(toy_detector):
         out,
         work_dir=str(work_dir),
         max_dets=3,
+        score_thr=0.0,
         cfg_options=options)
     assert osp.getsize(out) > 10_000
     assert r['block'] == 'backbone.layer3.5.context_block'  # c4's last
-    # the toy pipeline scales the 80 x 64 (w x h) image by 3 to 240 x 192,
-    # padded to 256 x 192: a 16 x 12 map at stride 16 over 85.3 x 64 pixels
+    # the toy pipeline scales the 80 x 64 (w x h) image to 128 x 102,
+    # padded to 128 x 128: an 8 x 8 map at stride 16 over 80 x 80.3 pixels
     # of the image
-    assert r['attention'].shape == (12, 16)
+    assert r['attention'].shape == (8, 8)
     np.testing.assert_allclose(r['attention'].sum(), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(r['extent'], (0, 256 / 3, 64, 0), rtol=1e-5)
+    np.testing.assert_allclose(r['extent'], (0, 80, 128 * 64 / 102, 0),
+                               rtol=1e-5)
     assert r['num_predictions'] == 7 and len(r['scores']) == 3
     assert list(r['scores']) == sorted(r['scores'], reverse=True)
+    assert r['initial_attention'] is None  # no map before training here
     assert len(r['gt_boxes']) == len(r['gt_labels']) >= 1
     assert r['steps'] == [1, 2] and r['losses']['loss'] == [2.0, 1.0]
     assert r['metrics']['coco/bbox_mAP'] == 0.25
+    # only the predictions that score at least score_thr are drawn
+    r = detection_figure(TOY_DET, ckpt, out, max_dets=3,
+                         score_thr=float(r['scores'][1]),
+                         cfg_options=options)
+    assert len(r['scores']) == 2
 
     with pytest.raises(ValueError, match=r'index must be in \[0, 1\)'):
         detection_figure(TOY_DET, ckpt, out, index=1, cfg_options=options)
@@ -297,15 +335,15 @@ def test_tool_writes_the_figure(toy_detector):
     opts = ['--cfg-options'] + [f'{k}={v}' for k, v in options.items()]
     out = str(root / 'tool.png')
     proc = subprocess.run(
-        [sys.executable, tool, TOY_DET, ckpt, '--out', out, '--max-dets', '2']
-        + opts,
+        [sys.executable, tool, TOY_DET, ckpt, '--out', out, '--max-dets', '2',
+         '--score-thr', '0'] + opts,
         capture_output=True,
         text=True,
         cwd=str(root))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert osp.getsize(out) > 10_000
-    assert (f'wrote {out}: 000000100001.jpg, top 2 of 7 predictions, '
-            'attention of backbone.layer3.5.context_block (12x16') \
+    assert (f'wrote {out}: 000000100001.jpg, 2 of 7 predictions drawn, '
+            'attention of backbone.layer3.5.context_block (8x8') \
         in proc.stdout
     proc = subprocess.run(
         [sys.executable, tool, TOY_DET,
@@ -316,3 +354,44 @@ def test_tool_writes_the_figure(toy_detector):
     assert proc.returncode != 0
     assert 'error: checkpoint file not found' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_initial_attention_hook_and_the_two_maps(toy_detector, tmp_path):
+    """InitialAttentionHook writes, before the first iteration, the map the
+    detection figure later draws beside the trained one: here the model did
+    not train, so the two maps are the same."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from gcnet_mm.engine.cli import build_runner
+    from gcnet_mm.visualization import InitialAttentionHook
+    root, ckpt, options = toy_detector
+    cfg = Config.fromfile(TOY_DET)
+    cfg.merge_from_dict(options)
+    cfg.work_dir = str(tmp_path)
+    cfg.train_dataloader.dataset.data_root = options[
+        'test_dataloader.dataset.data_root']
+    init_default_scope('mmdet')
+    runner = build_runner(cfg)
+    runner.model.load_state_dict(torch.load(ckpt)['state_dict'])
+    hook = next(h for h in runner.hooks
+                if isinstance(h, InitialAttentionHook))
+    hook.before_train(runner)
+    saved = json.loads((tmp_path / 'gc_attention_init.json').read_text())
+    assert saved['block'] == 'backbone.layer3.5.context_block'
+    assert saved['iter'] == 0 and saved['img_path'].endswith('100001.jpg')
+    assert runner.model.training  # back in training mode
+    log = tmp_path / '20260101_000000' / 'vis_data'
+    log.mkdir(parents=True)
+    (log / 'scalars.json').write_text(json.dumps(dict(loss=1.0, step=1)))
+
+    r = detection_figure(TOY_DET, ckpt, str(tmp_path / 'fig.png'),
+                         work_dir=str(tmp_path), cfg_options=options)
+    np.testing.assert_allclose(r['initial_attention'], r['attention'],
+                               rtol=1e-4, atol=1e-7)
+    # a map of another block is not drawn as this one's start
+    saved['block'] = 'backbone.layer2.3.context_block'
+    (tmp_path / 'gc_attention_init.json').write_text(json.dumps(saved))
+    r = detection_figure(TOY_DET, ckpt, str(tmp_path / 'fig.png'),
+                         work_dir=str(tmp_path), cfg_options=options)
+    assert r['initial_attention'] is None

@@ -88,7 +88,7 @@ fi
 pip_ install -q --force-reinstall --no-deps "$wheel_dir"/mmcv-*.whl
 # mmcv's own dependencies (without letting pip replace the wheel).
 pip_ install -q "$(grep '^mmengine' "$root/requirements/runtime.txt")" addict \
-  packaging Pillow pyyaml yapf "opencv-python>=4.5,<5"
+  packaging Pillow pyyaml yapf "opencv-python>=4.5"
 
 # -- the OpenMMLab hosts, test tools and this package ----------------------------
 log "installing mmengine, mmdet, mmsegmentation, mmpretrain, mmaction2 and test tools"

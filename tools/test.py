@@ -17,7 +17,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
 from gcnet_mm.engine.cli import (add_launch_args, build_runner,  # noqa: E402
-                                 parse_launch_args, run_cli)
+                                 config_errors, parse_launch_args, run_cli)
 from gcnet_mm.engine.runner_cfg import check_metrics  # noqa: E402
 from gcnet_mm.engine.runner_cfg import dump_metrics  # noqa: E402
 from gcnet_mm.engine.runner_cfg import load_checkpoint_strict  # noqa: E402
@@ -55,9 +55,10 @@ def main(argv=None):
                            wait_time=args.wait_time,
                            cfg_options=args.cfg_options,
                            launcher=args.launcher)
-    runner = build_runner(cfg)
-    load_checkpoint_strict(runner, args.checkpoint)
-    metrics = runner.test()
+    with config_errors(cfg):
+        runner = build_runner(cfg, test=True)
+        load_checkpoint_strict(runner, args.checkpoint)
+        metrics = runner.test()
     if runner.rank == 0:
         if args.out_item == 'metrics':
             import mmengine

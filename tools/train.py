@@ -12,7 +12,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
 from gcnet_mm.engine.cli import (add_launch_args, build_runner,  # noqa: E402
-                                 parse_launch_args, run_cli)
+                                 config_errors, parse_launch_args, run_cli)
 from gcnet_mm.engine.runner_cfg import prepare_train_cfg  # noqa: E402
 
 
@@ -45,7 +45,8 @@ def main(argv=None):
                             auto_scale_lr=args.auto_scale_lr,
                             cfg_options=args.cfg_options,
                             launcher=args.launcher)
-    build_runner(cfg).train()
+    with config_errors(cfg):
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 
 Counting convention (stated in every output): **one fused multiply-add is one
 FLOP** (fvcore's and mmengine's convention, which is also the papers' "FLOPs":
-ResNet-50 at 224x224 is "3.86G"/"4.1G", i.e. multiply-adds).  Counts come from
+about 4G for a ResNet-50 at 224x224, i.e. multiply-adds).  Counts come from
 :class:`mmengine.analysis.FlopAnalyzer`, which traces one forward pass and
 counts convolutions, linear layers and matrix products (``matmul``/``bmm``/
 ``einsum``) as multiply-adds, normalisation layers (BN, LN, GN) as a few FLOPs
@@ -59,10 +59,10 @@ from ..engine.config_checks import (drop_pretrained, package_configs_dir,
                                     sync_bn_to_bn)
 
 __all__ = [
-    'COUNTING_CONVENTION', 'DEFAULT_SHAPES', 'CONFIGS_DIR', 'Complexity',
-    'resolve_config', 'check_shape', 'build_model', 'count_params',
-    'count_flops', 'get_complexity', 'dump_json', 'default_cache_dir',
-    'is_cached'
+    'COUNTING_CONVENTION', 'DEFAULT_SHAPES', 'TASK_OF_SCOPE', 'CONFIGS_DIR',
+    'Complexity', 'resolve_config', 'check_shape', 'build_model',
+    'count_params', 'count_flops', 'get_complexity', 'dump_json',
+    'default_cache_dir', 'is_cached'
 ]
 
 #: One line saying what a FLOP is here; printed with every result.
@@ -85,7 +85,8 @@ DEFAULT_SHAPES: Dict[str, Tuple[int, int]] = {
     'recognition': (224, 224),  # per frame; the clip length is the config's
 }
 
-_SCOPE_TO_TASK = {
+#: A config's ``default_scope`` (the host package it builds with) -> task.
+TASK_OF_SCOPE: Dict[str, str] = {
     'mmdet': 'detection',
     'mmseg': 'segmentation',
     'mmpretrain': 'classification',
@@ -178,10 +179,10 @@ def check_shape(
 # --------------------------------------------------------------------------
 def _task_of(cfg) -> str:
     scope = cfg.get('default_scope')
-    if scope not in _SCOPE_TO_TASK:
+    if scope not in TASK_OF_SCOPE:
         raise ValueError(f'cannot tell the task of a config with default_scope'
-                         f' {scope!r}; expected one of {list(_SCOPE_TO_TASK)}')
-    return _SCOPE_TO_TASK[scope]
+                         f' {scope!r}; expected one of {list(TASK_OF_SCOPE)}')
+    return TASK_OF_SCOPE[scope]
 
 
 def build_model(config: Union[str, Path, Any],

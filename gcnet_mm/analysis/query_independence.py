@@ -30,6 +30,7 @@ Cosine distance is ``1 - cos``. A pair in which either vector is zero has no
 cosine distance and is left out; a block whose branch output is identically
 zero (an untrained block with its zero-initialised last layer) reports NaN.
 """
+import copy
 import csv
 import json
 import logging
@@ -42,17 +43,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from mmcv.cnn import NonLocal2d, NonLocal3d
+from mmengine.runner import load_checkpoint
 from torch import Tensor, nn
 
+from gcnet_mm.engine import drop_pretrained, install_checkpoint_safety
 from gcnet_mm.models.blocks.nonlocal_block import (nonlocal_branch,
                                                    pairwise_operands,
                                                    sub_sample_of)
+from . import flops
 
 __all__ = [
     'find_nonlocal_blocks', 'nonlocal_attention', 'nonlocal_branch',
     'sample_query_pairs', 'pair_distances', 'query_points',
     'QueryIndependenceRecorder', 'analyze_query_independence',
-    'format_table', 'save_results', 'plot_attention_maps', 'IMAGE_EXTS'
+    'format_table', 'save_results', 'plot_attention_maps', 'IMAGE_EXTS',
+    'attention_weight_stds', 'initialised_blocks'
 ]
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -347,18 +352,78 @@ class QueryIndependenceRecorder:
         return rows
 
 
+#: How close (relative) the spread of a block's theta and phi weights must
+#: be to the spread they were initialised with to count as not trained.
+INIT_TOLERANCE = 0.1
+
+
+def attention_weight_stds(model: nn.Module) -> Dict[str, Dict[str, float]]:
+    """The standard deviation of the weights of the ``theta`` and ``phi``
+    convs of every NL block of ``model``: what its attention map is computed
+    from (``gaussian`` mode has neither, its map depends on the input only).
+    """
+    stds = {}
+    for name, block in find_nonlocal_blocks(model):
+        stds[name] = {}
+        for part in ('theta', 'phi'):
+            branch = getattr(block, part, None)
+            if isinstance(branch, nn.Sequential):  # sub_sample's (conv, pool)
+                branch = branch[0]
+            if branch is not None:
+                weight = branch.conv.weight.detach().float()
+                stds[name][part] = float(weight.std())
+    return stds
+
+
+def initialised_blocks(built: Dict[str, Dict[str, float]],
+                       loaded: Dict[str, Dict[str, float]],
+                       tolerance: float = INIT_TOLERANCE) -> Dict[str, str]:
+    """The NL blocks whose checkpoint weights still look as initialised:
+    ``theta`` and ``phi`` with the spread (std) of the model as built,
+    within ``tolerance`` (a few iterations barely move them; training does).
+
+    Returns:
+        block name -> a note with the numbers, for those blocks only.
+    """
+    found = {}
+    for name, stds in loaded.items():
+        ref = built.get(name, {})
+        parts = [p for p in stds if ref.get(p)]
+        if parts and all(abs(stds[p] / ref[p] - 1) <= tolerance
+                         for p in parts):
+            found[name] = ', '.join(
+                f'{p} std {stds[p]:.4f} (as built {ref[p]:.4f})'
+                for p in parts)
+    return found
+
+
 def _fmt(v: float) -> str:
     return 'nan' if v is None or math.isnan(v) else f'{v:.3f}'
 
 
+#: The note under the table and on the figure for a block whose attention
+#: comes from its initialisation.
+INIT_NOTE = ('* at initialisation: the attention maps come from the '
+             'initial weights, not from learning')
+
+
 def format_table(results: Sequence[Dict[str, Any]]) -> str:
-    """The results as a Markdown table like the paper's Table 1."""
+    """The results as a Markdown table like the paper's Table 1.
+
+    A block whose weights are those of its initialisation (no checkpoint,
+    or a checkpoint that left them as initialised: ``row['initialised']``)
+    is marked ``*`` and explained under the table."""
     head = ['block'] + [h for _, h in TABLE_COLUMNS]
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '|'.join(['---'] + ['---:'] * len(TABLE_COLUMNS)) + '|']
     for r in results:
+        name = r['block'] + (' *' if r.get('initialised') else '')
         lines.append('| ' + ' | '.join(
-            [r['block']] + [_fmt(r[k]) for k, _ in TABLE_COLUMNS]) + ' |')
+            [name] + [_fmt(r[k]) for k, _ in TABLE_COLUMNS]) + ' |')
+    marked = [r for r in results if r.get('initialised')]
+    if marked:
+        lines.append(INIT_NOTE + ' (' + '; '.join(
+            f'{r["block"]}: {r["initialised"]}' for r in marked) + ')')
     return '\n'.join(lines)
 
 
@@ -448,6 +513,8 @@ def _attention_figure(vis: Sequence[Dict[str, Any]],
     queries = max(len(v['points']) for v in vis)
     # layout in pixels: panels `side` wide, as tall as the image's aspect
     side, gap, top, bottom, margin, bar, label = 200, 14, 36, 8, 8, 14, 96
+    if any(v.get('initialised') for v in vis):
+        top += 12  # a third line of title
     images = []
     for v in vis:
         if v['image'] is not None:
@@ -484,7 +551,11 @@ def _attention_figure(vis: Sequence[Dict[str, Any]],
         if v.get('frame') is not None:
             title += f', frame {v["frame"][0] + 1} of {v["frame"][1]}'
         row[0].imshow(0.35 * image + 0.65, aspect='auto')  # faint
-        row[0].set_title(f'{title}\n{v["block"]}', fontsize=7)
+        if v.get('initialised'):
+            row[0].set_title(f'{title}\n{v["block"]}\nAT INITIALISATION: '
+                             'not learnt', fontsize=7, color='#b00000')
+        else:
+            row[0].set_title(f'{title}\n{v["block"]}', fontsize=7)
         maps = v['maps'].float()  # from 0 (or below: dot-product modes)
         lo, hi = min(0.0, float(maps.min())), float(maps.max())
         norm = Normalize(lo, hi if hi > lo else lo + 1.0)
@@ -579,16 +650,16 @@ def _random_init(model: nn.Module) -> None:
 
 
 def _build_model(cfg, checkpoint: Optional[str], device: str,
-                 seed: int = 0) -> nn.Module:
+                 seed: int = 0) -> Tuple[nn.Module, Dict[str, str]]:
     """The model of ``cfg`` as the complexity tool builds it (BN for SyncBN,
     no pretrained weights), then ``checkpoint`` loaded or a seeded random
-    initialisation."""
-    import copy
+    initialisation.
 
-    from mmengine.runner import load_checkpoint
-
-    from gcnet_mm.engine import drop_pretrained, install_checkpoint_safety
-    from .flops import build_model
+    Returns:
+        ``(model, initialised)``: the model in eval mode, and for each NL
+        block whose attention weights are those of an initialisation (all of
+        them without a checkpoint) a note saying so.
+    """
     if checkpoint is None:
         dropped = drop_pretrained(copy.deepcopy(cfg.model))
         if dropped:
@@ -596,41 +667,49 @@ def _build_model(cfg, checkpoint: Optional[str], device: str,
                           f'the config names ({", ".join(dropped)})')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # a reproducible random init
-        model, _ = build_model(cfg)
+        model, _ = flops.build_model(cfg)
         if checkpoint is None:
             _random_init(model)
+    built = attention_weight_stds(model)
     if checkpoint is None:
         warnings.warn(
             '\n' + '!' * 72
             + '\nNO CHECKPOINT: analysing RANDOMLY INITIALISED '
             'weights. The numbers say nothing about what a trained NL block '
             'learns; pass the checkpoint of a trained model.\n' + '!' * 72)
-    else:
-        if '://' not in checkpoint and not osp.isfile(checkpoint):
-            raise FileNotFoundError(
-                f'checkpoint file not found: {checkpoint!r}')
-        install_checkpoint_safety()
-        expected = set(model.state_dict())
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu',
-                               strict=False,
-                               revise_keys=[(r'^module\.', '')])
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-        loaded = {k[len('module.'):] if k.startswith('module.') else k
-                  for k in state}
-        missing = sorted(expected - loaded)
-        nl_names = [name + '.' for name, _ in find_nonlocal_blocks(model)]
-        nl_missing = [k for k in missing if k.startswith(tuple(nl_names))]
-        if nl_missing:
-            raise ValueError(
-                f'checkpoint {checkpoint!r} has no weights for '
-                f'{len(nl_missing)} NL-block parameters of the model, e.g. '
-                f'{nl_missing[:4]}; it was not trained with this config\'s '
-                'NL blocks')
-        if missing:
-            warnings.warn(f'checkpoint {checkpoint!r} misses {len(missing)} '
-                          f'model keys (e.g. {missing[:4]}); they keep their '
-                          'initialisation')
-    return model.to(device).eval()
+        return model.to(device).eval(), {
+            name: 'random weights, no checkpoint' for name in built}
+    if '://' not in checkpoint and not osp.isfile(checkpoint):
+        raise FileNotFoundError(
+            f'checkpoint file not found: {checkpoint!r}')
+    install_checkpoint_safety()
+    expected = set(model.state_dict())
+    ckpt = load_checkpoint(model, checkpoint, map_location='cpu',
+                           strict=False, revise_keys=[(r'^module\.', '')])
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+    loaded = {k[len('module.'):] if k.startswith('module.') else k
+              for k in state}
+    missing = sorted(expected - loaded)
+    nl_names = [name + '.' for name, _ in find_nonlocal_blocks(model)]
+    nl_missing = [k for k in missing if k.startswith(tuple(nl_names))]
+    if nl_missing:
+        raise ValueError(
+            f'checkpoint {checkpoint!r} has no weights for '
+            f'{len(nl_missing)} NL-block parameters of the model, e.g. '
+            f'{nl_missing[:4]}; it was not trained with this config\'s '
+            'NL blocks')
+    if missing:
+        warnings.warn(f'checkpoint {checkpoint!r} misses {len(missing)} '
+                      f'model keys (e.g. {missing[:4]}); they keep their '
+                      'initialisation')
+    initialised = initialised_blocks(built, attention_weight_stds(model))
+    if initialised:
+        warnings.warn(
+            f'checkpoint {checkpoint!r}: the attention weights of '
+            f'{len(initialised)} NL block(s) are as initialised ('
+            + '; '.join(f'{k}: {v}' for k, v in initialised.items())
+            + '), so their maps show the initialisation, not learning')
+    return model.to(device).eval(), initialised
 
 
 def analyze_query_independence(config: str,
@@ -727,7 +806,7 @@ def analyze_query_independence(config: str,
             raise ValueError(f'the {split} dataset of {config!r} is empty')
         load, source = dataset.__getitem__, f'{split} split'
 
-    model = _build_model(cfg, checkpoint, device, seed)
+    model, initialised = _build_model(cfg, checkpoint, device, seed)
     blocks = find_nonlocal_blocks(model)
     if not blocks:
         raise ValueError(
@@ -755,6 +834,10 @@ def analyze_query_independence(config: str,
     if bar is not None:
         print()
     results = recorder.results()
+    for r in results:
+        r['initialised'] = initialised.get(r['block'])
+    for v in recorder.vis:
+        v['initialised'] = initialised.get(v['block'])
     for r in results:
         if r['num_calls'] == 0:
             warnings.warn(f'{r["block"]} never ran on the way through '

@@ -27,15 +27,18 @@ import urllib.parse
 import urllib.request
 import warnings
 import zipfile
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 
 __all__ = [
     'CheckpointLoadError', 'safe_globals', 'register_safe_globals',
     'safe_load', 'install_checkpoint_safety', 'remove_temporaries',
-    'download_checkpoint'
+    'download_checkpoint', 'state_dict_of', 'compare_state_dicts',
+    'LoadedWeightsCheck'
 ]
 
 #: Name prefix of the temporary files of :func:`_atomic_put`.
@@ -376,3 +379,100 @@ def install_checkpoint_safety() -> None:
     CheckpointLoader.register_scheme('', _load_from_local, force=True)
     CheckpointLoader.register_scheme(('http://', 'https://'), _load_from_http,
                                      force=True)
+
+
+# --------------------------------------------------------------------------
+# Does a checkpoint fit the model?
+
+
+def state_dict_of(checkpoint: Any, name: str) -> dict:
+    """The state dict of a loaded checkpoint (its ``state_dict`` entry, or
+    the checkpoint itself), without the ``module.`` prefix a wrapper saves.
+
+    Raises:
+        CheckpointLoadError: it holds no dict.
+    """
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(
+        checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointLoadError(
+            f'checkpoint {name!r} holds {type(checkpoint).__name__}, not a '
+            'state dict or a dict with a "state_dict" entry')
+    return {k[len('module.'):] if k.startswith('module.') else k: v
+            for k, v in state.items()}
+
+
+def _key_summary(keys, limit: int = 12) -> str:
+    keys = sorted(keys)
+    shown = ', '.join(keys[:limit])
+    return shown + (f', ... and {len(keys) - limit} more'
+                    if len(keys) > limit else '')
+
+
+def compare_state_dicts(expected: dict, state: dict) -> Tuple[int, List[str]]:
+    """How many of the model's keys a state dict fills, and what differs.
+
+    Args:
+        expected: the model's ``state_dict()``.
+        state: the checkpoint's (see :func:`state_dict_of`).
+
+    Returns:
+        ``(fitting, lines)``: the number of the model's keys that the
+        checkpoint has with the model's shape, and one line each for the
+        keys missing from it, those it has that the model has not, and those
+        of another shape (empty when it fits exactly).
+    """
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model '
+              f'{tuple(expected[k].shape)}' for k in set(state) & set(expected)
+              if hasattr(state[k], 'shape')
+              and state[k].shape != expected[k].shape]
+    lines = []
+    if missing:
+        lines.append(f'{len(missing)} missing (in the model, not in the '
+                     f'checkpoint): {_key_summary(missing)}')
+    if unexpected:
+        lines.append(f'{len(unexpected)} unexpected (in the checkpoint, not '
+                     f'in the model): {_key_summary(unexpected)}')
+    if shapes:
+        lines.append(f'{len(shapes)} of another shape: '
+                     f'{_key_summary(shapes, 6)}')
+    return len(expected) - len(missing) - len(shapes), lines
+
+
+class LoadedWeightsCheck(Hook):
+    """Stop a training run before its first iteration when the checkpoint
+    it loads (``load_from``, or the one it resumes) fills fewer than
+    ``min_fraction`` of the model's weights: mmengine loads it non-strictly,
+    warns and trains the rest from their initialisation, which for a
+    checkpoint of another model is nearly everything.
+
+    A checkpoint of the same backbone with another head (fine-tuning) fills
+    most keys and passes; the keys it leaves out are logged by mmengine.
+
+    Args:
+        min_fraction: the least part of the model's state dict entries
+            the checkpoint must fill (same name, same shape).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, min_fraction: float = 0.5) -> None:
+        self.min_fraction = min_fraction
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        name = runner.cfg.get('load_from') or 'the checkpoint'
+        expected = model.state_dict()
+        fitting, lines = compare_state_dicts(
+            expected, state_dict_of(checkpoint, name))
+        if fitting >= self.min_fraction * len(expected):
+            return
+        raise CheckpointLoadError(
+            f'load_from={name!r} fills {fitting} of the {len(expected)} '
+            'weights of the model built from the config, so training would '
+            'start from random weights; nothing was trained.\n  ' +
+            '\n  '.join(lines) + '\nCheck that load_from is a checkpoint '
+            'of this model (--cfg-options load_from=PATH).')

@@ -1,7 +1,6 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before
 mmengine's Runner takes over; the same for detection, segmentation,
 classification and action recognition."""
-import copy
 import glob
 import json
 import os
@@ -10,11 +9,14 @@ import warnings
 from typing import Any, Optional
 
 from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
+from mmengine.model import is_model_wrapper
+from mmengine.runner import CheckpointLoader, load_state_dict
 
-from .checkpoint import (CheckpointLoadError, install_checkpoint_safety,
-                         remove_temporaries, zip_ok)
-from .config_checks import check_data_paths
-from .distributed import setup_cpu_distributed
+from .checkpoint import (CheckpointLoadError, compare_state_dicts,
+                         install_checkpoint_safety, remove_temporaries,
+                         state_dict_of, zip_ok)
+from .config_checks import check_cfg_options, check_data_paths
+from .distributed import restart_count, setup_distributed
 
 __all__ = [
     'UsageError', 'load_config', 'prepare_train_cfg', 'prepare_test_cfg',
@@ -34,12 +36,28 @@ class EvaluationError(RuntimeError):
 
 
 def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
-    """Read a config file, with a clear error when it does not exist."""
+    """Read a config file and merge ``--cfg-options`` into it.
+
+    Raises:
+        FileNotFoundError: no such config file.
+        UsageError: an option sets a key the config does not have that is
+            close to one it has, or an argument the class of its entry does
+            not take (see :func:`check_cfg_options`), or cannot be merged.
+    """
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config!r}')
     cfg = Config.fromfile(config)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        errors, notes = check_cfg_options(cfg, cfg_options)
+        if errors:
+            raise UsageError('\n'.join(errors))
+        for note in notes:
+            warnings.warn(note)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (TypeError, KeyError, IndexError, ValueError) as e:
+            raise UsageError(f'--cfg-options do not merge into {config!r}: '
+                             f'{e}') from None
     return cfg
 
 
@@ -48,7 +66,7 @@ def _common(cfg: Config, config: str, work_dir: Optional[str],
     install_checkpoint_safety()
     cfg.launcher = launcher
     if launcher != 'none':
-        setup_cpu_distributed(cfg)
+        setup_distributed(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
@@ -119,7 +137,10 @@ def prepare_train_cfg(config: str,
         resume: ``None`` (start afresh), ``'auto'`` (the newest readable
             checkpoint in the work dir; an error if there is none),
             ``'auto-if-any'`` (the same, or start afresh if there is none)
-            or a checkpoint path/URL.
+            or a checkpoint path/URL.  In a worker group that torchrun
+            restarted (``--max-restarts``), the newest readable checkpoint
+            of the work dir, where there is one, comes before ``None`` and a
+            path.
         amp: mixed precision with mmengine's AmpOptimWrapper (needs a GPU).
         auto_scale_lr: scale the lr by the actual total batch size.
         cfg_options: ``--cfg-options`` overrides.
@@ -149,6 +170,9 @@ def prepare_train_cfg(config: str,
                 f'config, but {config!r} has auto_scale_lr='
                 f'{cfg.get("auto_scale_lr")}')
         cfg.auto_scale_lr.enable = True
+    if restart_count() and resume not in ('auto', 'auto-if-any') and (
+            resume is None or find_resumable_checkpoint(cfg.work_dir)):
+        resume = 'auto-if-any'  # torchrun restarted the group: carry on
     if resume in ('auto', 'auto-if-any'):
         cfg.resume = True
         cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
@@ -275,74 +299,43 @@ def prepare_test_cfg(config: str,
         _add_out(cfg, out, out_item)
     elif out_item:
         raise UsageError('--out-item needs --out, the file to write it to')
-    _train_loader_on_test_set(cfg)
+    _without_training(cfg)
     check_data_paths(cfg, ('test', ))
     return cfg
 
 
-def _train_loader_on_test_set(cfg: Config) -> None:
-    """Point the training loader at the test set, so that testing never
-    reads the training data: hooks that ask for ``runner.iter`` (mmseg's
-    ``SegVisualizationHook`` with ``--show-dir``) make mmengine build the
-    training loop, and with it the training dataset.  Nothing is drawn from
-    it; ``runner.iter`` and ``runner.epoch`` stay 0."""
-    test_loader = cfg.get('test_dataloader')
-    if not cfg.get('train_dataloader') or not test_loader:
-        return
-    loader = copy.deepcopy(test_loader)
-    loader.update(num_workers=0, persistent_workers=False)
-    cfg.train_dataloader = loader
+#: What a config needs for training only; a test run sets them to None.
+TRAINING_KEYS = ('train_dataloader', 'train_cfg', 'optim_wrapper',
+                 'param_scheduler')
 
 
-def _key_summary(keys, limit: int = 12) -> str:
-    keys = sorted(keys)
-    shown = ', '.join(keys[:limit])
-    return shown + (f', ... and {len(keys) - limit} more'
-                    if len(keys) > limit else '')
+def _without_training(cfg: Config) -> None:
+    """Leave the training out of a test run, so that it never reads the
+    training data: with no training loop, hooks that ask for ``runner.iter``
+    (mmseg's ``SegVisualizationHook`` with ``--show-dir``) get 0 instead of
+    making mmengine build that loop, and its dataset."""
+    for key in TRAINING_KEYS:
+        if key in cfg:
+            cfg[key] = None
 
 
 def load_checkpoint_strict(runner, checkpoint: str) -> dict:
     """Load ``checkpoint`` (path or URL) into the runner's model, or fail with
     the missing, unexpected and mis-shaped keys listed when it does not match
     the model of the config; nothing is evaluated with a half-loaded model."""
-    from mmengine.model import is_model_wrapper
-    from mmengine.runner import CheckpointLoader, load_state_dict
     ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
     # Hooks such as EMAHook swap weights in here, as in Runner.load_checkpoint.
     runner.call_hook('after_load_checkpoint', checkpoint=ckpt)
     model = runner.model.module if is_model_wrapper(
         runner.model) else runner.model
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointLoadError(
-            f'checkpoint {checkpoint!r} holds {type(ckpt).__name__}, not a '
-            'state dict or a dict with a "state_dict" entry')
-    if any(k.startswith('module.') for k in state):  # saved from a wrapper
-        state = {k[len('module.'):] if k.startswith('module.') else k: v
-                 for k, v in state.items()}
-    expected = model.state_dict()
-    missing = set(expected) - set(state)
-    unexpected = set(state) - set(expected)
-    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model '
-              f'{tuple(expected[k].shape)}' for k in set(state) & set(expected)
-              if hasattr(state[k], 'shape')
-              and state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f'{len(missing)} missing (in the model, not in the '
-                         f'checkpoint): {_key_summary(missing)}')
-        if unexpected:
-            parts.append(f'{len(unexpected)} unexpected (in the checkpoint, '
-                         f'not in the model): {_key_summary(unexpected)}')
-        if shapes:
-            parts.append(f'{len(shapes)} of another shape: '
-                         f'{_key_summary(shapes, 6)}')
+    state = state_dict_of(ckpt, checkpoint)
+    _, problems = compare_state_dicts(model.state_dict(), state)
+    if problems:
         raise CheckpointLoadError(
             f'checkpoint {checkpoint!r} does not match the model built from '
-            'the config, so nothing was evaluated.\n  ' + '\n  '.join(parts) +
-            '\nCheck that the config is the one the checkpoint was trained '
-            'with.')
+            'the config, so nothing was evaluated.\n  ' +
+            '\n  '.join(problems) + '\nCheck that the config is the one the '
+            'checkpoint was trained with.')
     load_state_dict(model, state, strict=True)
     return ckpt
 

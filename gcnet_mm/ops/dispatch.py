@@ -13,7 +13,9 @@
              stride along H*W, when ``gcnet_mm._ext``    (``csrc/``)
              is built
   ``triton`` CUDA tensors (float32/16, bfloat16), when   ``triton_kernels.py``
-             Triton is installed
+             Triton is installed, unless
+             ``GCNET_MM_TRITON=0``; after a failed launch
+             the process goes on with ``torch``
   ``torch``  everything else: PyTorch ops (batched       ``torch_kernels.py``
              matrix-vector products, in-place updates)
   ========== =========================================== =====================
@@ -38,17 +40,22 @@ from torch import Tensor
 __all__ = ['use_fused', 'set_fused', 'fused_kernels']
 
 ENV = 'GCNET_MM_FUSED'
+TRITON_ENV = 'GCNET_MM_TRITON'
 
 
-def _from_env() -> bool:
-    value = os.environ.get(ENV, '1').strip().lower()
+def _from_env(name: str = ENV, on: str = 'fused path',
+              off: str = 'reference PyTorch ops') -> bool:
+    value = os.environ.get(name, '1').strip().lower()
     if value not in ('0', '1', 'false', 'true', ''):
-        raise ValueError(f'{ENV}={value!r}: expected 1 (fused path, the '
-                         'default) or 0 (reference PyTorch ops)')
+        raise ValueError(f'{name}={value!r}: expected 1 ({on}, the '
+                         f'default) or 0 ({off})')
     return value not in ('0', 'false')
 
 
 _fused = _from_env()
+# GCNET_MM_TRITON=0: the fused path never runs the Triton kernels.
+_triton = _from_env(TRITON_ENV, 'Triton kernels on CUDA',
+                    "the fused path's PyTorch ops on CUDA")
 _forced: Optional[str] = None  # a kernel set name, for tests and benchmarks
 
 
@@ -131,6 +138,8 @@ def fused_kernels(x: Tensor, mask_weight: Optional[Tensor],
     if _forced:
         order = (_forced, ) + order
     for name in order:
+        if name == 'triton' and not _triton:
+            continue
         if sets[name].accepts(x):
             return sets[name]
     return None

@@ -38,20 +38,24 @@ def draw_detections(ax,
                     labels: Sequence[int],
                     scores: Sequence[float],
                     *,
+                    masks: Optional[np.ndarray] = None,
                     gt_boxes: Optional[np.ndarray] = None,
                     gt_labels: Optional[Sequence[int]] = None,
                     class_names: Optional[Sequence[str]] = None) -> None:
-    """The image with predicted boxes (solid, ``name score``) and, when
-    given, ground-truth boxes (dashed white, ``name``).
+    """The image with predicted boxes (solid, ``name score``) and masks
+    (tinted in the box's colour), and, when given, ground-truth boxes
+    (dashed white, ``name``).
 
     Args:
         ax: a matplotlib ``Axes``.
         image: (H, W, 3) uint8 RGB.
         boxes: (N, 4) predicted ``x1, y1, x2, y2`` in image pixels.
         labels: N class indices; scores: N scores.
+        masks: (N, H, W) predicted masks (bool), or None.
         gt_boxes: (M, 4) ground-truth boxes; gt_labels: their classes.
         class_names: names of the class indices.
     """
+    from matplotlib.colors import to_rgb
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f'image must be (H, W, 3) RGB, got shape '
@@ -60,6 +64,17 @@ def draw_detections(ax,
     if not len(boxes) == len(labels) == len(scores):
         raise ValueError(f'got {len(boxes)} boxes, {len(labels)} labels and '
                          f'{len(scores)} scores; they must match')
+    if masks is not None:
+        masks = np.asarray(masks, dtype=bool)
+        if masks.shape != (len(boxes), *image.shape[:2]):
+            raise ValueError(f'masks must be (N, H, W) = ({len(boxes)}, '
+                             f'{image.shape[0]}, {image.shape[1]}), got '
+                             f'{masks.shape}')
+        tinted = image.astype(float)
+        for mask, label in zip(masks, labels):
+            colour = np.array(to_rgb(_COLOURS[int(label) % len(_COLOURS)]))
+            tinted[mask] = 0.5 * tinted[mask] + 0.5 * 255 * colour
+        image = tinted.astype(np.uint8)
     ax.imshow(image)
     ax.set_axis_off()
     if gt_boxes is not None:
@@ -96,8 +111,12 @@ def draw_attention(ax,
                    *,
                    boxes: Optional[np.ndarray] = None,
                    image_size: Optional[Tuple[int, int]] = None,
-                   cmap: str = 'viridis'):
-    """An attention map on one colour scale from 0 to its maximum.
+                   cmap: str = 'viridis',
+                   vmax: Optional[float] = None,
+                   vmin: Optional[float] = None):
+    """An attention map on one colour scale from 0 to its maximum (or to
+    ``vmax``, to draw several maps on one scale); with ``vmin``, a
+    logarithmic scale from ``vmin`` (smaller weights get its colour).
 
     Args:
         ax: a matplotlib ``Axes``.
@@ -109,6 +128,8 @@ def draw_attention(ax,
         image_size: ``(H, W)`` of the image; when the map covers more (the
             padding a detector adds), the image's border is drawn dashed.
         cmap: matplotlib colour map.
+        vmax: the top of the colour scale; default the map's maximum.
+        vmin: the bottom of a logarithmic scale; default a linear one from 0.
 
     Returns:
         The ``AxesImage``, for a colour bar (``fig.colorbar(returned)``).
@@ -117,12 +138,14 @@ def draw_attention(ax,
     if attention.ndim != 2:
         raise ValueError(f'attention must be a 2-D (h, w) map, got shape '
                          f'{attention.shape}')
+    from matplotlib.colors import LogNorm, Normalize
+    top = vmax or float(attention.max()) or 1.0
+    norm = LogNorm(vmin, top, clip=True) if vmin else Normalize(0.0, top)
     im = ax.imshow(
         attention,
         extent=extent,
         cmap=cmap,
-        vmin=0.0,
-        vmax=float(attention.max()) or 1.0,
+        norm=norm,
         interpolation='nearest')
     for box in np.asarray([] if boxes is None else boxes).reshape(-1, 4):
         _rectangle(ax, box, edgecolor='white', linewidth=1)

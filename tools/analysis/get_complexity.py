@@ -13,7 +13,9 @@ Examples::
 
 While it measures, the terminal shows one progress line; what building and
 tracing the models prints goes to a log file, named at the end.  Results are
-kept (see --no-cache), so a second run prints at once.
+kept (see --no-cache), so a second run prints at once.  A table whose host
+package (mmdet, mmseg, mmpretrain, mmaction2) does not import is skipped with
+one line.  The paper's figures come from the configs' metafiles.
 """
 import argparse
 import os
@@ -24,7 +26,9 @@ import warnings
 # mmengine 0.10 imports pkg_resources; its deprecation note is noise here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from gcnet_mm.analysis import flops, paper_tables  # noqa: E402
+from gcnet_mm.analysis import (complexity_reports, flops,  # noqa: E402
+                               paper_figures, paper_flops_fit, paper_tables)
+from gcnet_mm.analysis.quiet_measurer import QuietMeasurer  # noqa: E402
 from gcnet_mm.engine.cli import run_cli  # noqa: E402
 from gcnet_mm.engine.runner_cfg import UsageError  # noqa: E402
 
@@ -41,8 +45,8 @@ def parse_args(argv=None):
                         + '; a paper table defaults to its own size')
     parser.add_argument('--paper-tables', nargs='*', metavar='NAME',
                         help='measure the paper tables NAME (default: all of '
-                        f'{", ".join(paper_tables.PAPER_TABLES)}) beside the '
-                        "paper's numbers")
+                        f'{", ".join(paper_figures.PAPER_TABLES)}) beside '
+                        "the paper's numbers")
     parser.add_argument('--params-only', action='store_true',
                         help='count parameters only (fast)')
     parser.add_argument('--counter', default='fvcore',
@@ -71,13 +75,17 @@ def _run(args) -> int:
     shape = flops.check_shape(args.shape)
     names = []
     if args.paper_tables is not None:
-        names = args.paper_tables or list(paper_tables.PAPER_TABLES)
+        names = args.paper_tables or list(paper_figures.PAPER_TABLES)
     paths = [flops.resolve_config(c) for c in args.configs]
-    jobs = paper_tables.table_jobs(names, shape)  # fails early on a name
+    # a table whose host does not import is skipped (fails early on a name)
+    skipped = {name: paper_tables.unavailable_host(name) for name in names}
+    skipped = {name: why for name, why in skipped.items() if why}
+    measured_tables = [name for name in names if name not in skipped]
+    jobs = paper_tables.table_jobs(measured_tables, shape)
     jobs += [(path, shape) for path in paths]
     fd, log = tempfile.mkstemp(prefix='get_complexity-', suffix='.log')
     os.close(fd)
-    measure = paper_tables.QuietMeasurer(
+    measure = QuietMeasurer(
         len(jobs), log, params_only=args.params_only, counter=args.counter,
         cache_dir=None if args.no_cache else flops.default_cache_dir())
     with measure:
@@ -86,18 +94,24 @@ def _run(args) -> int:
     captured = measure.captured_lines()
     results = {}
     for name in names:
+        if name in skipped:
+            print(f'{paper_figures.get_table(name).heading}: skipped, '
+                  f'{skipped[name]}\n')
+            continue
         rows = paper_tables.paper_table(name, shape=shape, measure=measure)
-        print(paper_tables.format_table(name, rows) + '\n')
+        print(complexity_reports.format_table(name, rows) + '\n')
         results[name] = rows
-    fit = paper_tables.fit_paper_convention(
-        row for name in names for row in results[name])
+    if skipped:
+        results['skipped'] = skipped
+    fit = paper_flops_fit.fit_paper_convention(
+        row for name in measured_tables for row in results[name])
     if fit is not None:
-        print(paper_tables.format_fit(fit) + '\n')
+        print(paper_flops_fit.format_fit(fit) + '\n')
         results['paper_fit'] = fit
     if paths:
-        measured = [measure(path, shape) for path in paths]
-        print(paper_tables.format_results(measured))
-        results['configs'] = measured
+        configs = [measure(path, shape) for path in paths]
+        print(complexity_reports.format_results(configs))
+        results['configs'] = configs
     if args.out:
         flops.dump_json(results, args.out)
     if captured:

@@ -14,21 +14,15 @@ Without CHECKPOINT the model is randomly initialised (with a warning).
 See docs/query_independence.md.
 """
 import argparse
-import os.path as osp
-import sys
 import warnings
 
 # mmengine 0.10 imports pkg_resources; its deprecation note is noise here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-
-from mmengine.config import DictAction  # noqa: E402
-
 import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
 from gcnet_mm.analysis.query_independence import \
     analyze_query_independence  # noqa: E402
-from gcnet_mm.engine.cli import run_cli  # noqa: E402
+from gcnet_mm.engine.cli import CfgOptionsAction, run_cli  # noqa: E402
 from gcnet_mm.engine.runner_cfg import UsageError  # noqa: E402
 
 
@@ -59,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='where the CSV, JSON and PNG go')
     parser.add_argument('--device', default=None,
                         help='cpu or cuda (default: cuda when available)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config settings, e.g. '
                         'test_dataloader.dataset.data_root=data/coco/')
     return parser.parse_args(argv)

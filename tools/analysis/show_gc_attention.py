@@ -3,12 +3,15 @@ blocks on a test image, next to the training loss curve.
 
     python tools/analysis/show_gc_attention.py CONFIG CHECKPOINT
         [--work-dir DIR] [--out FILE] [--index N] [--block NAME]
-        [--max-dets K] [--device cpu|cuda] [--cfg-options k=v ...]
+        [--max-dets K] [--score-thr S] [--device cpu|cuda]
+        [--cfg-options k=v ...]
 
 --work-dir is the training/testing work dir: it adds the loss of every
-iteration (from the training log) and the test mAP (from the metrics JSON of
-tools/test.py). The attention map is the softmax of the block's conv_mask
-over positions, by default for the last GC block of c4. See
+iteration (from the training log), the test mAP (from the metrics JSON of
+tools/test.py) and, when the training wrote it (gcnet_mm.InitialAttentionHook),
+the attention map before training beside the one after, on one scale. The
+attention map is the softmax of the block's conv_mask over positions, by
+default for the last GC block of c4. See
 gcnet_mm.visualization.detection_figure.
 """
 import argparse
@@ -19,12 +22,8 @@ import warnings
 # mmengine 0.10 imports pkg_resources; its deprecation note is noise here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-
-from mmengine.config import DictAction  # noqa: E402
-
 import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
-from gcnet_mm.engine.cli import run_cli  # noqa: E402
+from gcnet_mm.engine.cli import CfgOptionsAction, run_cli  # noqa: E402
 from gcnet_mm.visualization import detection_figure  # noqa: E402
 
 
@@ -51,13 +50,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--max-dets',
         type=int,
-        default=5,
-        help='predictions drawn, best first (default 5)')
+        default=10,
+        help='most predictions drawn, best first (default 10)')
+    parser.add_argument(
+        '--score-thr',
+        type=float,
+        default=0.3,
+        help='least score of a prediction drawn (default 0.3)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override config settings')
     return parser.parse_args(argv)
 
@@ -74,18 +78,20 @@ def main(argv=None) -> None:
             index=args.index,
             block=args.block,
             max_dets=args.max_dets,
+            score_thr=args.score_thr,
             cfg_options=args.cfg_options,
             device=args.device)
     except ValueError as e:
         sys.exit(f'error: {e}')
-    att = r['attention']
+    att, init = r['attention'], r['initial_attention']
     loss = (f'; loss {r["losses"]["loss"][0]:.2f} -> '
             f'{r["losses"]["loss"][-1]:.2f} in {r["steps"][-1]} iterations'
             if r['steps'] else '')
-    print(f'wrote {out}: {osp.basename(r["img_path"])}, top {len(r["scores"])}'
-          f' of {r["num_predictions"]} predictions, attention of '
-          f'{r["block"]} ({att.shape[0]}x{att.shape[1]}, max '
-          f'{att.max():.3f}, uniform {1 / att.size:.3f}){loss}')
+    before = '' if init is None else f'{init.max():.3f} at initialisation, '
+    print(f'wrote {out}: {osp.basename(r["img_path"])}, {len(r["scores"])} '
+          f'of {r["num_predictions"]} predictions drawn, attention of '
+          f'{r["block"]} ({att.shape[0]}x{att.shape[1]}, largest weight '
+          f'{before}{att.max():.3f}, uniform {1 / att.size:.3f}){loss}')
 
 
 if __name__ == '__main__':

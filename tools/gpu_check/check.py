@@ -1,20 +1,23 @@
 """The measurements of the device check (``tools/gpu_check/run.sh``).
 
     python tools/gpu_check/check.py SECTION --json PATH [--dry-run]
-    (SECTION: env, parity, blocks or resnet)
+    (SECTION: env, parity, blocks, head or resnet)
     python tools/gpu_check/check.py report --work DIR --out DIR [--dry-run]
 
 Sections, each printing its Markdown table and writing its rows as JSON:
 
 * ``env``: Python, torch, CUDA, cuDNN, GPU, package versions, settings;
 * ``parity``: ``gcnet_mm.ContextBlock`` (fused and reference path) and
-  mmcv's ``ContextBlock`` (state dict loaded from mmcv's), and
-  ``gcnet_mm.GCHead`` and mmseg's ``GCHead``, outputs and gradients against
-  the mmcv / mmseg module in float64; float32 (TF32 off), autocast bfloat16
-  and float16, contiguous and channels_last;
+  mmcv's ``ContextBlock`` (state dict loaded from mmcv's), outputs and
+  gradients against mmcv's module in float64; float32 (TF32 off), autocast
+  bfloat16 and float16, contiguous and channels_last (mmcv's Python part
+  suffices);
 * ``blocks``: forward + backward of one GC r16 block at the c3/c4/c5 shapes
   of an 800x1216 input, batch 2 and 8: time and peak memory of gcnet_mm
-  (fused, reference), mmcv and timm's ``GlobalContext``;
+  (fused, its PyTorch-ops kernels, reference), mmcv and timm's
+  ``GlobalContext``;
+* ``head``: ``gcnet_mm.GCHead`` against mmseg's ``GCHead`` as ``parity``
+  (mmseg imports mmcv's compiled ops);
 * ``resnet``: a train step (forward, backward of the sum of the outputs'
   means; no optimizer) of the Mask R-CNN ResNet-50 backbone (mmdet's
   ``ResNet``, input 2x3x800x1216): plain, GC r16 c3-c5 with mmcv's block, GC
@@ -22,9 +25,16 @@ Sections, each printing its Markdown table and writing its rows as JSON:
   batch statistics), BN with ``norm_eval=True`` (mmdet's BN configs) and
   SyncBN; time and peak memory as ratios to plain.
 
-``report`` merges the sections, run.sh's stage times and the user's loop into
-``OUT/report.md``, ``OUT/results.json`` and ``OUT/gpu_check.png``, with the
-targets as pass/fail lines.
+``report`` merges the sections, run.sh's preflight line and stage times and
+the user's loop into ``OUT/report.md``, ``OUT/results.json`` and
+``OUT/gpu_check.png``, with the targets as pass/fail lines, and says what
+did not run and why.
+
+Every candidate of a case (gcnet_mm's paths, mmcv, timm; the three
+backbones) runs on its own first: one that raises is reported with its error
+and left out of that case's timing, and the others are measured.  Where the
+Triton kernels fail, gcnet_mm warns and runs its PyTorch-ops kernels; each
+section records that warning, and the report shows it.
 
 SyncBN on one GPU: ``torch.nn.SyncBatchNorm`` runs plain batch norm when its
 process group has one rank, and NCCL refuses two ranks on one GPU.  The
@@ -210,10 +220,46 @@ class Results:
             self.save()
 
     def save(self) -> None:
+        self.data['triton_failure'] = triton_failure()
         tmp = self.path + '.tmp'
         with open(tmp, 'w') as f:
             json.dump(self.data, f, indent=1)
         os.replace(tmp, self.path)
+
+
+def error_text(e: BaseException) -> str:
+    return ' '.join(f'{type(e).__name__}: {e}'.split())[:300]
+
+
+def one_by_one(fns: Dict[str, Callable[[], None]],
+               errors: Dict[str, str]) -> Dict[str, Callable[[], None]]:
+    """The candidates of ``fns`` that run: each is called once on its own;
+    one that raises is left out, its error in ``errors``.  The others come
+    back wrapped, so that a later failure leaves out only that one (a
+    caller drops the names in ``errors`` from what it measured)."""
+    def guarded(name: str, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            if name in errors:
+                return
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001  (one candidate)
+                traceback.print_exc()
+                errors[name] = error_text(e)
+        return run
+
+    ok = {}
+    for name, fn in fns.items():
+        ok[name] = guarded(name, fn)
+        ok[name]()
+    return {k: v for k, v in ok.items() if k not in errors}
+
+
+def triton_failure() -> Optional[str]:
+    """gcnet_mm's warning after a failed Triton launch in this process
+    (its fused path then runs PyTorch ops), or None."""
+    module = sys.modules.get('gcnet_mm.ops.triton_kernels')
+    return getattr(module, 'failure', None)
 
 
 # -- env ----------------------------------------------------------------------
@@ -250,6 +296,7 @@ def section_env(args, res: Results) -> None:
                      f'({osp.dirname(gcnet_mm.__file__)})'),
         'gcnet_mm_fused_default': use_fused(),
         'GCNET_MM_FUSED': os.environ.get('GCNET_MM_FUSED'),
+        'GCNET_MM_TRITON': os.environ.get('GCNET_MM_TRITON'),
         'cpu_loops': extension_isa(),
         'tf32_matmul': torch.backends.cuda.matmul.allow_tf32,
         'tf32_cudnn': torch.backends.cudnn.allow_tf32,
@@ -270,8 +317,8 @@ def section_env(args, res: Results) -> None:
                 timeout=20).stdout.strip() or None
         except (OSError, subprocess.SubprocessError):
             info['driver'] = None
-    for name in ('mmcv', 'mmengine', 'mmdet', 'mmseg', 'mmpretrain', 'timm',
-                 'numpy', 'torchvision'):
+    for name in ('triton', 'mmcv', 'mmengine', 'mmdet', 'mmseg', 'mmpretrain',
+                 'timm', 'numpy', 'torchvision'):
         try:
             info[name] = __import__(name).__version__
         except Exception as e:  # an import that fails is worth reporting
@@ -315,30 +362,48 @@ def parity_rows(name: str, theirs: nn.Module, ours: nn.Module, x: Tensor,
                 gy: Tensor, device: str, precision: str, layout: str,
                 residual: bool, ref: Dict[str, Tensor]) -> List[dict]:
     """Errors of the host module and of ours (fused, reference) against the
-    host module in float64 (``ref``)."""
+    host module in float64 (``ref``); each of the three runs on its own (one
+    that raises gives a row with its error, the others are compared)."""
     fmt_ = layout_of(layout)
     x = x.to(memory_format=fmt_)
     gy = gy.to(memory_format=fmt_)
     theirs = theirs.to(memory_format=fmt_)
     ours = ours.to(memory_format=fmt_)
-    host_err = {k: rel_err(v, ref[k]) for k, v in
-                terms(theirs, x, gy, device, precision, residual).items()}
+    errors = {}
+    host_err = None
+    try:
+        host_err = {k: rel_err(v, ref[k]) for k, v in
+                    terms(theirs, x, gy, device, precision, residual).items()}
+    except Exception as e:  # noqa: BLE001  (then the tolerance alone)
+        traceback.print_exc()
+        errors['host'] = error_text(e)
     results = {}
     for path in ('fused', 'reference'):
-        with bench.gc_path(path):
-            results[path] = terms(ours, x, gy, device, precision, residual)
+        try:
+            with bench.gc_path(path):
+                results[path] = terms(ours, x, gy, device, precision,
+                                      residual)
+        except Exception as e:  # noqa: BLE001  (one path)
+            traceback.print_exc()
+            errors[path] = error_text(e)
     tol = TOLERANCE[precision]
     rows = []
-    for path, t in results.items():
-        err = {k: rel_err(v, ref[k]) for k, v in t.items()}
-        limit = {k: max(tol, 2 * host_err[k]) for k in err}
-        rows.append(dict(
-            check=name, path=path, shape=list(x.shape), precision=precision,
-            layout=layout, err=err, host_err=host_err, limit=limit,
-            fused_vs_reference={k: rel_err(results['fused'][k],
-                                           results['reference'][k])
-                                for k in err},
-            ok=all(err[k] <= limit[k] for k in err)))
+    for path in ('fused', 'reference'):
+        row = dict(check=name, path=path, shape=list(x.shape),
+                   precision=precision, layout=layout, host_err=host_err,
+                   host_error=errors.get('host'), error=errors.get(path),
+                   err=None, limit=None, fused_vs_reference=None, ok=False)
+        if path in results:
+            err = {k: rel_err(v, ref[k]) for k, v in results[path].items()}
+            limit = {k: max(tol, 2 * host_err[k] if host_err else 0)
+                     for k in err}
+            row.update(err=err, limit=limit,
+                       ok=all(err[k] <= limit[k] for k in err))
+            if len(results) == 2:
+                row['fused_vs_reference'] = {
+                    k: rel_err(results['fused'][k], results['reference'][k])
+                    for k in err}
+        rows.append(row)
     return rows
 
 
@@ -368,11 +433,9 @@ def compare(res: Results, name: str, theirs: nn.Module, ours: nn.Module,
 
 def section_parity(args, res: Results) -> None:
     from mmcv.cnn import ContextBlock as MMCVContextBlock
-    from mmseg.models.decode_heads import GCHead as MMSegGCHead
 
     import gcnet_mm  # noqa: F401
     from gcnet_mm.models.blocks import ContextBlock
-    from gcnet_mm.models.heads import GCHead
     device = device_of(args.dry_run)
     sizes = SIZES['dry' if args.dry_run else 'device']
     gen = torch.Generator().manual_seed(0)
@@ -385,10 +448,22 @@ def section_parity(args, res: Results) -> None:
                 ours = ContextBlock(shape[1], 1 / 16, fusion_types=fusions)
                 compare(res, f"ContextBlock {'+'.join(fusions)} vs mmcv",
                         theirs, ours, shape, shape, device, True, gen)
-        h = sizes['head']
-        kwargs = dict(in_channels=h['in_channels'], channels=h['channels'],
-                      num_classes=19, ratio=1 / 4, dropout_ratio=0.0,
-                      norm_cfg=dict(type='BN', requires_grad=True))
+    print(parity_markdown(res.data))
+
+
+def section_head(args, res: Results) -> None:
+    from mmseg.models.decode_heads import GCHead as MMSegGCHead
+
+    import gcnet_mm  # noqa: F401
+    from gcnet_mm.models.heads import GCHead
+    device = device_of(args.dry_run)
+    h = SIZES['dry' if args.dry_run else 'device']['head']
+    gen = torch.Generator().manual_seed(0)
+    res.data['tolerance'] = TOLERANCE
+    kwargs = dict(in_channels=h['in_channels'], channels=h['channels'],
+                  num_classes=19, ratio=1 / 4, dropout_ratio=0.0,
+                  norm_cfg=dict(type='BN', requires_grad=True))
+    with no_tf32():
         theirs = randomize_(MMSegGCHead(**kwargs), 2).train()
         ours = GCHead(**kwargs).train()
         compare(res, 'GCHead vs mmseg (train mode)', theirs, ours,
@@ -398,19 +473,26 @@ def section_parity(args, res: Results) -> None:
 
 
 def parity_markdown(result: dict) -> str:
+    def three(values: Optional[dict]) -> str:
+        if not values:
+            return 'n/a'
+        return ' / '.join(f"{values[k]:.1e}" for k in ('out', 'dx', 'params'))
+
     table = []
     for r in result['rows']:
-        worst = max(r['err'], key=lambda k: r['err'][k] / r['limit'][k])
+        if r['err'] is None:
+            limit, verdict = 'n/a', f"**FAILED**: {r['error']}"
+        else:
+            worst = max(r['err'], key=lambda k: r['err'][k] / r['limit'][k])
+            limit = f"{r['limit'][worst]:.1e} ({worst})"
+            verdict = 'ok' if r['ok'] else '**FAIL**'
+        if r.get('host_error'):
+            verdict += f" (host failed: {r['host_error']})"
         table.append([
             r['check'], r['path'], 'x'.join(map(str, r['shape'])),
-            r['precision'], r['layout'],
-            ' / '.join(f"{r['err'][k]:.1e}" for k in ('out', 'dx', 'params')),
-            ' / '.join(f"{r['host_err'][k]:.1e}"
-                       for k in ('out', 'dx', 'params')),
-            f"{r['limit'][worst]:.1e} ({worst})",
-            ' / '.join(f"{r['fused_vs_reference'][k]:.1e}"
-                       for k in ('out', 'dx', 'params')),
-            'ok' if r['ok'] else '**FAIL**'])
+            r['precision'], r['layout'], three(r['err']),
+            three(r['host_err']), limit, three(r['fused_vs_reference']),
+            verdict])
     return ('Relative errors (||a - b|| / ||b||) against the mmcv / mmseg '
             'module in float64, for the output, the input gradient and the '
             "parameters' gradients (a block's output and input gradient "
@@ -438,13 +520,18 @@ def section_blocks(args, res: Results) -> None:
             c = shape[1]
             mmcv = randomize_(MMCVContextBlock(c, ratio=1 / 16), 3).to(device)
             ours = bench.gcnet_block(mmcv)
-            timm = randomize_(bench.timm_block(c), 4).to(device)
-            modules = {**{p: ours for p in GCNET_PATHS}, 'mmcv': mmcv,
-                       'timm': timm}
+            modules = {**{p: ours for p in GCNET_PATHS}, 'mmcv': mmcv}
+            missing = {}
+            try:
+                modules['timm'] = randomize_(bench.timm_block(c), 4).to(device)
+            except Exception as e:  # noqa: BLE001  (the others still run)
+                traceback.print_exc()
+                missing['timm'] = error_text(e)
+            blocks = list({id(m): m for m in modules.values()}.values())
             for precision, dtype in PRECISIONS.items():
                 for layout in LAYOUTS:
                     fmt_ = layout_of(layout)
-                    for m in (ours, mmcv, timm):
+                    for m in blocks:
                         m.to(memory_format=fmt_)
                     x = torch.randn(shape, generator=gen).to(
                         device, dtype or torch.float32).to(memory_format=fmt_)
@@ -454,7 +541,7 @@ def section_blocks(args, res: Results) -> None:
 
                     def clear():
                         x.grad = None
-                        for m in (ours, mmcv, timm):
+                        for m in blocks:
                             m.zero_grad(set_to_none=True)
 
                     def step(name, module):
@@ -469,23 +556,55 @@ def section_blocks(args, res: Results) -> None:
                             y.backward(gy)
                         return run
 
-                    fns = {n: step(n, m) for n, m in modules.items()}
                     clear()
                     label = f'block {stage} b{batch} {precision} {layout}'
                     with res.case(label):
+                        errors = dict(missing)
+                        fns = one_by_one({n: step(n, m)
+                                          for n, m in modules.items()},
+                                         errors)
                         t = bench.time_interleaved(
                             fns, sizes['repeat'], label,
-                            inner=sizes['inner'], warmup=sizes['warmup'])
-                        mem = {n: measure_memory(device, fn, modules[n],
-                                                 clear)
-                               for n, fn in fns.items()}
+                            inner=sizes['inner'],
+                            warmup=sizes['warmup']) if fns else {}
+                        mem = {}
+                        for n in fns:
+                            if n not in errors:
+                                try:
+                                    mem[n] = measure_memory(
+                                        device, fns[n], modules[n], clear)
+                                except Exception as e:  # noqa: BLE001
+                                    errors[n] = error_text(e)
+                        ok = [n for n in BLOCKS if n in t and n in mem
+                              and n not in errors]
                         res.add(dict(stage=stage, batch=batch,
                                      shape=list(shape), precision=precision,
-                                     layout=layout, seconds=t, memory=mem))
+                                     layout=layout,
+                                     seconds={n: t[n] for n in ok},
+                                     memory={n: mem[n] for n in ok},
+                                     errors=errors,
+                                     fused_kernels=kernel_name(ours, x)))
                         print(f'  {label}: ' + ', '.join(
-                            f'{n} {t[n] * 1e3:.3f} ms' for n in BLOCKS),
-                            flush=True)
+                            f'{n} {t[n] * 1e3:.3f} ms' for n in ok) + ''.join(
+                                f'; {n} FAILED: {e}'
+                                for n, e in errors.items()), flush=True)
     print(blocks_markdown(res.data))
+
+
+def kernel_name(block: nn.Module, x: Tensor) -> Optional[str]:
+    """The kernel set gcnet_mm's fused path runs on ``x`` now (``triton``,
+    or ``torch`` after a Triton failure), or None (reference path)."""
+    from gcnet_mm.ops.dispatch import fused_kernels
+    kernels = fused_kernels(x.detach(), block.conv_mask.weight,
+                            block.channel_add_conv, None)
+    return getattr(kernels, 'name', None)
+
+
+def ratio(values: dict, a: str, b: str) -> Optional[float]:
+    """``values[a] / values[b]``, None if either was not measured."""
+    if values.get(a) is None or not values.get(b):
+        return None
+    return values[a] / values[b]
 
 
 def blocks_markdown(result: dict) -> str:
@@ -494,20 +613,25 @@ def blocks_markdown(result: dict) -> str:
         t, m = r['seconds'], r['memory']
         table.append([
             r['stage'], 'x'.join(map(str, r['shape'])), r['precision'],
-            r['layout'], *(f'{t[n] * 1e3:.3f}' for n in BLOCKS),
-            *(f"{t[n] / t['mmcv']:.2f}"
+            r['layout'], r.get('fused_kernels') or '-',
+            *(fmt(t[n] * 1e3 if n in t else None) for n in BLOCKS),
+            *(fmt(ratio(t, n, 'mmcv'), '.2f')
               for n in BLOCKS if n != 'mmcv'),
-            f"{m['mmcv'] / 2**20:.1f}",
-            *(fmt(m[n] / m['mmcv'] if m['mmcv'] else None, '.2f')
-              for n in BLOCKS if n != 'mmcv')])
+            fmt(m['mmcv'] / 2**20 if 'mmcv' in m else None, '.1f'),
+            *(fmt(ratio(m, n, 'mmcv'), '.2f')
+              for n in BLOCKS if n != 'mmcv'),
+            '; '.join(f'{n}: {e}' for n, e in r.get('errors', {}).items())
+            or '-'])
     return (f"GC r16 block forward + backward, median of {result['repeat']} "
             f"rounds of {result['inner']} calls; memory: "
-            f"{result['memory_measure']}.\n\n" + md_table(
-                ['stage', 'shape', 'precision', 'layout',
+            f"{result['memory_measure']}; 'fused kernels': what gcnet_mm's "
+            'fused path ran.\n\n' + md_table(
+                ['stage', 'shape', 'precision', 'layout', 'fused kernels',
                  *(f'{n} ms' for n in BLOCKS),
                  *(f'{n} / mmcv' for n in BLOCKS if n != 'mmcv'),
                  'mmcv MiB',
-                 *(f'{n} mem / mmcv' for n in BLOCKS if n != 'mmcv')],
+                 *(f'{n} mem / mmcv' for n in BLOCKS if n != 'mmcv'),
+                 'failed'],
                 table))
 
 
@@ -560,21 +684,35 @@ def backbone_cfg(norm: str, model: str) -> dict:
     return cfg.to_dict()
 
 
-def build_backbones(norm: str, device: str) -> Dict[str, nn.Module]:
+def build_backbones(norm: str, device: str,
+                    errors: Optional[Dict[str, str]] = None
+                    ) -> Dict[str, nn.Module]:
+    """The three backbones, same weights (the GC blocks' random, not the
+    zero init).  With ``errors``, one that does not build is left out with
+    its error there; without, the error propagates."""
     from mmdet.registry import MODELS as MMDET_MODELS
     models = {}
     for name in MODELS:
         torch.manual_seed(0)
-        model = MMDET_MODELS.build(backbone_cfg(norm, name))
+        try:
+            model = MMDET_MODELS.build(backbone_cfg(norm, name))
+        except Exception as e:  # noqa: BLE001  (the others still run)
+            if errors is None:
+                raise
+            traceback.print_exc()
+            errors[name] = error_text(e)
+            continue
         for m in model.modules():
             if isinstance(m, nn.SyncBatchNorm):
                 m.__class__ = OneRankSyncBatchNorm
         models[name] = model.to(device)
-    # Same weights everywhere, the GC blocks' random (not the zero init).
-    randomize_(models['mmcv GC'], 5)
-    state = models['mmcv GC'].state_dict()
-    models['gcnet_mm GC'].load_state_dict(state)
-    models['plain'].load_state_dict(state, strict=False)
+    source = models.get('mmcv GC') or models.get('gcnet_mm GC')
+    if source is not None:
+        randomize_(source, 5)
+        state = source.state_dict()
+        for name, model in models.items():
+            if model is not source:
+                model.load_state_dict(state, strict=name != 'plain')
     for model in models.values():
         model.train()  # frozen_stages and norm_eval apply here
     return models
@@ -609,34 +747,45 @@ def section_resnet(args, res: Results) -> None:
     if not dist.is_initialized():
         norms.remove('SyncBN')
     img0 = torch.randn(shape, generator=torch.Generator().manual_seed(6))
+    built = {}  # norm: (backbones, those that did not build, GC diff)
     for norm in norms:
         with res.case(f'{norm}: building the backbones'):
-            models = build_backbones(norm, device)
+            missing = {}
+            models = build_backbones(norm, device, missing)
             res.data['models'][norm] = {k: block_types(m)
                                         for k, m in models.items()}
-            with torch.no_grad():
-                a = models['mmcv GC'](img0.to(device))
-                b = models['gcnet_mm GC'](img0.to(device))
-            # mmcv's and gcnet_mm's GC backbones, same weights: outputs.
-            diff = max(rel_err(p, q) for p, q in zip(b, a))
-            for layout in LAYOUTS:
-                fmt_ = layout_of(layout)
-                img = img0.to(device).to(memory_format=fmt_)
-                for m in models.values():
-                    m.to(memory_format=fmt_)
-                for precision in sizes['resnet_precisions']:
-                    with res.case(f'resnet {norm} {precision} {layout}'):
-                        row = resnet_row(models, img, device, norm,
-                                         precision, layout, sizes)
-                        res.add(dict(row, gc_output_rel_diff=diff))
-            del models
+            diff = None
+            if 'mmcv GC' in models and 'gcnet_mm GC' in models:
+                with torch.no_grad():
+                    a = models['mmcv GC'](img0.to(device))
+                    b = models['gcnet_mm GC'](img0.to(device))
+                # mmcv's and gcnet_mm's GC backbones, same weights.
+                diff = max(rel_err(p, q) for p, q in zip(b, a))
+            built[norm] = (models, missing, diff)
+    # The targets' layout (contiguous) for every norm first, then
+    # channels_last: a section stopped by its time cap loses the latter.
+    for layout in LAYOUTS:
+        fmt_ = layout_of(layout)
+        img = img0.to(device).to(memory_format=fmt_)
+        for norm, (models, missing, diff) in built.items():
+            for m in models.values():
+                m.to(memory_format=fmt_)
+            for precision in sizes['resnet_precisions']:
+                with res.case(f'resnet {norm} {precision} {layout}'):
+                    row = resnet_row(models, img, device, norm, precision,
+                                     layout, sizes, dict(missing))
+                    res.add(dict(row, gc_output_rel_diff=diff))
+    built.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
     print(resnet_markdown(res.data))
 
 
 def resnet_row(models: Dict[str, nn.Module], img: Tensor, device: str,
-               norm: str, precision: str, layout: str, sizes: dict) -> dict:
+               norm: str, precision: str, layout: str, sizes: dict,
+               errors: Dict[str, str]) -> dict:
+    """One train step of each backbone, timed together; one that raises is
+    left out (its error in the row), the others are measured."""
     nodes = []
 
     def record_node(module, inputs, output):
@@ -652,27 +801,37 @@ def resnet_row(models: Dict[str, nn.Module], img: Tensor, device: str,
             sum(o.float().mean() for o in outs if o.requires_grad).backward()
         return run
 
-    fns = {k: step(m) for k, m in models.items()}
     # The grad_fn of the first trainable norm layer's output: which batch
     # norm ran (e.g. SyncBatchNormBackward, CudnnBatchNormBackward0).
-    norm_layer = models['plain'].layer2[0].bn1
-    handle = norm_layer.register_forward_hook(record_node)
-    fns['plain']()
+    first = next(iter(models.values()))
+    handle = first.layer2[0].bn1.register_forward_hook(record_node)
+    fns = one_by_one({k: step(m) for k, m in models.items()}, errors)
     handle.remove()
     label = f'resnet {norm} {precision} {layout}'
     t = bench.time_interleaved(fns, sizes['resnet_repeat'], label,
-                               warmup=sizes['warmup'])
+                               warmup=sizes['warmup']) if fns else {}
     mem = {}
     for k, fn in fns.items():
+        if k in errors:
+            continue
         model = models[k]
         static = state_bytes(img, *model.parameters(), *model.buffers())
-        extra = measure_memory(device, fn, model,
-                               lambda m=model: m.zero_grad(set_to_none=True))
+        try:
+            extra = measure_memory(
+                device, fn, model,
+                lambda m=model: m.zero_grad(set_to_none=True))
+        except Exception as e:  # noqa: BLE001  (one candidate)
+            errors[k] = error_text(e)
+            continue
         mem[k] = extra + (static if device == 'cuda' else 0)
-    print(f'  {label}: ' + ', '.join(f'{k} {t[k] * 1e3:.1f} ms' for k in t)
-          + f' ({nodes[0]})', flush=True)
-    return dict(norm=norm, precision=precision, layout=layout, seconds=t,
-                memory=mem, norm_node=nodes[0])
+    ok = [k for k in MODELS if k in t and k in mem and k not in errors]
+    print(f'  {label}: ' + ', '.join(f'{k} {t[k] * 1e3:.1f} ms' for k in ok)
+          + f" ({nodes[0] if nodes else '-'})" + ''.join(
+              f'; {k} FAILED: {e}' for k, e in errors.items()), flush=True)
+    return dict(norm=norm, precision=precision, layout=layout,
+                seconds={k: t[k] for k in ok},
+                memory={k: mem[k] for k in ok}, errors=errors,
+                norm_node=nodes[0] if nodes else None)
 
 
 def resnet_markdown(result: dict) -> str:
@@ -681,21 +840,32 @@ def resnet_markdown(result: dict) -> str:
         t, m = r['seconds'], r['memory']
         table.append([
             r['norm'], r['precision'], r['layout'],
-            f"{t['plain'] * 1e3:.1f}",
-            *(f"{t[k] / t['plain']:.3f}" for k in MODELS[1:]),
-            f"{m['plain'] / 2**20:.0f}",
-            *(f"{m[k] / m['plain']:.3f}" for k in MODELS[1:]),
-            r['norm_node']])
+            fmt(t['plain'] * 1e3 if 'plain' in t else None, '.1f'),
+            *(fmt(ratio(t, k, 'plain')) for k in MODELS[1:]),
+            fmt(m['plain'] / 2**20 if 'plain' in m else None, '.0f'),
+            *(fmt(ratio(m, k, 'plain')) for k in MODELS[1:]),
+            r['norm_node'],
+            '; '.join(f'{k}: {e}' for k, e in r.get('errors', {}).items())
+            or '-'])
     return (f"ResNet-50 backbone train step, input "
             f"{'x'.join(map(str, result['input']))}, median of "
             f"{result['repeat']}; memory: {result['memory_measure']}, with "
             "the model's parameters, buffers and the input.\n\n" + md_table(
                 ['norm', 'precision', 'layout', 'plain ms', 'mmcv GC time x',
                  'gcnet_mm GC time x', 'plain MiB', 'mmcv GC mem x',
-                 'gcnet_mm GC mem x', 'norm layer backward'], table))
+                 'gcnet_mm GC mem x', 'norm layer backward', 'failed'],
+                table))
 
 
 # -- report -------------------------------------------------------------------
+
+def _line(target: str, case: str, value: Optional[float], limit: float,
+          missing: str = '') -> dict:
+    """A target line; without a value it says what was not measured."""
+    return dict(target=target, case=case, value=value, limit=limit,
+                ok=None if value is None else value <= limit,
+                missing=missing if value is None else '')
+
 
 def targets(blocks: Optional[dict], resnet: Optional[dict]) -> List[dict]:
     """Pass/fail lines: the GC R-50 step (gcnet_mm's block) at most 1.03x
@@ -704,37 +874,57 @@ def targets(blocks: Optional[dict], resnet: Optional[dict]) -> List[dict]:
     layout (the configs').  And, for every precision and layout, the fused
     path (what runs by default) no slower than the faster of the package's
     PyTorch-ops paths (the geometric mean over the block shapes): where it
-    is, those kernels must not run there (gcnet_mm/ops/dispatch.py)."""
+    is, those kernels must not run there (gcnet_mm/ops/dispatch.py).  A line
+    whose candidates did not run says which (``ok`` None)."""
+    def missing(r: dict, *names: str) -> str:
+        errors = r.get('errors', {})
+        return '; '.join(f"{n}: {errors.get(n, 'not measured')}"
+                         for n in names if n not in r['seconds'])
+
     lines = []
     for r in (resnet or {}).get('rows', []):
         if r['layout'] != 'contiguous':
             continue
         for what, key in (('time', 'seconds'), ('peak memory', 'memory')):
-            v = r[key]['gcnet_mm GC'] / r[key]['plain']
-            lines.append(dict(
-                target=f'GC R-50 step {what} <= {STEP_TARGET}x plain',
-                case=f"{r['norm']}, {r['precision']}", value=v,
-                limit=STEP_TARGET, ok=v <= STEP_TARGET))
+            lines.append(_line(
+                f'GC R-50 step {what} <= {STEP_TARGET}x plain',
+                f"{r['norm']}, {r['precision']}",
+                ratio(r[key], 'gcnet_mm GC', 'plain'), STEP_TARGET,
+                missing(r, 'gcnet_mm GC', 'plain')))
     for r in (blocks or {}).get('rows', []):
         if r['layout'] != 'contiguous':
             continue
-        v = r['seconds']['fused'] / r['seconds']['mmcv']
-        lines.append(dict(
-            target=f"block time <= {BLOCK_TARGET}x mmcv's",
-            case=f"{r['stage']} batch {r['batch']}, {r['precision']}",
-            value=v, limit=BLOCK_TARGET, ok=v <= BLOCK_TARGET))
-    ratios: Dict[Tuple[str, str], List[float]] = {}
+        lines.append(_line(
+            f"block time <= {BLOCK_TARGET}x mmcv's",
+            f"{r['stage']} batch {r['batch']}, {r['precision']}",
+            ratio(r['seconds'], 'fused', 'mmcv'), BLOCK_TARGET,
+            missing(r, 'fused', 'mmcv')))
+    ratios: Dict[Tuple[str, str], List[Optional[float]]] = {}
+    ran: Dict[Tuple[str, str], set] = {}
     for r in (blocks or {}).get('rows', []):
         t = r['seconds']
-        ratios.setdefault((r['precision'], r['layout']), []).append(
-            t['fused'] / min(t['fused, torch ops'], t['reference']))
+        key = (r['precision'], r['layout'])
+        others = [t[n] for n in ('fused, torch ops', 'reference') if n in t]
+        ratios.setdefault(key, []).append(
+            t['fused'] / min(others) if 'fused' in t and others else None)
+        ran.setdefault(key, set()).add(r.get('fused_kernels'))
     for (precision, layout), values in ratios.items():
-        v = math.exp(sum(map(math.log, values)) / len(values))
-        lines.append(dict(
-            target='fused block <= PyTorch-ops paths',
-            case=f'{precision}, {layout}', value=v, limit=1.0,
-            ok=v <= 1.0))
+        case = f'{precision}, {layout}'
+        kernels = ran[(precision, layout)] - {None}
+        if kernels and kernels != {'triton'}:
+            case += f" (fused ran {', '.join(sorted(kernels))})"
+        v = None
+        if all(x is not None for x in values):
+            v = math.exp(sum(map(math.log, values)) / len(values))
+        lines.append(_line('fused block <= PyTorch-ops paths', case, v, 1.0,
+                           'a shape lacks a candidate (see blocks)'))
     return lines
+
+
+def verdict(line: dict) -> str:
+    if line['ok'] is None:
+        return f"not measured ({line['missing']})"
+    return 'pass' if line['ok'] else '**fail**'
 
 
 LOOP_NOTE = (
@@ -777,16 +967,44 @@ def read_json(path: str) -> Optional[dict]:
 
 
 def read_stages(path: str) -> List[dict]:
-    stages = []
+    """run.sh's stages.tsv: key, name, seconds, status, exit code and the
+    last line a failed stage printed; the first line of each name."""
+    stages, seen = [], set()
     try:
         with open(path) as f:
             for line in f:
-                name, seconds, status, rc = line.rstrip('\n').split('\t')
-                stages.append(dict(stage=name, seconds=float(seconds),
-                                   status=status, rc=int(rc)))
+                key, name, seconds, status, rc, why = (
+                    line.rstrip('\n').split('\t') + [''] * 6)[:6]
+                if not name or name in seen:
+                    continue
+                seen.add(name)
+                stages.append(dict(key=key, stage=name,
+                                   seconds=float(seconds or 0),
+                                   status=status, rc=int(rc or -1), why=why))
     except OSError:
         pass
     return stages
+
+
+def read_plan(work: str, stages: List[dict]) -> List[dict]:
+    """Stages of run.sh's plan that never started (the run ended first)."""
+    try:
+        with open(osp.join(work, 'plan.txt')) as f:
+            keys = [line.split(':')[0] for line in f if line.strip()]
+    except OSError:
+        return []
+    started = {s['key'] for s in stages}
+    return [dict(key=k, stage=k, seconds=0.0, rc=-1, why='',
+                 status='not started (the run ended before it)')
+            for k in keys if k not in started]
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ''
 
 
 def read_loop(work: str) -> dict:
@@ -827,11 +1045,11 @@ def plot(path: str, title: str, blocks: Optional[dict],
         xs = np.arange(len(cases))
         width = 0.8 / len(PRECISIONS)
         for i, precision in enumerate(PRECISIONS):
-            ratio = {f"{r['stage']} b{r['batch']}":
-                     r['seconds']['fused'] / r['seconds']['mmcv']
-                     for r in rows if r['precision'] == precision}
+            values = {f"{r['stage']} b{r['batch']}":
+                      ratio(r['seconds'], 'fused', 'mmcv')
+                      for r in rows if r['precision'] == precision}
             bars = left.bar(xs + (i - 1) * width,
-                            [ratio.get(c, np.nan) for c in cases], width,
+                            [values.get(c) or np.nan for c in cases], width,
                             label=f'gcnet_mm fused, {precision}')
             left.bar_label(bars, fmt='%.2f', fontsize=6)
         left.axhline(1.0, color='k', lw=0.8)
@@ -840,6 +1058,9 @@ def plot(path: str, title: str, blocks: Optional[dict],
         left.set_xticks(xs, cases)
         left.set_ylabel("block forward + backward time / mmcv's")
         left.legend(fontsize=7)
+    else:
+        left.text(0.5, 0.5, 'not measured (see report.md)', ha='center',
+                  transform=left.transAxes)
     left.set_title('GC r16 block')
     if resnet and resnet['rows']:
         rows = [r for r in resnet['rows'] if r['layout'] == 'contiguous']
@@ -852,8 +1073,8 @@ def plot(path: str, title: str, blocks: Optional[dict],
         width = 0.8 / len(series)
         for i, (model, key, label) in enumerate(series):
             bars = right.bar(xs + (i - 1.5) * width,
-                             [r[key][model] / r[key]['plain'] for r in rows],
-                             width, label=label)
+                             [ratio(r[key], model, 'plain') or np.nan
+                              for r in rows], width, label=label)
             right.bar_label(bars, fmt='%.2f', fontsize=5)
         right.axhline(STEP_TARGET, color='r', ls='--', lw=1,
                       label=f'target ({STEP_TARGET}x)')
@@ -861,6 +1082,9 @@ def plot(path: str, title: str, blocks: Optional[dict],
         right.set_ylim(0.8, None)
         right.set_ylabel("ratio to the plain backbone's")
         right.legend(fontsize=7)
+    else:
+        right.text(0.5, 0.5, 'not measured (see report.md)', ha='center',
+                   transform=right.transAxes)
     right.set_title('ResNet-50 backbone train step')
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -868,13 +1092,48 @@ def plot(path: str, title: str, blocks: Optional[dict],
     plt.close(fig)
 
 
+SECTION_NAMES = ('env', 'parity', 'blocks', 'head', 'resnet')
+
+
+def not_run(stages: List[dict], parts: Dict[str, Optional[dict]]) -> List[str]:
+    """What did not run or failed, and why: stages, section cases, the
+    candidates of a case, the Triton kernels."""
+    out = [f"stage {s['stage']}: {s['status']}"
+           + (f" - {s['why']}" if s.get('why') else '')
+           for s in stages if s['status'] != 'ok']
+    for name in SECTION_NAMES:
+        part = parts.get(name)
+        if not part:
+            continue
+        out += [f'{name}: {e}' for e in part.get('errors', [])]
+        for r in part.get('rows', []):
+            what = ' '.join(
+                str(r[k]) if k != 'batch' else f'b{r[k]}'
+                for k in ('check', 'stage', 'norm', 'batch', 'precision',
+                          'layout') if k in r)
+            if r.get('error'):
+                out.append(f"{name} {what} {r['path']}: {r['error']}")
+            for cand, e in r.get('errors', {}).items():
+                out.append(f'{name} {what}, {cand}: {e}')
+    failures = {part.get('triton_failure') for part in parts.values()
+                if part and part.get('triton_failure')}
+    out += [f'Triton kernels (the fused path ran PyTorch ops after this): '
+            f'{f}' for f in sorted(failures)]
+    return out
+
+
 def section_report(args) -> int:
     work, out = args.work, args.out
     parts = {name: read_json(osp.join(work, f'{name}.json'))
-             for name in ('env', 'parity', 'blocks', 'resnet')}
+             for name in SECTION_NAMES}
     stages = read_stages(osp.join(work, 'stages.tsv'))
+    stages += read_plan(work, stages)
+    preflight = read_text(osp.join(work, 'preflight.txt'))
     loop = read_loop(work)
     lines = targets(parts['blocks'], parts['resnet'])
+    missing = not_run(stages, parts)
+    parity_rows_ = [r for name in ('parity', 'head')
+                    for r in (parts[name] or {}).get('rows', [])]
     env = (parts['env'] or {}).get('info', {})
     where = (f"{env.get('gpu', env.get('device', '?'))}, torch "
              f"{env.get('torch', '?')}, CUDA {env.get('cuda')}, cuDNN "
@@ -883,40 +1142,46 @@ def section_report(args) -> int:
                                         'the numbers mean nothing)'
                                         if args.dry_run else '')
              + f' - {where}')
-    results = dict(dry_run=args.dry_run, env=env, stages=stages, loop=loop,
-                   targets=lines,
-                   **{k: parts[k] for k in ('parity', 'blocks', 'resnet')})
+    results = dict(dry_run=args.dry_run, preflight=preflight, env=env,
+                   stages=stages, not_run=missing, loop=loop, targets=lines,
+                   **{k: parts[k] for k in SECTION_NAMES if k != 'env'})
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=1)
 
-    md = [f'# {title}', '']
-    md += ['## Targets', '', md_table(
+    md = [f'# {title}', '', f'Preflight: {preflight or "not recorded"}', '']
+    md += ['## What did not run, and why', '']
+    md += [f'- {m}' for m in missing] if missing else ['Everything ran.']
+    md += ['', '## Targets', '', md_table(
         ['target', 'case', 'measured', 'result'],
-        [[g['target'], g['case'], f"{g['value']:.3f}",
-          'pass' if g['ok'] else '**fail**'] for g in lines])
+        [[g['target'], g['case'], fmt(g['value']), verdict(g)]
+         for g in lines])
         if lines else 'No target measured (blocks and resnet did not run).',
         '']
     md += ['## Stages', '', md_table(
-        ['stage', 'seconds', 'status'],
-        [[s['stage'], f"{s['seconds']:.1f}", s['status']] for s in stages]),
-        '']
+        ['stage', 'seconds', 'status', 'last line (failed stages)'],
+        [[s['stage'], f"{s['seconds']:.1f}", s['status'], s['why'] or '-']
+         for s in stages]), '']
     md += ['## Environment', '', md_table(
         ['what', 'value'], [[k, v] for k, v in env.items()]), '']
-    for name, render in (('parity', parity_markdown),
-                         ('blocks', blocks_markdown),
-                         ('resnet', resnet_markdown)):
-        part = parts[name]
+    merged = None
+    if parts['parity'] or parts['head']:
+        merged = dict(rows=parity_rows_, complete=all(
+            (parts[k] or {}).get('complete', False)
+            for k in ('parity', 'head')),
+            errors=[e for k in ('parity', 'head')
+                    for e in (parts[k] or {}).get('errors', [])])
+    for name, part, render in (('parity', merged, parity_markdown),
+                               ('blocks', parts['blocks'], blocks_markdown),
+                               ('resnet', parts['resnet'], resnet_markdown)):
         md += [f'## {name}', '']
         if not part:
-            md += [f'{name} did not run: see run.log.', '']
+            md += [f'{name} did not run (see the stages and run.log).', '']
             continue
         md += [render(part), '']
         if not part['complete']:
             md += [f'{name} stopped before its end (see the stages); the '
                    'rows above are what it measured.', '']
-        md += [f'- failed: {e}' for e in part['errors']]
-        md += [''] if part['errors'] else []
     if parts['resnet'] and parts['resnet'].get('models'):
         md += ['Blocks in the models: ' + '; '.join(
             f'{norm}: ' + ', '.join(f"{k} = {' '.join(v) or '-'}"
@@ -933,25 +1198,28 @@ def section_report(args) -> int:
     except Exception as e:  # the tables matter more than the picture
         print(f'report: no plot ({type(e).__name__}: {e})')
 
-    failed = [s['stage'] for s in stages if s['status'] != 'ok']
-    bad_parity = [r for r in (parts['parity'] or {}).get('rows', [])
-                  if not r['ok']]
+    bad_parity = [r for r in parity_rows_ if not r['ok']]
     print(f'\n## {title}')
+    print(f'preflight: {preflight}')
     print(md_table(['stage', 'seconds', 'status'],
                    [[s['stage'], f"{s['seconds']:.1f}", s['status']]
                     for s in stages]))
-    print(f"\nparity: {len(bad_parity)} failing row(s) of "
-          f"{len((parts['parity'] or {}).get('rows', []))}")
+    print(f'\nparity: {len(bad_parity)} failing row(s) of '
+          f'{len(parity_rows_)}')
     for g in lines:
-        print(f"{'PASS' if g['ok'] else 'FAIL'}  {g['target']:<36} "
-              f"{g['case']:<24} {g['value']:.3f}")
+        result = {True: 'PASS', False: 'FAIL', None: 'N/A '}[g['ok']]
+        print(f"{result}  {g['target']:<36} {g['case']:<24} "
+              f"{fmt(g['value'])}")
+    for m in missing:
+        print(f'did not run: {m}')
     print(f'user loop: {loop}')
     print(f'results: {out}/report.md, results.json, gpu_check.png, run.log')
-    return 1 if failed or bad_parity else 0
+    return 1 if missing or bad_parity else 0
 
 
 SECTIONS = {'env': section_env, 'parity': section_parity,
-            'blocks': section_blocks, 'resnet': section_resnet}
+            'blocks': section_blocks, 'head': section_head,
+            'resnet': section_resnet}
 
 
 def parse_args(argv=None):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Collect everything the device check installs on a GPU machine that reaches
-# no package registry, into one folder (at most 64 MiB with the working tree):
+# Collect everything the device check installs into one folder, on a machine
+# that reaches a package registry, so that the GPU machine needs none:
 #
 #   bash tools/gpu_check/prepare.sh WHEELS_DIR [--python-version X.Y]
 #
@@ -36,21 +36,20 @@ done
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-limit_mib=64
 if [[ -z "${PYTHON:-}" ]]; then
   PYTHON=python3
   [[ -x "$root/.venv/bin/python" ]] && PYTHON="$root/.venv/bin/python"
 fi
 
-mkdir -p "$dir"
-dir="$(cd "$dir" && pwd)"
+dir="$(realpath -m "$dir")"
 if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   case "$dir/" in
     "$root"/*)
-      git -C "$root" check-ignore -q "$dir" \
+      git -C "$root" check-ignore -q "$dir/" \
         || die "$dir is inside the repository but not git-ignored; add it to .gitignore (e.g. .gpu_wheels/)" ;;
   esac
 fi
+mkdir -p "$dir" || die "cannot create $dir"
 shopt -s nullglob
 old=("$dir"/*.whl "$dir"/*.tar.gz)
 if (( ${#old[@]} )); then
@@ -89,19 +88,8 @@ dupes="$(for f in "$dir"/*.whl "$dir"/*.tar.gz; do
 done | sort | uniq -d)"
 [[ -z "$dupes" ]] || die "more than one version of: $dupes"
 
-bytes() { du -cb "$@" 2>/dev/null | tail -n1 | cut -f1; }
 files=("$dir"/*)
-wheels_b="$(bytes "${files[@]}")"
-tree_b=0
-if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  # What the device tool sends besides: tracked and untracked-not-ignored files.
-  tree_b="$(cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 -r du -cb 2>/dev/null \
-    | awk '$2 == "total" { s += $1 } END { print s + 0 }')"
-fi
-total_b=$((wheels_b + tree_b))
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-printf '[prepare] %s: %d files, %s MiB; with the working tree (%s MiB): %s of %d MiB\n' \
-  "$dir" "${#files[@]}" "$(mib "$wheels_b")" "$(mib "$tree_b")" "$(mib "$total_b")" "$limit_mib" >&2
-(( total_b <= limit_mib * 1048576 )) \
-  || die "$(mib "$total_b") MiB is over the $limit_mib MiB a device run carries; drop what the check does not import from tools/gpu_check/wheels.txt"
-log "ready: carry $(basename "$dir") (see docs/gpu_check.md)"
+bytes="$(du -cb "${files[@]}" 2>/dev/null | tail -n1 | cut -f1)"
+printf '[prepare] %s: %d files, %s MiB\n' "$dir" "${#files[@]}" \
+  "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')" >&2
+log "ready: copy $dir to the GPU machine with the checkout, then run tools/gpu_check/run.sh there (docs/gpu_check.md)"

@@ -3,6 +3,8 @@ VOC12+aug / ImageNet / Kinetics-400 layouts (see
 ``gcnet_mm.datasets.toy_data``).
 
     python tools/misc/make_toy_data.py coco data/toy_coco
+    python tools/misc/make_toy_data.py coco data/toy_coco --num-train 128 \
+        --num-val 16 --image-size 128 128          # tools/run_demo.sh's
     python tools/misc/make_toy_data.py kinetics data/toy_kinetics
     python tools/misc/make_toy_data.py all data/toy --num-train 8 --num-val 4
 
@@ -11,12 +13,8 @@ VOCdevkit/VOC2012,imagenet,kinetics400}``, the layout of upstream's ``data/``
 folder.
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-
-from gcnet_mm.datasets.toy_data import TOY_DATASETS, make_all  # noqa: E402
+from gcnet_mm.datasets.toy_data import TOY_DATASETS, make_all
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,6 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--num-val', type=int, default=None,
         help='validation images (per class for imagenet, videos per class '
         "for kinetics); default: the generator's")
+    parser.add_argument(
+        '--image-size', type=int, nargs=2, metavar=('H', 'W'), default=None,
+        help="height and width of every image (frame); default: the "
+        "generator's")
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     return parser.parse_args(argv)
 
@@ -45,6 +47,8 @@ def main(argv=None) -> None:
         kwargs['num_train'] = args.num_train
     if args.num_val is not None:
         kwargs['num_val'] = args.num_val
+    if args.image_size is not None:
+        kwargs['image_size'] = tuple(args.image_size)
     if args.dataset == 'all':
         result = make_all(args.out_dir, **kwargs)
     else:
