@@ -93,3 +93,27 @@ def test_steady_malloc_reports_what_it_set():
         assert out[-1] == 'steady (mallopt)'
     else:
         assert out[-1].startswith('default (')
+
+
+def test_op_times_and_paired_differences():
+    """The per-operator profile: one dict per round for each function, and
+    the difference to the base function names the operators only one of
+    them runs."""
+    import torch
+    tool = load_tool()
+    x = torch.randn(64, 64)
+    ops = tool.op_times({'base': lambda: x.sum(),
+                         'more': lambda: (x + 1).sum().neg()}, rounds=3)
+    assert [len(v) for v in ops.values()] == [3, 3]
+    assert all('aten::sum' in r for r in ops['base'])
+    diff = tool.op_differences(ops, 'more', 'base')
+    assert diff['aten::add'] > 0 and diff['aten::neg'] > 0
+    assert 'aten::add' not in ops['base'][0]
+    assert set(diff) >= {'aten::sum', 'total'}
+
+
+def test_bn_mode_argument():
+    tool = load_tool()
+    assert tool.parse_args([]).bn == 'eval'
+    assert tool.parse_args(['--bn', 'train']).bn == 'train'
+    assert tool.parse_args([]).profile_rounds == 3

@@ -72,6 +72,14 @@ def parse_args(argv=None):
     parser.add_argument('--clock', default='wall', choices=['wall', 'cpu'],
                         help="'cpu': process CPU time, steadier than wall "
                         'time on a machine shared with other jobs')
+    parser.add_argument('--bn', default='eval', choices=['eval', 'train'],
+                        help="the ResNet's batch norms: 'eval' (the "
+                        "configs' norm_eval=True) or 'train' (batch "
+                        'statistics, as the SyncBN configs train them)')
+    parser.add_argument('--profile-rounds', type=int, default=3,
+                        help='rounds of torch.profiler over the ResNet '
+                        "steps for the per-operator difference to the plain "
+                        'step (0: none)')
     parser.add_argument('--plot', metavar='PNG',
                         help='also draw the ratios as a PNG')
     parser.add_argument('--malloc', default='steady',
@@ -193,6 +201,66 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def op_times(fns: Dict[str, Callable[[], None]], rounds: int,
+             label: str = 'profile') -> Dict[str, List[Dict[str, float]]]:
+    """Self time of one call of each function, by operator, in ms, from
+    ``torch.profiler``, per round (CPU time; on CUDA device time too, under
+    ``'<op> (device)'``): the functions in turn within a round, in rotated
+    order, as in :func:`time_interleaved`."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if cuda else [])
+    per_round: Dict[str, List[Dict[str, float]]] = {k: [] for k in fns}
+    names = list(fns)
+    for i in range(rounds):
+        progress(f'{label}: round {i + 1}/{rounds}')
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            with profile(activities=activities) as prof:
+                fns[name]()
+                if cuda:
+                    torch.cuda.synchronize()
+            ops: Dict[str, float] = {}
+            for e in prof.key_averages():
+                ops[e.key] = e.self_cpu_time_total / 1e3
+                device = getattr(e, 'self_device_time_total', 0)
+                if device:
+                    ops[f'{e.key} (device)'] = device / 1e3
+            per_round[name].append(ops)
+    progress('')
+    return per_round
+
+
+def op_differences(ops: Dict[str, List[Dict[str, float]]], name: str,
+                   base: str) -> Dict[str, float]:
+    """Per operator, the median over rounds of ``name``'s self time less
+    ``base``'s in the same round (ms), and under ``'total'`` that of the
+    summed self CPU time."""
+    def paired(get):
+        return statistics.median(
+            get(a) - get(b) for a, b in zip(ops[name], ops[base]))
+
+    keys = set().union(*ops[name], *ops[base])
+    diff = {k: paired(lambda r, k=k: r.get(k, 0.)) for k in keys}
+    diff['total'] = paired(lambda r: sum(
+        v for k, v in r.items() if not k.endswith('(device)')))
+    return diff
+
+
+def print_op_differences(ops: Dict[str, List[Dict[str, float]]], base: str,
+                         top: int = 8) -> None:
+    """For each function but ``base``: its self time over ``base``'s and the
+    operators that differ most (paired medians, ms per call)."""
+    for name in ops:
+        if name == base:
+            continue
+        diff = op_differences(ops, name, base)
+        total = diff.pop('total')
+        worst = sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:top]
+        print(f'{name} - {base}: {total:+.1f} ms self CPU time; ' +
+              ', '.join(f'{k} {v:+.1f}' for k, v in worst))
+
+
 def cuda_peak_bytes(fn: Callable[[], None],
                     before: Optional[Callable[[], None]] = None) -> int:
     """Peak bytes of CUDA tensors while ``fn`` runs, above those allocated
@@ -288,8 +356,9 @@ def saved_activation_bytes(model: nn.Module, fn: Callable[[], None]) -> int:
     return sum(storages.values())
 
 
-def backbone(config: str, device: str) -> nn.Module:
-    """``model.backbone`` of a detection config, randomly initialised."""
+def backbone(config: str, device: str, norm_eval: bool = True) -> nn.Module:
+    """``model.backbone`` of a detection config, randomly initialised, its
+    batch norms in eval mode (``norm_eval``) or training mode."""
     from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.hub import get_config
@@ -297,6 +366,7 @@ def backbone(config: str, device: str) -> nn.Module:
            Config.fromfile(config))
     cfg = cfg.model.backbone
     cfg.init_cfg = None
+    cfg.norm_eval = norm_eval
     torch.manual_seed(0)
     model = MODELS.build(cfg).to(device)
     model.train()  # frozen_stages and norm_eval apply here
@@ -308,7 +378,8 @@ def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
     model."""
     from mmdet.utils import register_all_modules
     register_all_modules()
-    models = {k: backbone(c, args.device) for k, c in RESNET_CONFIGS.items()}
+    models = {k: backbone(c, args.device, args.bn == 'eval')
+              for k, c in RESNET_CONFIGS.items()}
     gc_types = {k: sorted({f'{type(m).__module__}.{type(m).__name__}'
                            for n, m in model.named_modules()
                            if n.endswith('context_block') or not n})
@@ -354,7 +425,8 @@ def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
                          'resnet step', args.clock, record=rounds)
     plain = rounds['plain']['times']
     print('\n## Mask R-CNN ResNet-50 backbone train step (frozen_stages=1, '
-          'norm_eval=True, batch 2, 512x640), GC r16 after conv3 in c3-c5')
+          f"norm_eval={args.bn == 'eval'}, batch 2, 512x640), GC r16 after "
+          'conv3 in c3-c5')
     print(f"{'model':>30} {'step s':>8} {'time x':>7} {'paired x':>9} "
           f"{'saved MiB':>10} {'memory x':>9} {'faults/step':>12}")
     for k in t:
@@ -371,6 +443,12 @@ def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
     for k, types in gc_types.items():
         print(f"{k}: {RESNET_CONFIGS[k].replace(os.getcwd() + os.sep, '')}"
               f"{' (' + ', '.join(types) + ')' if types else ''}")
+    if args.profile_rounds:
+        ops = op_times(steps, args.profile_rounds, 'resnet step profile')
+        print('\n## Where the time goes: self time per step over the plain '
+              "step's, by operator (torch.profiler, ms, median over "
+              f'{args.profile_rounds} rounds of the difference in a round)')
+        print_op_differences(ops, 'plain')
     return t, mem
 
 
