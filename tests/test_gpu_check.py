@@ -490,8 +490,8 @@ def test_blocks_section_measures_the_candidates_that_run(tmp_path,
         'fail' in report
 
 
-def test_resnet_section_measures_the_targets_layout_first(tmp_path,
-                                                         monkeypatch):
+def test_resnet_section_measures_the_targets_layout_first(
+        tmp_path, monkeypatch):
     """The step's targets read the contiguous rows: those of every norm
     come before any channels_last row, so a section stopped by its time cap
     loses the latter first."""
@@ -630,3 +630,27 @@ def test_dry_run_end_to_end(tmp_path):
     assert loop['checkpoint'] == 'iter_4.pth'
     assert 'mIoU' in loop['metrics']
     assert 'SyncBN (which needs GPUs) is replaced by BN' in log
+
+
+def test_report_runs_where_gcnet_mm_does_not_import(tmp_path):
+    """A gcnet_mm that does not import (a failed install) stops the
+    sections with what went wrong; the report is still written."""
+    fake = tmp_path / 'site' / 'gcnet_mm'
+    fake.mkdir(parents=True)
+    (fake / '__init__.py').write_text("raise ImportError('broken install')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / 'site'))
+    script = osp.join(TOOL, 'check.py')
+    proc = subprocess.run(
+        [sys.executable, script, 'parity', '--json',
+         str(tmp_path / 'parity.json'), '--dry-run'], env=env,
+        capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert 'gcnet_mm does not import: ImportError: broken install' in \
+        proc.stderr
+    (tmp_path / 'work').mkdir()
+    proc = subprocess.run(
+        [sys.executable, script, 'report', '--work', str(tmp_path / 'work'),
+         '--out', str(tmp_path / 'out'), '--dry-run'], env=env,
+        capture_output=True, text=True)
+    assert (tmp_path / 'out' / 'report.md').is_file(), proc.stderr
+    assert 'parity did not run' in (tmp_path / 'out' / 'report.md').read_text()
