@@ -16,6 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import REPO, mmcv_block, ours, outputs_and_grads
+from gcnet_mm.benchmark import layout_of
 from gcnet_mm.ops import dispatch
 from gcnet_mm.ops import triton_kernels as tk
 from gcnet_mm.ops.dispatch import force_kernels, fused_kernels
@@ -99,9 +100,7 @@ def test_a_failing_kernel_warns_once_and_the_block_goes_on(
               Raises(getattr(tk, name), error()))
     monkeypatch.setattr(tk, name, broken)
     block = mmcv_block(c=16)
-    fmt = (torch.channels_last if layout == 'channels_last' else
-           torch.contiguous_format)
-    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=fmt)
+    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=layout_of(layout))
     gy = torch.randn_like(x)
     y_ref, g_ref = outputs_and_grads(block, block, x, gy)
     with force_kernels('triton'):
@@ -178,9 +177,7 @@ def test_switch_off_in_process(monkeypatch):
 # -- the kernels against the PyTorch ops --------------------------------------
 
 def as3(t, layout):
-    fmt = (torch.channels_last if layout == 'channels_last' else
-           torch.contiguous_format)
-    t = t.contiguous(memory_format=fmt)
+    t = t.contiguous(memory_format=layout_of(layout))
     return t.view(t.shape[0], t.shape[1], -1)
 
 
