@@ -37,6 +37,7 @@ import platform
 import statistics
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from mmcv.cnn import ContextBlock as MMCVContextBlock
 from torch import nn
@@ -278,10 +279,9 @@ def plot_results(path: str, title: str,
                                         Dict[str, int]]] = None) -> None:
     """Bar charts of the ratios: block time over mmcv's, and the step's time
     and saved activations over the plain backbone's."""
-    import matplotlib
+    import matplotlib  # optional: the picture only
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    import numpy as np
 
     panels = [p for p in (blocks, resnet) if p]
     if not panels:

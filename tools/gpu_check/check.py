@@ -981,6 +981,7 @@ def plot(path: str, title: str, blocks: Optional[dict],
     """Left: the block's time over mmcv's (fused path, contiguous) per
     shape and precision, with the 0.5x target; right: the GC step's time and
     peak memory over the plain one's, with the 1.03x target."""
+    # matplotlib and numpy: the picture only (the report runs without them)
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
