@@ -1,4 +1,4 @@
-"""tools/gpu_check: the device check's scripts and its measurements' code on
+"""tools/gpu_check: the GPU check's scripts and its measurements' code on
 the CPU, a run stopped by a signal, and (slow) a whole dry run: prepare.sh for
 this Python, then run.sh --dry-run through every stage.  rehearse.sh (the
 check on the GPU machine's stack, offline) is too big to run here: its
@@ -332,7 +332,7 @@ def test_stage_caps_fit_the_budget_most_valuable_first():
 
 @pytest.mark.skipif(shutil.which('g++') is None, reason='no g++')
 def test_loops_that_do_not_compile_leave_the_package_without_them(tmp_path):
-    """gcnet_mm's C++ loops are optional in the device check: with a
+    """gcnet_mm's C++ loops are optional in the GPU check: with a
     compiler that fails every compile, their stage passes and installs the
     package without them (the other stages need only the package)."""
     calls = tmp_path / 'compiles'
@@ -561,7 +561,7 @@ def test_rehearsal_offline_steps_see_only_their_loopback(tmp_path):
 def test_dry_run_end_to_end(tmp_path):
     """prepare.sh for this Python (about 65 MiB from the registry), then
     run.sh --dry-run: every stage and section runs and passes, and OUT holds
-    what a device run returns."""
+    what a GPU run returns."""
     wheels, out = tmp_path / 'wheels', tmp_path / 'out'
     env = {'PYTHON': sys.executable, 'PYTHONUNBUFFERED': '1'}
     pyver = f'{sys.version_info[0]}.{sys.version_info[1]}'

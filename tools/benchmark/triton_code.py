@@ -33,7 +33,7 @@ from gcnet_mm.benchmark import LAYOUTS, block_shapes, layout_of
 from gcnet_mm.ops import triton_kernels as tk
 from gcnet_mm.ops.attention_pool import as_matrix
 
-# The device check's input (tools/gpu_check/check.py) and Mask R-CNN's
+# The GPU check's input (tools/gpu_check/check.py) and Mask R-CNN's
 # 800x1333 padded to a multiple of 32.
 IMAGES = ((800, 1216), (800, 1344))
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16,

@@ -1,4 +1,4 @@
-"""The measurements of the device check (``tools/gpu_check/run.sh``).
+"""The measurements of the GPU check (``tools/gpu_check/run.sh``).
 
     python tools/gpu_check/check.py SECTION --json PATH [--dry-run]
     (SECTION: env, parity, blocks, head or resnet)
@@ -1088,9 +1088,9 @@ def section_report(args) -> int:
     where = (f"{env.get('gpu', env.get('device', '?'))}, torch "
              f"{env.get('torch', '?')}, CUDA {env.get('cuda')}, cuDNN "
              f"{env.get('cudnn')}")
-    title = ('gcnet_mm device check' + (' (DRY RUN on the CPU, toy sizes: '
-                                        'the numbers mean nothing)'
-                                        if args.dry_run else '')
+    title = ('gcnet_mm GPU check' + (' (DRY RUN on the CPU, toy sizes: '
+                                     'the numbers mean nothing)'
+                                     if args.dry_run else '')
              + f' - {where}')
     results = dict(dry_run=args.dry_run, preflight=preflight, env=env,
                    stages=stages, not_run=missing, loop=loop, targets=lines,
