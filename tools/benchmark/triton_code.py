@@ -116,7 +116,7 @@ def record(case: dict) -> list:
     dtype = DTYPES[case['dtype']]
     b, c, h, w = case['shape']
     x = _empty(case['shape'], dtype, case['layout'])
-    x3, channels_last = as_matrix(x)
+    x_mat, channels_last = as_matrix(x)
     need_x, need_w, has_g = GRADS[case['grads']]
     g = None
     if has_g:
@@ -128,8 +128,8 @@ def record(case: dict) -> list:
     for name, kernel in kernels.items():
         setattr(tk, name, _Recorder(kernel, launches))
     try:
-        tk.KERNELS.forward(x3, torch.empty(1, c, 1, 1))
-        tk.KERNELS.backward(x3, torch.empty(b, h * w),
+        tk.KERNELS.forward(x_mat, torch.empty(1, c, 1, 1))
+        tk.KERNELS.backward(x_mat, torch.empty(b, h * w),
                             torch.empty(b, c, dtype=dtype),
                             torch.empty(b, c, dtype=dtype), torch.empty(c),
                             g, need_x, need_w, channels_last)
