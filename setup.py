@@ -76,7 +76,7 @@ setup(
     long_description=readme(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    python_requires='>=3.8',
+    python_requires='>=3.10',
     packages=find_packages(include=['gcnet_mm', 'gcnet_mm.*']),
     # The configs ship inside the package (gcnet_mm/.mim/configs) so a user's
     # config can inherit from them with `_base_ = 'gcnet_mm::...'`.

@@ -14,6 +14,8 @@ import os.path as osp
 import runpy
 import sys
 
+import gcnet_mm  # noqa: F401  (lets mmengine resolve gcnet_mm::)
+
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -24,7 +26,6 @@ def main(argv=None) -> int:
     if not osp.isfile(tool):
         print(f'error: no such tool script: {tool!r}', file=sys.stderr)
         return 2
-    import gcnet_mm  # noqa: F401  (lets mmengine resolve gcnet_mm::)
     sys.argv = argv
     sys.path.insert(0, osp.dirname(osp.abspath(tool)))
     runpy.run_path(tool, run_name='__main__')

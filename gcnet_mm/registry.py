@@ -10,6 +10,10 @@ Names that upstream registers too (``ContextBlock`` in mmcv, ``GCHead`` in
 mmseg) resolve to this package's classes only when written with the
 ``gcnet_mm.`` prefix; the package's own configs always write it.
 """
+import os.path as osp
+
+import mmengine.config.config as config_module
+import mmengine.hub.hub as hub_module
 from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
@@ -18,25 +22,24 @@ from mmengine.registry import Registry
 
 __all__ = ['MODELS', 'HOOKS', 'MODEL_WRAPPERS']
 
-# Let configs inherit from the package's with ``_base_ = 'gcnet_mm::...'``
-# (mmengine only resolves packages it knows); effective once gcnet_mm is
-# imported, as tools/train.py and tools/test.py do before reading a config.
+# Global, for upstream's tools: mmengine resolves ``_base_ = 'pkg::...'``
+# only for the packages this table names, so a user's config on a
+# ``gcnet_mm::`` base reads in mmdet's own tools/train.py run as ``python -m
+# gcnet_mm TOOL.py`` (README), in mmengine.hub.get_config and in the
+# package's tools: tests/test_import_effects.py.
 MODULE2PACKAGE.setdefault('gcnet_mm', 'gcnet_mm')
 
 
-def _find_package_configs() -> None:
+def _wrap_get_installed_path() -> None:
     """Point mmengine's ``gcnet_mm::`` lookups at this package's directory.
 
     mmengine looks for ``<package>/.mim/configs`` next to the package's
     installed metadata (``get_installed_path``), which for an editable install
-    (``pip install -e .``, PEP 660) is a site-packages directory that does not
-    exist.  The package's own ``__file__`` is right for every kind of install;
-    other packages are left to mmengine.
+    (``pip install -e .``, PEP 660, as the README installs) is a
+    site-packages directory that does not exist; a wheel's install needs
+    none of this.  The package's own ``__file__`` is right for every kind of
+    install; other packages are left to mmengine.
     """
-    import os.path as osp
-
-    import mmengine.config.config as config_module
-    import mmengine.hub.hub as hub_module
     upstream = config_module.get_installed_path
     if getattr(upstream, 'gcnet_mm', False):
         return
@@ -52,7 +55,9 @@ def _find_package_configs() -> None:
     hub_module.get_installed_path = get_installed_path
 
 
-_find_package_configs()
+# Global, for the same tools as MODULE2PACKAGE above, with an editable
+# install: tests/test_import_effects.py.
+_wrap_get_installed_path()
 
 #: Blocks, heads and the block-placing backbone builder.
 MODELS = Registry(

@@ -7,9 +7,10 @@ testing on generated data, minutes on 2 cores); skip them locally with
 Without a GPU the Triton kernels run in Triton's interpreter (on CPU
 tensors), so their arithmetic is tested everywhere.
 
-Test modules import the helpers below with ``from conftest import ...``.
+Test modules import the helpers below with ``from conftest import ...``;
+``randomize_`` (random non-zero weights) comes from gcnet_mm.benchmark, which
+the benchmark and the GPU check share.
 """
-import contextlib
 import glob
 import json
 import os
@@ -17,6 +18,7 @@ import os.path as osp
 import socket
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -26,7 +28,8 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
-from gcnet_mm.ops import global_context, set_fused  # noqa: E402
+from gcnet_mm.benchmark import gc_path, randomize_  # noqa: E402,F401
+from gcnet_mm.ops import global_context  # noqa: E402
 from gcnet_mm.ops.cpu_kernels import extension_isa  # noqa: E402
 from gcnet_mm.ops.dispatch import force_kernels, fused_kernels  # noqa: E402
 from gcnet_mm.ops.triton_kernels import triton  # noqa: E402
@@ -59,15 +62,10 @@ def kernels(request):
         assert triton_kernels.failure is None, triton_kernels.failure
 
 
-@contextlib.contextmanager
 def reference_path():
     """GC blocks on their reference path (PyTorch ops, mmcv's arithmetic)
     inside the ``with`` block."""
-    set_fused(False)
-    try:
-        yield
-    finally:
-        set_fused(True)
+    return gc_path('reference')
 
 
 def runs_on(name, x, block=None):
@@ -80,24 +78,6 @@ def runs_on(name, x, block=None):
         pytest.skip(f'{name} kernels do not take {x.dtype} '
                     f'{tuple(x.stride())} on {x.device}')
     return name
-
-
-def randomize_(model: nn.Module, seed: int = 0, scale: float = 0.2,
-               eval_mode: bool = True) -> nn.Module:
-    """Random non-zero weights (zero-initialised layers included) and BN
-    statistics, so a comparison cannot pass on zeros; eval mode by default."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith('running_var'):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * scale)
-    if eval_mode:
-        model.eval()  # (mmdet's ResNet.train() returns None: no chaining)
-    return model
 
 
 def run_fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor):
@@ -152,6 +132,17 @@ def free_port() -> str:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return str(sock.getsockname()[1])
+
+
+def run_fresh(code: str, cwd=None, check=True) -> str:
+    """Run ``code`` in a new interpreter, where gcnet_mm is not imported;
+    its last line of output (``check=False``: all of its output)."""
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          capture_output=True, text=True, cwd=cwd)
+    if not check:
+        return proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def host_tool(host, name):

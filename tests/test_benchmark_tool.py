@@ -49,6 +49,11 @@ def test_plot_without_results_says_so(tmp_path):
         load_tool().plot_results(str(tmp_path / 'x.png'), 't')
 
 
+def test_block_shapes_are_mask_rcnns_c3_c4_c5():
+    assert load_tool().BLOCK_SHAPES == [
+        (2, 512, 100, 136), (2, 1024, 50, 68), (2, 2048, 25, 34)]
+
+
 def test_arguments():
     args = load_tool().parse_args(['--parts', 'blocks', '--plot', 'b.png',
                                    '--threads', '1'])
@@ -60,36 +65,25 @@ def test_arguments():
         load_tool().parse_args(['--malloc', 'jemalloc'])
 
 
-def test_interleaved_timing_records_rounds_and_faults():
+def test_op_times_and_paired_differences():
+    """The per-operator profile: one dict per round for each function, and
+    the difference to the base function names the operators only one of
+    them runs."""
+    import torch
     tool = load_tool()
-    calls = []
-    record = {}
-    medians = tool.time_interleaved(
-        {'a': lambda: calls.append('a'),
-         'b': lambda: bytearray(8 << 20)},  # 8 MiB written: faults likely
-        repeat=3, label='t', record=record)
-    assert set(medians) == set(record) == {'a', 'b'}
-    assert len(calls) == 4  # one warm-up round, three timed
-    for name in ('a', 'b'):
-        assert len(record[name]['times']) == 3
-        assert len(record[name]['faults']) == 3
-        assert all(f >= 0 for f in record[name]['faults'])
-        assert medians[name] == sorted(record[name]['times'])[1]
+    x = torch.randn(64, 64)
+    ops = tool.op_times({'base': lambda: x.sum(),
+                         'more': lambda: (x + 1).sum().neg()}, rounds=3)
+    assert [len(v) for v in ops.values()] == [3, 3]
+    assert all('aten::sum' in r for r in ops['base'])
+    diff = tool.op_differences(ops, 'more', 'base')
+    assert diff['aten::add'] > 0 and diff['aten::neg'] > 0
+    assert 'aten::add' not in ops['base'][0]
+    assert set(diff) >= {'aten::sum', 'total'}
 
 
-def test_steady_malloc_reports_what_it_set():
-    # In a child process: mallopt changes this process's allocator for good.
-    import subprocess
-    import sys
-    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                    'tools', 'benchmark', 'benchmark_blocks.py')
-    code = ('import importlib.util as u; s = u.spec_from_file_location('
-            f'"b", {path!r}); m = u.module_from_spec(s); '
-            's.loader.exec_module(m); print(m.steady_malloc())')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, check=True).stdout.strip().splitlines()
-    import platform
-    if platform.libc_ver()[0] == 'glibc':
-        assert out[-1] == 'steady (mallopt)'
-    else:
-        assert out[-1].startswith('default (')
+def test_bn_mode_argument():
+    tool = load_tool()
+    assert tool.parse_args([]).bn == 'eval'
+    assert tool.parse_args(['--bn', 'train']).bn == 'train'
+    assert tool.parse_args([]).profile_rounds == 3

@@ -141,6 +141,23 @@ def test_setup_states_the_torch_the_code_needs():
             obj = getattr(obj, name)
 
 
+def test_setup_states_the_python_that_setup_env_and_the_readme_accept():
+    """setup.py's python_requires starts where tools/setup_env.sh and the
+    README start."""
+    import re
+    with open(osp.join(REPO, 'setup.py')) as f:
+        required = re.search(r"python_requires='>=3\.(\d+)'", f.read())
+    with open(osp.join(REPO, 'tools', 'setup_env.sh')) as f:
+        accepted = re.search(
+            r'\(3, (\d+)\) <= sys\.version_info\[:2\] <= \(3, (\d+)\)',
+            f.read())
+    with open(osp.join(REPO, 'README.md')) as f:
+        readme = re.search(r'Python 3\.(\d+) to 3\.(\d+)', f.read())
+    assert required and accepted and readme
+    assert required.group(1) == accepted.group(1) == readme.group(1)
+    assert accepted.group(2) == readme.group(2)
+
+
 # -- a user's own environment -------------------------------------------------
 def _import_failing(monkeypatch, package, error):
     """``import package`` (and its submodules) raises ``error`` from now

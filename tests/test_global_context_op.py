@@ -359,35 +359,6 @@ def test_a_swapped_batch_norm_is_hooked_before_it_runs():
     assert getattr(model[0], norm_source._HOOKED)
 
 
-@pytest.mark.parametrize('mode', ['train', 'eval', 'synchronised'])
-def test_alpha_of_each_batch_norm_mode(mode, monkeypatch):
-    """x = input * alpha + beta: eval mode from the running variance, train
-    mode from the batch variance, a SyncBN that synchronises processes from
-    the least-squares slope (exact for its global statistics)."""
-    from gcnet_mm.ops import norm_source
-    bn = nn.SyncBatchNorm(6) if mode == 'synchronised' else nn.BatchNorm2d(6)
-    with torch.no_grad():
-        bn.weight.normal_()
-        bn.bias.normal_()
-        bn.running_var.uniform_(0.5, 2)
-        bn.running_mean.normal_()
-    bn.train(mode != 'eval')
-    if mode == 'synchronised':
-        monkeypatch.setattr(norm_source, '_synchronised',
-                            lambda module, training: True)
-    inp = torch.randn(3, 6, 5, 4, dtype=torch.float64) * 3 + 2
-    bn = bn.double()
-    x = nn.functional.batch_norm(inp, None if mode != 'eval' else
-                                 bn.running_mean, None if mode != 'eval'
-                                 else bn.running_var, bn.weight, bn.bias,
-                                 training=mode != 'eval', eps=bn.eps)
-    alpha = norm_source._alpha(bn, inp, x)
-    beta = (x - inp * alpha.view(1, -1, 1, 1)).detach()
-    # beta is one constant per channel
-    torch.testing.assert_close(beta, beta[:, :, :1, :1].expand_as(beta)[:1]
-                               .expand_as(beta), atol=1e-10, rtol=0)
-
-
 def test_in_place_change_of_batch_norm_input_raises():
     bn = nn.BatchNorm2d(16)
     model = gc_after(bn)

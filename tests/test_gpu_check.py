@@ -1,4 +1,4 @@
-"""tools/gpu_check: the device check's scripts and its measurements' code on
+"""tools/gpu_check: the GPU check's scripts and its measurements' code on
 the CPU, a run stopped by a signal, and (slow) a whole dry run: prepare.sh for
 this Python, then run.sh --dry-run through every stage.  rehearse.sh (the
 check on the GPU machine's stack, offline) is too big to run here: its
@@ -17,6 +17,8 @@ import pytest
 import torch
 from torch import nn
 
+from gcnet_mm import benchmark as bench
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools', 'gpu_check')
 
@@ -30,31 +32,6 @@ def load_check():
 
 
 check = load_check()
-bench = check.bench
-
-
-def test_block_shapes_c3_c4_c5():
-    assert bench.block_shapes(800, 1216, 8) == [
-        (8, 512, 100, 152), (8, 1024, 50, 76), (8, 2048, 25, 38)]
-    assert bench.BLOCK_SHAPES == [
-        (2, 512, 100, 136), (2, 1024, 50, 68), (2, 2048, 25, 34)]
-
-
-def test_timm_block_is_gc_r16_with_layernorm_and_add():
-    block = bench.timm_block(64)
-    assert block.mlp_add is not None and block.mlp_scale is None
-    assert block.mlp_add.fc1.out_channels == 4  # 64 / 16
-    assert 'LayerNorm' in type(block.mlp_add.norm).__name__
-    assert torch.count_nonzero(block.mlp_add.fc2.weight) == 0
-
-
-def test_interleaved_timing_runs_inner_calls_per_round():
-    calls = []
-    t = bench.time_interleaved({'a': lambda: calls.append('a'),
-                                'b': lambda: calls.append('b')},
-                               repeat=3, label='t', inner=4, warmup=2)
-    assert set(t) == {'a', 'b'}
-    assert calls.count('a') == calls.count('b') == 2 + 3 * 4
 
 
 def test_one_rank_syncbn_is_batch_norm_off_the_gpu():
@@ -129,7 +106,7 @@ def block_pair(c=64, seed=0):
     from mmcv.cnn import ContextBlock as MMCVContextBlock
 
     from gcnet_mm.models.blocks import ContextBlock
-    theirs = check.randomize_(MMCVContextBlock(c, 1 / 16), seed)
+    theirs = check.randomize(MMCVContextBlock(c, 1 / 16), seed)
     ours = ContextBlock(c, 1 / 16)
     ours.load_state_dict(theirs.state_dict())
     return theirs, ours
@@ -181,7 +158,7 @@ def test_backbones_share_weights_and_hold_the_right_blocks():
     from mmdet.utils import register_all_modules
     register_all_modules()
     models = check.build_backbones('SyncBN', 'cpu')
-    types = {k: check.block_types(m) for k, m in models.items()}
+    types = {k: bench.block_types(m) for k, m in models.items()}
     assert types['plain'] == ['mmdet.models.backbones.resnet.ResNet']
     assert 'mmcv.cnn.bricks.context_block.ContextBlock' in types['mmcv GC']
     assert any(t.startswith('gcnet_mm.') and t.endswith('.ContextBlock')
@@ -355,7 +332,7 @@ def test_stage_caps_fit_the_budget_most_valuable_first():
 
 @pytest.mark.skipif(shutil.which('g++') is None, reason='no g++')
 def test_loops_that_do_not_compile_leave_the_package_without_them(tmp_path):
-    """gcnet_mm's C++ loops are optional in the device check: with a
+    """gcnet_mm's C++ loops are optional in the GPU check: with a
     compiler that fails every compile, their stage passes and installs the
     package without them (the other stages need only the package)."""
     calls = tmp_path / 'compiles'
@@ -513,8 +490,8 @@ def test_blocks_section_measures_the_candidates_that_run(tmp_path,
         'fail' in report
 
 
-def test_resnet_section_measures_the_targets_layout_first(tmp_path,
-                                                         monkeypatch):
+def test_resnet_section_measures_the_targets_layout_first(
+        tmp_path, monkeypatch):
     """The step's targets read the contiguous rows: those of every norm
     come before any channels_last row, so a section stopped by its time cap
     loses the latter first."""
@@ -531,7 +508,7 @@ def test_resnet_section_measures_the_targets_layout_first(tmp_path,
     path = tmp_path / 'resnet.json'
     assert check.main(['resnet', '--json', str(path), '--dry-run']) == 0
     precisions = check.SIZES['dry']['resnet_precisions']
-    assert order == [(n, p, lay) for lay in check.LAYOUTS
+    assert order == [(n, p, lay) for lay in bench.LAYOUTS
                      for n in check.DET_CONFIGS for p in precisions]
 
 
@@ -584,7 +561,7 @@ def test_rehearsal_offline_steps_see_only_their_loopback(tmp_path):
 def test_dry_run_end_to_end(tmp_path):
     """prepare.sh for this Python (about 65 MiB from the registry), then
     run.sh --dry-run: every stage and section runs and passes, and OUT holds
-    what a device run returns."""
+    what a GPU run returns."""
     wheels, out = tmp_path / 'wheels', tmp_path / 'out'
     env = {'PYTHON': sys.executable, 'PYTHONUNBUFFERED': '1'}
     pyver = f'{sys.version_info[0]}.{sys.version_info[1]}'
@@ -633,7 +610,7 @@ def test_dry_run_end_to_end(tmp_path):
             for r in blocks['rows']} == {
                 (s, b, p, lay) for s in check.STAGES
                 for b in sizes['batches'] for p in check.PRECISIONS
-                for lay in check.LAYOUTS}
+                for lay in bench.LAYOUTS}
     for r in blocks['rows']:
         assert set(r['seconds']) == set(r['memory']) == set(check.BLOCKS)
         assert all(v > 0 for v in r['seconds'].values())
@@ -643,7 +620,7 @@ def test_dry_run_end_to_end(tmp_path):
     assert {(r['norm'], r['precision'], r['layout'])
             for r in resnet['rows']} == {
                 (n, p, lay) for n in check.DET_CONFIGS
-                for p in sizes['resnet_precisions'] for lay in check.LAYOUTS}
+                for p in sizes['resnet_precisions'] for lay in bench.LAYOUTS}
     # mmcv's and gcnet_mm's GC backbones, same weights, float32 outputs.
     assert all(r['gc_output_rel_diff'] < 1e-4 for r in resnet['rows'])
 
@@ -653,3 +630,27 @@ def test_dry_run_end_to_end(tmp_path):
     assert loop['checkpoint'] == 'iter_4.pth'
     assert 'mIoU' in loop['metrics']
     assert 'SyncBN (which needs GPUs) is replaced by BN' in log
+
+
+def test_report_runs_where_gcnet_mm_does_not_import(tmp_path):
+    """A gcnet_mm that does not import (a failed install) stops the
+    sections with what went wrong; the report is still written."""
+    fake = tmp_path / 'site' / 'gcnet_mm'
+    fake.mkdir(parents=True)
+    (fake / '__init__.py').write_text("raise ImportError('broken install')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / 'site'))
+    script = osp.join(TOOL, 'check.py')
+    proc = subprocess.run(
+        [sys.executable, script, 'parity', '--json',
+         str(tmp_path / 'parity.json'), '--dry-run'], env=env,
+        capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert 'gcnet_mm does not import: ImportError: broken install' in \
+        proc.stderr
+    (tmp_path / 'work').mkdir()
+    proc = subprocess.run(
+        [sys.executable, script, 'report', '--work', str(tmp_path / 'work'),
+         '--out', str(tmp_path / 'out'), '--dry-run'], env=env,
+        capture_output=True, text=True)
+    assert (tmp_path / 'out' / 'report.md').is_file(), proc.stderr
+    assert 'parity did not run' in (tmp_path / 'out' / 'report.md').read_text()

@@ -80,8 +80,8 @@ def test_wheel_ships_the_configs_and_declares_its_requirements(installed):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         meta, = [n for n in names if n.endswith('.dist-info/METADATA')]
-        requires = email.message_from_bytes(z.read(meta)).get_all(
-            'Requires-Dist')
+        metadata = email.message_from_bytes(z.read(meta))
+        requires = metadata.get_all('Requires-Dist')
     prefix = 'gcnet_mm/.mim/configs/'
     shipped = {n[len(prefix):] for n in names if n.startswith(prefix)}
     in_repo = {osp.relpath(p, osp.join(REPO, 'configs'))
@@ -92,6 +92,18 @@ def test_wheel_ships_the_configs_and_declares_its_requirements(installed):
     assert 'setuptools<81' in requires
     torch = next(r for r in requires if r.startswith('torch'))
     assert torch == 'torch>=2.4', requires
+    assert metadata['Requires-Python'] == '>=3.10'
+
+
+def test_mmengine_finds_the_wheel_s_configs_itself(installed, elsewhere):
+    """Installed from a wheel, the package needs no wrap of mmengine's
+    get_installed_path for its gcnet_mm:: configs (the wrap serves editable
+    installs: tests/test_import_effects.py)."""
+    python, _ = installed
+    _, out = _run([python, '-c', 'import os.path as osp, mmengine.utils as u;'
+                   ' print(osp.isdir(osp.join(u.get_installed_path('
+                   '"gcnet_mm"), ".mim", "configs")))'], elsewhere)
+    assert out.strip().splitlines()[-1] == 'True'
 
 
 def test_paper_tables_from_another_directory(installed, elsewhere):

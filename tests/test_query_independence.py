@@ -340,12 +340,12 @@ def test_find_nonlocal_blocks_in_heads():
 
 
 def test_checkpoint_is_loaded(tmp_path, toy_imagenet):
-    from gcnet_mm.analysis.query_independence import _build_model
+    from gcnet_mm.analysis.query_independence import _model_with_weights
     from gcnet_mm.engine.runner_cfg import load_config
     cfg = _tiny_config(tmp_path, toy_imagenet)
     with pytest.warns(UserWarning, match='RANDOMLY'):
-        model, initialised = _build_model(load_config(cfg), None, 'cpu',
-                                          seed=3)
+        model, initialised = _model_with_weights(load_config(cfg), None,
+                                                 'cpu', seed=3)
     assert list(initialised) == ['backbone.layer3.1.nonlocal_block']
     with pytest.warns(UserWarning, match='RANDOMLY'):
         random_run = analyze_query_independence(
@@ -415,11 +415,11 @@ def test_weights_still_as_initialised_are_said_so(tmp_path, toy_imagenet):
     table marks the block and says that its maps come from the
     initialisation, and so does the figure, as without a checkpoint; a
     checkpoint whose theta and phi moved away from it is not marked."""
-    from gcnet_mm.analysis.query_independence import _build_model
+    from gcnet_mm.analysis.query_independence import _model_with_weights
     from gcnet_mm.engine.runner_cfg import load_config
     cfg = _tiny_config(tmp_path, toy_imagenet)
     with pytest.warns(UserWarning, match='RANDOMLY'):
-        model, _ = _build_model(load_config(cfg), None, 'cpu', seed=1)
+        model, _ = _model_with_weights(load_config(cfg), None, 'cpu', seed=1)
     state = model.state_dict()
     torch.save(dict(state_dict=state), tmp_path / 'early.pth')
     block = 'backbone.layer3.1.nonlocal_block'

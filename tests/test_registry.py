@@ -1,19 +1,11 @@
 """The gcnet_mm scope in OpenMMLab's registry tree: a host's config names
 ``gcnet_mm.X`` with no import, or imports the package with custom_imports;
 unprefixed names that upstream also registers stay upstream's."""
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-
-def run_fresh(code: str, cwd=None) -> str:
-    """Run ``code`` in a new interpreter, where gcnet_mm is not imported."""
-    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                          capture_output=True, text=True, cwd=cwd)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
+from conftest import run_fresh
 
 
 def test_mmdet_plugin_line_resolves_without_import():
@@ -78,27 +70,6 @@ def test_custom_imports_and_unprefixed_names(tmp_path):
     # Without the prefix mmdet's scope finds mmcv's block: the reason the
     # package's configs always write 'gcnet_mm.'.
     assert theirs.startswith('mmcv.')
-
-
-def test_package_base_config_resolves(tmp_path):
-    """A user's config inherits from the package's with 'gcnet_mm::', from
-    any working directory and with the editable install the README uses
-    (whose site-packages holds no gcnet_mm directory for mmengine to find)."""
-    cfg = tmp_path / 'mine.py'
-    cfg.write_text("_base_ = 'gcnet_mm::detection/gcnet/"
-                   "mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'\n"
-                   "train_cfg = dict(max_epochs=1)\n")
-    out = run_fresh(f"""
-        import gcnet_mm  # tools/train.py imports it first too
-        from mmengine.config import Config
-        from mmengine.hub import get_config
-        loaded = Config.fromfile({str(cfg)!r})
-        hub = get_config('gcnet_mm::detection/gcnet/'
-                         'mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py')
-        print(loaded.model.backbone.plugins[0].cfg.type,
-              loaded.train_cfg.max_epochs, hub.model.type)
-    """, cwd=str(tmp_path))
-    assert out == 'gcnet_mm.ContextBlock 1 MaskRCNN'
 
 
 @pytest.mark.parametrize('name', ['ContextBlock', 'SNLBlock', 'NonLocalBlock',

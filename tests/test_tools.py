@@ -18,7 +18,9 @@ def _imports_gcnet_mm(path):
     imports it only inside a function does so after parsing its options)."""
     with open(path) as f:
         tree = ast.parse(f.read())
-    for node in tree.body:
+    body = [n for node in tree.body
+            for n in (node.body if isinstance(node, ast.Try) else [node])]
+    for node in body:
         names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                  else [node.module or ''] if isinstance(node, ast.ImportFrom)
                  else [])
@@ -40,7 +42,48 @@ def test_the_tools_are_found():
             'tools/analysis/get_complexity.py',
             'tools/analysis/query_independence.py',
             'tools/analysis/show_gc_attention.py',
-            'tools/misc/make_toy_data.py'} <= set(TOOLS)
+            'tools/misc/make_toy_data.py',
+            'tools/benchmark/benchmark_blocks.py',
+            'tools/benchmark/triton_code.py',
+            'tools/gpu_check/check.py'} <= set(TOOLS)
+
+
+def _sys_path_edits(path):
+    """Lines of the module that change ``sys.path`` (a call of one of its
+    methods, or an assignment to it or to an item of it)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+
+    def is_sys_path(node):
+        return (isinstance(node, ast.Attribute) and node.attr == 'path'
+                and isinstance(node.value, ast.Name)
+                and node.value.id == 'sys')
+
+    lines = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and is_sys_path(node.func.value)):
+            lines.append(node.lineno)
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, ast.AugAssign) else [])
+        for t in targets:
+            if is_sys_path(t) or (isinstance(t, ast.Subscript)
+                                  and is_sys_path(t.value)):
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_tool_edits_sys_path(tmp_path):
+    """The tools share code through the gcnet_mm package (e.g.
+    gcnet_mm.benchmark), never by putting a folder on ``sys.path``."""
+    edits = {osp.relpath(p, REPO): _sys_path_edits(p) for p in glob.glob(
+        osp.join(REPO, 'tools', '**', '*.py'), recursive=True)}
+    assert {k: v for k, v in edits.items() if v} == {}
+    sample = tmp_path / 'sample.py'
+    sample.write_text('import sys\nsys.path.insert(0, "x")\n'
+                      'sys.path[:0] = ["y"]\nsys.path += ["z"]\n')
+    assert _sys_path_edits(str(sample)) == [2, 3, 4]
 
 
 @pytest.mark.parametrize('tool', TOOLS)

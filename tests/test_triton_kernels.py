@@ -16,6 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import REPO, mmcv_block, ours, outputs_and_grads
+from gcnet_mm.benchmark import layout_of
 from gcnet_mm.ops import dispatch
 from gcnet_mm.ops import triton_kernels as tk
 from gcnet_mm.ops.dispatch import force_kernels, fused_kernels
@@ -99,9 +100,7 @@ def test_a_failing_kernel_warns_once_and_the_block_goes_on(
               Raises(getattr(tk, name), error()))
     monkeypatch.setattr(tk, name, broken)
     block = mmcv_block(c=16)
-    fmt = (torch.channels_last if layout == 'channels_last' else
-           torch.contiguous_format)
-    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=fmt)
+    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=layout_of(layout))
     gy = torch.randn_like(x)
     y_ref, g_ref = outputs_and_grads(block, block, x, gy)
     with force_kernels('triton'):
@@ -178,9 +177,7 @@ def test_switch_off_in_process(monkeypatch):
 # -- the kernels against the PyTorch ops --------------------------------------
 
 def as3(t, layout):
-    fmt = (torch.channels_last if layout == 'channels_last' else
-           torch.contiguous_format)
-    t = t.contiguous(memory_format=fmt)
+    t = t.contiguous(memory_format=layout_of(layout))
     return t.view(t.shape[0], t.shape[1], -1)
 
 
@@ -210,8 +207,8 @@ def test_kernels_match_the_pytorch_ops(dtype, layout, grads, no_failure_yet):
     g = None if g is None else g.to(dt).double()
     x_layout = 'contiguous' if layout == 'mixed' else layout
     g_layout = 'channels_last' if layout == 'mixed' else layout
-    x3 = as3(x.to(dt), x_layout)
-    ctx, attn = tk.KERNELS.forward(x3, w)
+    x_mat = as3(x.to(dt), x_layout)
+    ctx, attn = tk.KERNELS.forward(x_mat, w)
     ref = tk.torch_kernels.KERNELS
     ctx_ref, attn_ref = ref.forward(as3(x, x_layout), w.double())
     tol = dict(atol=1e-5, rtol=1e-4) if dtype == 'fp32' else dict(atol=2e-2,
@@ -221,14 +218,14 @@ def test_kernels_match_the_pytorch_ops(dtype, layout, grads, no_failure_yet):
     torch.testing.assert_close(attn.double(), attn_ref, **tol)
     cl = x_layout == 'channels_last'
     dx, dw = tk.KERNELS.backward(
-        x3, attn, dctx_src.to(dt), dctx.to(dt), w,
+        x_mat, attn, dctx_src.to(dt), dctx.to(dt), w,
         None if g is None else as3(g.to(dt), g_layout).view(g.shape),
         need_x, need_w, cl)
     dx_ref, dw_ref = ref.backward(as3(x, x_layout), attn_ref, dctx_src,
                                   dctx, w.double(), g, need_x, need_w, cl)
     assert (dx is None) is (not need_x) and (dw is None) is (not need_w)
     if need_x:
-        assert dx.dtype == dt and dx.stride() == x3.stride()
+        assert dx.dtype == dt and dx.stride() == x_mat.stride()
         torch.testing.assert_close(dx.double(), dx_ref, **tol)
     if need_w:
         torch.testing.assert_close(dw.double(), dw_ref, **tol)
@@ -263,8 +260,8 @@ def test_accepts_what_its_offsets_address():
     assert not tk.fits((2**31, 1, 16), (16, 16, 1))
 
 
-def recorded_grids(x3):
-    """Grids of one forward + backward of ``x3`` (meta tensors: the host
+def recorded_grids(x_mat):
+    """Grids of one forward + backward of ``x_mat`` (meta tensors: the host
     code runs, no kernel)."""
     tool = load_tool()
     grids = []
@@ -274,9 +271,9 @@ def recorded_grids(x3):
     for n in names:
         setattr(tk, n, tool._Recorder(saved[n], launches))
     try:
-        b, c, n_ = x3.shape
-        tk.KERNELS.forward(x3, torch.empty(c, device='meta'))
-        tk.KERNELS.backward(x3, torch.empty(b, n_, device='meta'),
+        b, c, n_ = x_mat.shape
+        tk.KERNELS.forward(x_mat, torch.empty(c, device='meta'))
+        tk.KERNELS.backward(x_mat, torch.empty(b, n_, device='meta'),
                             torch.empty(b, c, device='meta'),
                             torch.empty(b, c, device='meta'),
                             torch.empty(c, device='meta'),
@@ -296,8 +293,8 @@ def test_grids_within_cuda_limits(shape, no_failure_yet):
     """Any H*W: 4.2 million positions are over 65535 blocks of 64, which
     the grid's second and third dimensions cannot hold."""
     b, c, h, w = shape
-    x3 = torch.empty(shape, device='meta').view(b, c, h * w)
-    grids = recorded_grids(x3)
+    x_mat = torch.empty(shape, device='meta').view(b, c, h * w)
+    grids = recorded_grids(x_mat)
     for x, y, z in grids:
         assert 1 <= x <= 2**31 - 1 and 1 <= y <= 65535 and 1 <= z <= 65535
     assert len(grids) == 4
@@ -349,17 +346,17 @@ def test_one_pytorch_op_around_the_kernels(dtype, no_failure_yet):
     names = [n for n in vars(tk) if n.endswith('_kernel')]
     saved = {n: getattr(tk, n) for n in names}
     launches = []
-    x3 = torch.randn(2, 64, 35).to(dtype)
-    w, g = torch.randn(64), torch.randn_like(x3)
+    x_mat = torch.randn(2, 64, 35).to(dtype)
+    w, g = torch.randn(64), torch.randn_like(x_mat)
     dctx_src, dctx = torch.randn(2, 2, 64).to(dtype)
     counter = CountOps()
     try:
         for n in names:
             setattr(tk, n, tool._Recorder(saved[n], launches))
         with counter:
-            _, attn = tk.KERNELS.forward(x3, w)
+            _, attn = tk.KERNELS.forward(x_mat, w)
             forward = list(counter.ops)
-            tk.KERNELS.backward(x3, attn, dctx_src, dctx, w, g, True, True,
+            tk.KERNELS.backward(x_mat, attn, dctx_src, dctx, w, g, True, True,
                                 False)
     finally:
         for n, k in saved.items():

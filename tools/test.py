@@ -15,6 +15,8 @@ import warnings
 # mmengine 0.10 imports pkg_resources; its deprecation note is noise here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
+from mmengine.fileio import dump  # noqa: E402
+
 import gcnet_mm  # noqa: F401,E402  (registers the gcnet_mm scope)
 from gcnet_mm.engine.cli import (add_launch_args, build_runner,  # noqa: E402
                                  config_errors, parse_launch_args, run_cli)
@@ -61,8 +63,7 @@ def main(argv=None):
         metrics = runner.test()
     if runner.rank == 0:
         if args.out_item == 'metrics':
-            import mmengine
-            mmengine.dump(metrics, args.out)
+            dump(metrics, args.out)
         check_metrics(metrics, cfg)
         path = dump_metrics(metrics, cfg.work_dir, runner.timestamp,
                             args.checkpoint, args.config)

@@ -3,6 +3,7 @@ figures as the metafiles give them (:mod:`.paper_figures`), the paper's
 complexity tables measured (:mod:`.paper_tables`, :mod:`.quiet_measurer`,
 :mod:`.complexity_reports`), how the paper counted its detection FLOPs
 (:mod:`.paper_flops_fit`) and query independence."""
+from . import query_independence  # noqa: F401  (Table 1 / Figure 1)
 from .complexity_reports import (format_params_summary, format_results,
                                  format_table)
 from .flops import (COUNTING_CONVENTION, DEFAULT_SHAPES, Complexity,
@@ -19,4 +20,3 @@ __all__ = [
     'format_params_summary', 'format_results', 'format_table',
     'get_complexity', 'paper_rows', 'paper_table', 'resolve_config'
 ]
-from . import query_independence  # noqa: F401,E402  (Table 1 / Figure 1)

@@ -21,7 +21,8 @@ __all__ = ['format_table', 'format_results', 'format_params_summary',
 SUMMARY_TABLES = ('2a', '4a', 'cityscapes', '5')
 
 
-def _num(value: Optional[float], digits: int, sign: bool = False) -> str:
+def _format_number(value: Optional[float], digits: int,
+                   sign: bool = False) -> str:
     if value is None:
         return '-'
     return f'{value:+.{digits}f}' if sign else f'{value:.{digits}f}'
@@ -55,15 +56,15 @@ def format_table(name: str, rows: Iterable[Dict[str, Any]]) -> str:
             f'| {r["row"]} | {osp.basename(r["config"])[:-3]} | '
             f'{r["params_m"]:.{digits + 1}f} | '
             f'{r["paper_params_m"]:.{digits}f} | '
-            f'{_num(r["params_diff_m"], digits + 1, True)} | '
-            f'{_num(r["flops_g"], fdigits + 1)} | '
-            f'{_num(r["paper_flops_g"], fdigits)} | '
-            f'{_num(r["flops_diff_g"], fdigits + 1, True)} | '
+            f'{_format_number(r["params_diff_m"], digits + 1, True)} | '
+            f'{_format_number(r["flops_g"], fdigits + 1)} | '
+            f'{_format_number(r["paper_flops_g"], fdigits)} | '
+            f'{_format_number(r["flops_diff_g"], fdigits + 1, True)} | '
             f'{"-" if rel is None else f"{100 * rel:+.1f}"} | {notes} |')
     return '\n'.join(lines)
 
 
-def _where(source: str) -> str:
+def _source_with_table(source: str) -> str:
     """A source with the title and input size of its table, if measured."""
     for table in PAPER_TABLES.values():
         if table.source == source:
@@ -97,7 +98,7 @@ def format_results(results: Iterable[Complexity]) -> str:
                 continue
             flops = '' if row.flops is None else f', {row.flops}G FLOPs'
             lines.append(f'  paper: {row.params}M params{flops} '
-                         f'({_where(row.source)}: {row.row})')
+                         f'({_source_with_table(row.source)}: {row.row})')
     if lines:
         conventions = sorted({r.convention for r in results})
         lines += conventions

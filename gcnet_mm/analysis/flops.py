@@ -42,19 +42,32 @@ Parameters are counted on the model the config builds, every module included
 SyncBN is turned into BN and pretrained initialisation dropped, so everything
 runs on a CPU with nothing downloaded.
 """
+import copy
 import functools
 import glob
 import hashlib
 import json
 import os
 import os.path as osp
+from importlib import metadata
 from pathlib import Path
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
                     Tuple, Union)
+from unittest import mock
 
 import torch
+from mmcv.cnn import get_model_complexity_info as mmcv_counter
+from mmcv.cnn.utils import flops_counter
+from mmcv.ops import (DeformConv2d, DeformConv2dPack, ModulatedDeformConv2d,
+                      ModulatedDeformConv2dPack)
+from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis.jit_handles import get_shape
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.utils import get_installed_path
 from torch import nn
 
+from ..engine.checkpoint import write_atomically
 from ..engine.config_checks import (drop_pretrained, package_configs_dir,
                                     sync_bn_to_bn)
 
@@ -132,7 +145,6 @@ def resolve_config(config: Union[str, Path]) -> str:
     path = str(config)
     candidates = [path, str(CONFIGS_DIR / path)]
     if '::' in path:  # 'mmdet::gcnet/x.py': a config of an installed package
-        from mmengine.utils import get_installed_path
         package, rel = path.split('::', 1)
         try:
             root = (CONFIGS_DIR if package == 'gcnet_mm' else osp.join(
@@ -197,13 +209,6 @@ def build_model(config: Union[str, Path, Any],
     mmpretrain's ResNet reads tensor values while building, so classifiers
     are always real.
     """
-    import copy
-
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-
-    import gcnet_mm  # noqa: F401  (registers the package's modules)
-
     cfg = config if isinstance(config, Config) else Config.fromfile(
         resolve_config(config))
     task = _task_of(cfg)
@@ -250,7 +255,6 @@ class _TensorForward(nn.Module):
 def _matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """``aten::matmul``: output elements x the contracted size, any
     broadcasting."""
-    from mmengine.analysis.jit_handles import get_shape
     first = get_shape(inputs[0])
     out = get_shape(outputs[0])
     size = 1
@@ -267,7 +271,6 @@ def _deform_conv_flop_jit(weight_index: int) -> Callable[..., int]:
     as such.  The bilinear sampling is free, as RoIAlign's is."""
 
     def handle(inputs: List[Any], outputs: List[Any]) -> int:
-        from mmengine.analysis.jit_handles import get_shape
         weight = get_shape(inputs[weight_index])
         out = get_shape(outputs[0])
         count = 1
@@ -306,8 +309,6 @@ def _mmcv_modules_mapping(
         mapping: Dict[type, Callable]) -> Dict[type, Callable]:
     """mmcv's module -> hook table with its deformable convs added (mmcv's
     own counter skips them: they are not ``nn.Conv2d`` subclasses)."""
-    from mmcv.ops import (DeformConv2d, DeformConv2dPack,
-                          ModulatedDeformConv2d, ModulatedDeformConv2dPack)
     mapping = dict(mapping)
     for cls in (DeformConv2d, DeformConv2dPack, ModulatedDeformConv2d,
                 ModulatedDeformConv2dPack):
@@ -332,7 +333,6 @@ def _fvcore_counts(module: nn.Module, inputs: Tuple[Any, ...]
                    ) -> Tuple[int, Dict[str, int], Dict[str, int]]:
     """One trace of :class:`mmengine.analysis.FlopAnalyzer`: (total, by
     operator, by module)."""
-    from mmengine.analysis import FlopAnalyzer
     with torch.no_grad():
         analyzer = FlopAnalyzer(module, inputs)
         analyzer.unsupported_ops_warnings(False)
@@ -358,10 +358,6 @@ def count_flops(module: nn.Module,
         total, by_op, _ = _fvcore_counts(module, inputs)
         return total, by_op
     if counter == 'mmcv':
-        from unittest import mock
-
-        from mmcv.cnn import get_model_complexity_info as mmcv_counter
-        from mmcv.cnn.utils import flops_counter
         mapping = _mmcv_modules_mapping(flops_counter.get_modules_mapping())
         with torch.no_grad(), mock.patch.object(
                 flops_counter, 'get_modules_mapping', lambda: mapping):
@@ -377,7 +373,7 @@ def count_flops(module: nn.Module,
 
 
 def _detector_inputs(model: nn.Module, shape: Tuple[int, int]):
-    from mmdet.structures import DetDataSample
+    from mmdet.structures import DetDataSample  # an optional host
     h, w = shape
     meta = dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.))
     data = model.data_preprocessor(
@@ -388,7 +384,7 @@ def _detector_inputs(model: nn.Module, shape: Tuple[int, int]):
 
 
 def _segmentor_inputs(model: nn.Module, shape: Tuple[int, int]):
-    from mmseg.structures import SegDataSample
+    from mmseg.structures import SegDataSample  # an optional host
     h, w = shape
     data = model.data_preprocessor(
         dict(
@@ -480,7 +476,6 @@ def _cap_mask_rois(model: nn.Module) -> Optional[Callable[[], None]]:
 def _clip_len(config: str) -> int:
     """Frames per clip of a video config: ``clip_len`` of the first
     ``SampleFrames`` of its ``val_dataloader`` (else ``test_dataloader``)."""
-    from mmengine.config import Config
     cfg = Config.fromfile(config)
     for split in ('val', 'test'):
         dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset') or {}
@@ -503,7 +498,6 @@ def default_cache_dir() -> str:
 def _code_version() -> str:
     """What a measurement depends on besides the config: this package's
     sources and the installed stack's versions."""
-    from importlib import metadata
     digest = hashlib.sha256()
     package = osp.dirname(osp.dirname(osp.abspath(__file__)))
     for path in sorted(glob.glob(osp.join(package, '**', '*.py'),
@@ -521,7 +515,6 @@ def _code_version() -> str:
 
 def _cache_file(cache_dir: str, path: str, shape, params_only: bool,
                 counter: str, seed: int) -> str:
-    from mmengine.config import Config
     cfg = Config.fromfile(path).to_dict()
     key = json.dumps([cfg, shape, params_only, counter, seed,
                       _code_version()], sort_keys=True, default=str)
@@ -546,11 +539,7 @@ def _from_cache(file: str, config: str) -> Optional[Complexity]:
 
 
 def _to_cache(file: str, result: Complexity) -> None:
-    os.makedirs(osp.dirname(file), exist_ok=True)
-    tmp = f'{file}.{os.getpid()}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(result.to_dict(), f)
-    os.replace(tmp, file)
+    write_atomically(file, json.dumps(result.to_dict()).encode())
 
 
 def is_cached(config: Union[str, Path],

@@ -42,11 +42,22 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from mmcv.cnn import NonLocal2d, NonLocal3d
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.logging import MMLogger
+from mmengine.registry import DATASETS, init_default_scope
 from mmengine.runner import load_checkpoint
+from mmengine.utils import ProgressBar
 from torch import Tensor, nn
 
-from gcnet_mm.engine import drop_pretrained, install_checkpoint_safety
+from gcnet_mm.engine import (check_data_paths, drop_pretrained,
+                             install_checkpoint_safety)
+from gcnet_mm.engine.checkpoint import state_dict_of
+from gcnet_mm.engine.runner_cfg import load_config
 from gcnet_mm.models.blocks.nonlocal_block import (nonlocal_branch,
                                                    pairwise_operands,
                                                    sub_sample_of)
@@ -397,7 +408,7 @@ def initialised_blocks(built: Dict[str, Dict[str, float]],
     return found
 
 
-def _fmt(v: float) -> str:
+def _three_decimals(v: float) -> str:
     return 'nan' if v is None or math.isnan(v) else f'{v:.3f}'
 
 
@@ -419,7 +430,7 @@ def format_table(results: Sequence[Dict[str, Any]]) -> str:
     for r in results:
         name = r['block'] + (' *' if r.get('initialised') else '')
         lines.append('| ' + ' | '.join(
-            [name] + [_fmt(r[k]) for k, _ in TABLE_COLUMNS]) + ' |')
+            [name] + [_three_decimals(r[k]) for k, _ in TABLE_COLUMNS]) + ' |')
     marked = [r for r in results if r.get('initialised')]
     if marked:
         lines.append(INIT_NOTE + ' (' + '; '.join(
@@ -503,11 +514,6 @@ def _attention_figure(vis: Sequence[Dict[str, Any]],
     Every panel sits on whole pixels and a map fills its panel, so two equal
     maps are drawn as the same pixels.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
     if not vis:
         raise ValueError('no attention maps were captured to draw')
     queries = max(len(v['points']) for v in vis)
@@ -638,7 +644,6 @@ def _test_pipeline_cfg(cfg, split: str) -> list:
 
 
 def _random_init(model: nn.Module) -> None:
-    from mmengine.logging import MMLogger
     if hasattr(model, 'init_weights'):
         logger = MMLogger.get_current_instance()
         level = logger.level
@@ -649,8 +654,8 @@ def _random_init(model: nn.Module) -> None:
             logger.setLevel(level)
 
 
-def _build_model(cfg, checkpoint: Optional[str], device: str,
-                 seed: int = 0) -> Tuple[nn.Module, Dict[str, str]]:
+def _model_with_weights(cfg, checkpoint: Optional[str], device: str,
+                        seed: int = 0) -> Tuple[nn.Module, Dict[str, str]]:
     """The model of ``cfg`` as the complexity tool builds it (BN for SyncBN,
     no pretrained weights), then ``checkpoint`` loaded or a seeded random
     initialisation.
@@ -686,9 +691,7 @@ def _build_model(cfg, checkpoint: Optional[str], device: str,
     expected = set(model.state_dict())
     ckpt = load_checkpoint(model, checkpoint, map_location='cpu',
                            strict=False, revise_keys=[(r'^module\.', '')])
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-    loaded = {k[len('module.'):] if k.startswith('module.') else k
-              for k in state}
+    loaded = set(state_dict_of(ckpt, checkpoint))
     missing = sorted(expected - loaded)
     nl_names = [name + '.' for name, _ in find_nonlocal_blocks(model)]
     nl_missing = [k for k in missing if k.startswith(tuple(nl_names))]
@@ -768,13 +771,6 @@ def analyze_query_independence(config: str,
         ValueError: no NL block in the model, an empty image folder, a bad
             ``split`` or count.
     """
-    from mmengine.dataset import Compose, pseudo_collate
-    from mmengine.registry import DATASETS, init_default_scope
-    from mmengine.utils import ProgressBar
-
-    from gcnet_mm.engine import check_data_paths
-    from gcnet_mm.engine.runner_cfg import load_config
-
     if split not in ('test', 'val'):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     for key, value in (('num_images', num_images), ('num_pairs', num_pairs),
@@ -806,7 +802,7 @@ def analyze_query_independence(config: str,
             raise ValueError(f'the {split} dataset of {config!r} is empty')
         load, source = dataset.__getitem__, f'{split} split'
 
-    model, initialised = _build_model(cfg, checkpoint, device, seed)
+    model, initialised = _model_with_weights(cfg, checkpoint, device, seed)
     blocks = find_nonlocal_blocks(model)
     if not blocks:
         raise ValueError(

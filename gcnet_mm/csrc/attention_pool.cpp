@@ -5,11 +5,13 @@
 // gcnet_mm/ops/attention_pool.py (and of mmcv's ContextBlock with
 // pooling_type='att'), with fewer passes over the (B, C, HW) feature map:
 //
-//   forward    ctx = x @ softmax(w . x)         one read of x (was two)
+//   forward    ctx = x @ softmax(w . x)         one read of x
 //   backward   da = u . x, dw = x @ (a (da - <a, da>))
-//                                               one read of x (was two)
-//              dx = g + dctx a^T + w dl^T       read g, write dx (was two
-//                                               reads and two writes)
+//                                               one read of x
+//              dx = g + dctx a^T + w dl^T       read g, write dx
+//
+// where the PyTorch ops of the reference path read x twice in each pass, and
+// for dx read and write twice.
 //
 // Both reductions over x work on chunks of positions small enough to stay in
 // cache, each chunk read once from memory and once from cache:
@@ -145,32 +147,33 @@ struct Chunks {
 
 }  // namespace
 
-// (context (B, C), attention (B, HW)) of x3 (B, C, HW) under logits w . x.
-std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x3,
+// (context (B, C), attention (B, HW)) of x_mat (B, C, HW) under logits w . x.
+std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x_mat,
                                                const at::Tensor& weight) {
-  check_matrix(x3, "x");
-  TORCH_CHECK(x3.size(1) > 0 && x3.size(2) > 0, "x must not be empty, got ",
-              x3.sizes());
-  const Chunks ch(x3);
+  check_matrix(x_mat, "x");
+  TORCH_CHECK(x_mat.size(1) > 0 && x_mat.size(2) > 0,
+              "x must not be empty, got ", x_mat.sizes());
+  const Chunks ch(x_mat);
   const int64_t batch = ch.batch, channels = ch.channels,
                 positions = ch.positions, per_sample = ch.per_sample;
-  check_like(weight, "weight", {channels}, x3.scalar_type());
-  auto opts = x3.options();
+  check_like(weight, "weight", {channels}, x_mat.scalar_type());
+  auto opts = x_mat.options();
   at::Tensor part_ctx = at::empty({ch.tasks, channels}, opts);
   at::Tensor part_max = at::empty({ch.tasks}, opts);
   at::Tensor part_sum = at::empty({ch.tasks}, opts);
   at::Tensor context = at::empty({batch, channels}, opts);
   at::Tensor attn = at::empty({batch, positions}, opts);
-  AT_DISPATCH_FLOATING_TYPES(x3.scalar_type(), "attention_pool_forward", [&] {
+  const auto dtype = x_mat.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES(dtype, "attention_pool_forward", [&] {
     using T = scalar_t;
     const Kernels<T> k = kernels<T>();
-    const T* x = x3.data_ptr<T>();
+    const T* x = x_mat.data_ptr<T>();
     const T* w = weight.data_ptr<T>();
     T* a = attn.data_ptr<T>();  // each chunk's exp(l - m_k) first
     T* pc = part_ctx.data_ptr<T>();
     T* pm = part_max.data_ptr<T>();
     T* ps = part_sum.data_ptr<T>();
-    const int64_t sb = x3.stride(0), sc = x3.stride(1);
+    const int64_t sb = x_mat.stride(0), sc = x_mat.stride(1);
     ch.for_each([&](int64_t t, int64_t b, int64_t p0, int64_t n) {
       k.forward_chunk(x + b * sb + p0, channels, sc, n, w,
                       a + b * positions + p0, pc + t * channels, pm + t,
@@ -211,27 +214,28 @@ std::vector<at::Tensor> attention_pool_forward(const at::Tensor& x3,
 }
 
 // (dx (B, C, HW) or undefined, dw (C,) or undefined).
-//   src3  (B, C, HW) the pooled tensor, or an input it is a per-channel affine
-//         map of (then u = dcontext * alpha and the caller scales dw);
-//   attn  (B, HW) the forward's attention; u, dctx (B, C); weight (C,);
-//   g3    (B, C, HW) contiguous gradient of the block output, or None.
+//   src_mat  (B, C, HW) the pooled tensor, or an input it is a per-channel
+//            affine map of (then u = dcontext * alpha and the caller scales
+//            dw);
+//   attn     (B, HW) the forward's attention; u, dctx (B, C); weight (C,);
+//   g_mat    (B, C, HW) contiguous gradient of the block output, or None.
 std::vector<at::Tensor> attention_pool_backward(
-    const at::Tensor& src3, const at::Tensor& attn, const at::Tensor& u,
+    const at::Tensor& src_mat, const at::Tensor& attn, const at::Tensor& u,
     const at::Tensor& dctx, const at::Tensor& weight,
-    const c10::optional<at::Tensor>& g3, bool need_x, bool need_w) {
-  check_matrix(src3, "source");
-  const Chunks ch(src3);
+    const c10::optional<at::Tensor>& g_mat, bool need_x, bool need_w) {
+  check_matrix(src_mat, "source");
+  const Chunks ch(src_mat);
   const int64_t batch = ch.batch, channels = ch.channels,
                 positions = ch.positions, per_sample = ch.per_sample,
                 tasks = ch.tasks;
-  const auto dtype = src3.scalar_type();
+  const auto dtype = src_mat.scalar_type();
   check_like(attn, "attn", {batch, positions}, dtype);
   check_like(u, "u", {batch, channels}, dtype);
   check_like(dctx, "dcontext", {batch, channels}, dtype);
   check_like(weight, "weight", {channels}, dtype);
-  const bool has_g = g3.has_value() && g3->defined();
-  if (has_g) check_like(*g3, "grad", src3.sizes(), dtype);
-  auto opts = src3.options();
+  const bool has_g = g_mat.has_value() && g_mat->defined();
+  if (has_g) check_like(*g_mat, "grad", src_mat.sizes(), dtype);
+  auto opts = src_mat.options();
   at::Tensor da = at::empty({batch, positions}, opts);
   at::Tensor part_mass = at::empty({tasks}, opts);
   at::Tensor part_ad = at::empty({tasks}, opts);
@@ -245,7 +249,7 @@ std::vector<at::Tensor> attention_pool_backward(
   AT_DISPATCH_FLOATING_TYPES(dtype, "attention_pool_backward", [&] {
     using T = scalar_t;
     const Kernels<T> k = kernels<T>();
-    const T* x = src3.data_ptr<T>();
+    const T* x = src_mat.data_ptr<T>();
     const T* a = attn.data_ptr<T>();
     const T* up = u.data_ptr<T>();
     T* dap = da.data_ptr<T>();
@@ -253,7 +257,7 @@ std::vector<at::Tensor> attention_pool_backward(
     T* pad = part_ad.data_ptr<T>();
     T* pw = need_w ? part_w.data_ptr<T>() : nullptr;
     T* pa = need_w ? part_a.data_ptr<T>() : nullptr;
-    const int64_t sb = src3.stride(0), sc = src3.stride(1);
+    const int64_t sb = src_mat.stride(0), sc = src_mat.stride(1);
     ch.for_each([&](int64_t t, int64_t b, int64_t p0, int64_t n) {
       std::vector<T> q(need_w ? n : 0);
       k.backward_chunk(x + b * sb + p0, channels, sc, n, up + b * channels,
@@ -292,7 +296,7 @@ std::vector<at::Tensor> attention_pool_backward(
     }
     if (need_x) {
       T* out = dx.data_ptr<T>();
-      const T* gp = has_g ? g3->data_ptr<T>() : nullptr;
+      const T* gp = has_g ? g_mat->data_ptr<T>() : nullptr;
       const T* dc = dctx.data_ptr<T>();
       const T* w = weight.data_ptr<T>();
       const int64_t grain = std::max<int64_t>(1, 16384 / positions);

@@ -37,7 +37,9 @@ import os
 import os.path as osp
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import cv2  # mmcv's OpenCV, with its MPEG-4 encoder
 import numpy as np
+from mmengine.utils import ProgressBar
 from PIL import Image, ImageDraw
 
 __all__ = [
@@ -251,7 +253,6 @@ def _polygon_area(pts: Sequence[Tuple[float, float]]) -> float:
 def _progress(total: int, enabled: bool) -> Optional[object]:
     if not enabled:
         return None
-    from mmengine.utils import ProgressBar
     return ProgressBar(total)
 
 
@@ -783,7 +784,6 @@ def make_kinetics(root: str,
         dict[str, str]: ``root``, the two annotation lists and the two video
         folders (relative to ``root``).
     """
-    import cv2  # mmcv's OpenCV, with its MPEG-4 encoder
     h, w = _check_args(num_train, num_val, image_size)
     if (not isinstance(num_classes, int) or isinstance(num_classes, bool)
             or not 1 <= num_classes <= len(_KINETICS_MOTIONS)):

@@ -1,10 +1,9 @@
 """Safe checkpoint loading and atomic checkpoint saving.
 
 Loading keeps torch's weights-only unpickler on and allows exactly the extra
-types that OpenMMLab checkpoints hold (mmengine's ``HistoryBuffer`` in the
-message hub, numpy arrays, scalars and dtypes in metadata).  Anything else,
-such as a pickle that would call ``os.system``, is refused before any of it
-runs.
+types that OpenMMLab checkpoints hold (:data:`CHECKPOINT_GLOBALS`).  Anything
+else, such as a pickle that would call ``os.system``, is refused before any
+of it runs.
 
 Saving writes to a temporary file (``.tmp-*``) in the same folder and renames
 it over the target, so a run killed while saving never leaves a truncated
@@ -14,34 +13,42 @@ a killed run leaves are removed when the next one starts
 (:func:`remove_temporaries`).
 """
 import glob
-import hashlib
 import http.client
 import os
 import os.path as osp
 import pickle
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
+import uuid
 import warnings
 import zipfile
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
+from mmengine.dist import barrier, get_dist_info
+from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
 from mmengine.model import is_model_wrapper
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch.hub import download_url_to_file, get_dir
+
+try:  # numpy >= 2
+    from numpy._core import multiarray
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core import multiarray
 
 __all__ = [
-    'CheckpointLoadError', 'safe_globals', 'register_safe_globals',
-    'safe_load', 'install_checkpoint_safety', 'remove_temporaries',
-    'download_checkpoint', 'state_dict_of', 'compare_state_dicts',
-    'LoadedWeightsCheck', 'check_weights_filled'
+    'CheckpointLoadError', 'CHECKPOINT_GLOBALS', 'register_safe_globals',
+    'safe_load', 'install_checkpoint_safety', 'write_atomically',
+    'remove_temporaries', 'download_checkpoint', 'state_dict_of',
+    'compare_state_dicts', 'LoadedWeightsCheck', 'check_weights_filled'
 ]
 
-#: Name prefix of the temporary files of :func:`_atomic_put`.
+#: Name prefix of the temporary files of :func:`write_atomically`.
 TMP_PREFIX = '.tmp-'
 
 
@@ -53,43 +60,11 @@ class UnsafeCheckpointError(CheckpointLoadError):
     """A checkpoint holds types that could run code when unpickled."""
 
 
-def _numpy_globals() -> List[Any]:
-    """The numpy callables and classes that array/scalar pickles name."""
-    try:  # numpy >= 2
-        from numpy._core import multiarray
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    found = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
-    found += [type(np.dtype(t)) for t in np.sctypeDict.values()]
-    return list(dict.fromkeys(found))
-
-
-def safe_globals() -> List[Any]:
-    """Everything beyond torch's defaults that an OpenMMLab checkpoint
-    needs."""
-    from mmengine.logging import HistoryBuffer
-    return [HistoryBuffer] + _numpy_globals()
-
-
-def _allow_numpy1_paths() -> None:
-    """Let checkpoints pickled under numpy 1.x (``numpy.core.multiarray``) load
-    with numpy 2 installed: torch matches globals by their pickled name."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1.x: names already match
-        return
-    torch.serialization.add_safe_globals([
-        (multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
-        (multiarray.scalar, 'numpy.core.multiarray.scalar'),
-    ])
-
-
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
     """``getattr`` as mmengine's ``HistoryBuffer.__getstate__`` pickles it
     (``getattr(HistoryBuffer, 'mean')`` for its statistic methods), and
     nothing else: a general ``getattr`` would reach any attribute, such as
     ``ndarray.tofile``, of the objects a pickle can build."""
-    from mmengine.logging import HistoryBuffer
     allowed = set(HistoryBuffer._statistics_methods) | {
         'min', 'max', 'current', 'mean'}
     if obj is HistoryBuffer and name in allowed:
@@ -99,12 +74,26 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
         f'getattr(HistoryBuffer, one of {sorted(allowed)}) is')
 
 
+#: What an OpenMMLab checkpoint holds beyond torch's weights-only defaults:
+#: mmengine's ``HistoryBuffer`` (the message hub of a Runner's checkpoint),
+#: numpy arrays, scalars and dtypes (its metadata), a ``getattr`` that
+#: answers only ``HistoryBuffer``'s statistics, and numpy's array and scalar
+#: builders under their numpy 1.x names (torch matches pickled names, and a
+#: checkpoint saved under numpy 1 names ``numpy.core.multiarray``).
+CHECKPOINT_GLOBALS = list(dict.fromkeys(
+    [HistoryBuffer, multiarray._reconstruct, multiarray.scalar, np.ndarray,
+     np.dtype] + [type(np.dtype(t)) for t in np.sctypeDict.values()])) + [
+    (_history_buffer_getattr, 'builtins.getattr'),
+    (multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
+    (multiarray.scalar, 'numpy.core.multiarray.scalar'),
+]
+
+
 def register_safe_globals() -> None:
-    """Allow OpenMMLab's checkpoint types in every weights-only ``torch.load``
-    of this process (mmengine's own loaders included)."""
-    torch.serialization.add_safe_globals(
-        safe_globals() + [(_history_buffer_getattr, 'builtins.getattr')])
-    _allow_numpy1_paths()
+    """Allow :data:`CHECKPOINT_GLOBALS` in every weights-only ``torch.load``
+    of this process, mmengine's own loaders included (``import gcnet_mm``
+    does it, see docs/internals.md)."""
+    torch.serialization.add_safe_globals(CHECKPOINT_GLOBALS)
 
 
 def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
@@ -127,7 +116,6 @@ def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
     if size == 0:
         raise CheckpointLoadError(
             f'checkpoint {filename!r} is empty (0 bytes)')
-    register_safe_globals()
     try:
         return torch.load(filename, map_location=map_location,
                           weights_only=True)
@@ -138,7 +126,7 @@ def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
         except Exception:  # legacy format, or torch < 2.5: cannot list them
             unsafe = []
         allowed = {f'{g.__module__}.{g.__qualname__}'
-                   for g in safe_globals() if hasattr(g, '__qualname__')}
+                   for g in CHECKPOINT_GLOBALS if hasattr(g, '__qualname__')}
         unsafe = [u for u in unsafe if u not in allowed]
         what = (f'it needs {", ".join(unsafe)}' if unsafe else
                 f'the weights-only unpickler rejected it ({e})')
@@ -175,85 +163,57 @@ def zip_ok(path: str) -> bool:
 _HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.[A-Za-z0-9]+$')
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _problem(path: str, name: str, size: Optional[int] = None
-             ) -> Optional[str]:
-    """What is wrong with a downloaded checkpoint, or None: its size against
-    the server's, the sha256 its name carries, a zip cut short."""
-    got = osp.getsize(path)
-    if size is not None and got != size:
-        return f'incomplete: {got} of {size} bytes arrived'
-    if got == 0:
+def _download_defect(path: str) -> Optional[str]:
+    """What is wrong with a downloaded checkpoint, or None: no bytes, or a
+    zip (torch's format) whose directory, at its end, is missing."""
+    if osp.getsize(path) == 0:
         return 'empty (0 bytes)'
-    match = _HASH_IN_NAME.search(name)
-    if match and not _sha256(path).startswith(match.group(1)):
-        return (f'corrupt: its sha256 does not start with {match.group(1)}, '
-                'as its name says it must')
     with open(path, 'rb') as f:
         is_zip = f.read(2) == b'PK'
     if is_zip and not zip_ok(path):
-        return 'truncated: its zip directory does not read'
+        return ('truncated: its zip directory does not read (the download '
+                'broke off, or the file on the server is incomplete)')
     return None
 
 
-def _fetch(url: str, dst: str, timeout: float) -> Optional[int]:
-    """Stream ``url`` into ``dst``; returns the size the server announced."""
-    request = urllib.request.Request(url, headers={'User-Agent': 'gcnet_mm'})
+def _download(url: str, dst: str, sha256_prefix: Optional[str]) -> None:
+    """:func:`torch.hub.download_url_to_file`, its errors in one line."""
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        download_url_to_file(url, dst, sha256_prefix,
+                             progress=sys.stderr.isatty())
     except urllib.error.HTTPError as e:
         raise CheckpointLoadError(
             f'cannot download checkpoint {url}: HTTP {e.code} {e.reason}'
         ) from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, 'reason', e)
+    except urllib.error.URLError as e:
         raise CheckpointLoadError(
-            f'cannot download checkpoint {url}: {reason}') from None
-    with response:
-        length = response.headers.get('Content-Length')
-        size = int(length) if length and length.isdigit() else None
-        show = sys.stderr.isatty() and size
-        done = 0
-        try:
-            with open(dst, 'wb') as f:
-                for block in iter(lambda: response.read(1 << 20), b''):
-                    f.write(block)
-                    done += len(block)
-                    if show:
-                        print(f'\rdownloading {url}: {100 * done // size}%',
-                              end='', file=sys.stderr)
-        except (http.client.HTTPException, OSError) as e:
-            raise CheckpointLoadError(
-                f'download of checkpoint {url} broke off after {done} '
-                f'bytes ({type(e).__name__}); nothing was kept, try again'
-            ) from None
-        finally:
-            if show:
-                print(file=sys.stderr)
-    return size
+            f'cannot download checkpoint {url}: {e.reason}') from None
+    except (http.client.HTTPException, OSError) as e:
+        raise CheckpointLoadError(
+            f'download of checkpoint {url} broke off ({type(e).__name__}: '
+            f'{e}); nothing was kept, try again') from None
+    except RuntimeError as e:  # torch's check of the sha256 prefix
+        if sha256_prefix is None:
+            raise
+        raise CheckpointLoadError(
+            f'download of checkpoint {url} is corrupt: its sha256 does not '
+            f'start with {sha256_prefix}, as its name says it must ({e}); '
+            'nothing was kept, try again') from None
 
 
-def download_checkpoint(url: str, model_dir: Optional[str] = None,
-                        timeout: float = 60) -> str:
+def download_checkpoint(url: str, model_dir: Optional[str] = None) -> str:
     """The local copy of the checkpoint at ``url``, downloaded once into
-    torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``) and
-    verified: the size the server announced, the sha256 prefix of an
-    OpenMMLab or torch hub name (``...-187da160.pth``), a zip that is whole.
-    A download that fails the check is deleted and never cached; a cached
-    copy that fails it (left by another tool) is replaced.
+    torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``) by
+    :func:`torch.hub.download_url_to_file` (with a progress bar on a
+    terminal), and verified: the sha256 prefix of an OpenMMLab or torch hub
+    name (``...-187da160.pth``), a zip that is whole.  A download that fails
+    the check is deleted and never cached; a cached copy that fails it (left
+    by another tool) is replaced.
 
     Raises:
         CheckpointLoadError: one line saying what went wrong (an HTTP error,
-            no connection, an incomplete or corrupt file).
+            no connection, a download cut short or corrupt).
     """
-    from torch.hub import get_dir
     name = osp.basename(urllib.parse.urlparse(url).path)
     if not name:
         raise CheckpointLoadError(f'no file name in the URL {url!r}')
@@ -261,21 +221,20 @@ def download_checkpoint(url: str, model_dir: Optional[str] = None,
     os.makedirs(model_dir, exist_ok=True)
     cached = osp.join(model_dir, name)
     if osp.isfile(cached):
-        problem = _problem(cached, name)
-        if problem is None:
+        defect = _download_defect(cached)
+        if defect is None:
             return cached
-        warnings.warn(f'cached checkpoint {cached!r} is {problem}; '
+        warnings.warn(f'cached checkpoint {cached!r} is {defect}; '
                       'downloading it again')
         os.remove(cached)
-    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=TMP_PREFIX, suffix=name)
-    os.close(fd)
+    match = _HASH_IN_NAME.search(name)
+    tmp = osp.join(model_dir, f'{TMP_PREFIX}{uuid.uuid4().hex}-{name}')
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        size = _fetch(url, tmp, timeout)
-        problem = _problem(tmp, name, size)
-        if problem is not None:
+        _download(url, tmp, match.group(1) if match else None)
+        defect = _download_defect(tmp)
+        if defect is not None:
             raise CheckpointLoadError(
-                f'download of checkpoint {url} is {problem}; nothing was '
+                f'download of checkpoint {url} is {defect}; nothing was '
                 'kept, try again')
         os.replace(tmp, cached)
     finally:
@@ -288,7 +247,6 @@ def _load_from_http(filename: str, map_location: Optional[Any] = None,
                     model_dir: Optional[str] = None):
     """Download (rank 0 first) and verify, then load weights-only.  A cached
     copy that does not load is deleted, so the next run downloads afresh."""
-    from mmengine.dist import barrier, get_dist_info
     rank, world_size = get_dist_info()
     if rank == 0:
         cached = download_checkpoint(filename, model_dir)
@@ -310,34 +268,19 @@ def _load_from_http(filename: str, map_location: Optional[Any] = None,
             'the next run downloads it again)') from None
 
 
-def _umask() -> int:
-    """The process's umask (from /proc where it is listed, which does not
-    change it even for a moment)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('Umask:'):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_put(self, obj: bytes, filepath) -> None:
-    """Drop-in for mmengine's ``LocalBackend.put`` that never leaves a
-    partially written file under ``filepath``; the file is created with the
-    permissions ``open`` would give it (``0o666`` less the umask)."""
+def write_atomically(filepath: str, data: bytes) -> None:
+    """Write ``data`` to ``filepath`` through a temporary file in the same
+    folder that is renamed over it once complete: ``filepath`` never holds a
+    partial write.  The file gets the permissions ``open`` gives a new file
+    (``0o666`` less the umask)."""
     filepath = str(filepath)
     folder = osp.dirname(osp.abspath(filepath))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX,
-                               suffix=osp.basename(filepath))
+    tmp = osp.join(folder,
+                   f'{TMP_PREFIX}{uuid.uuid4().hex}-{osp.basename(filepath)}')
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0o600
-        with os.fdopen(fd, 'wb') as f:
-            f.write(obj)
+        with open(tmp, 'xb') as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filepath)
@@ -347,14 +290,25 @@ def _atomic_put(self, obj: bytes, filepath) -> None:
         raise
 
 
+def _atomic_put(self, obj: bytes, filepath) -> None:
+    """mmengine's ``LocalBackend.put``, through :func:`write_atomically`."""
+    write_atomically(filepath, obj)
+
+
 def _atomic_put_text(self, obj: str, filepath, encoding: str = 'utf-8'):
-    _atomic_put(self, obj.encode(encoding), filepath)
+    write_atomically(filepath, obj.encode(encoding))
 
 
 def remove_temporaries(folder: str, of: str = '') -> List[str]:
     """Remove the temporary files a save killed midway left in ``folder``
     (``.tmp-*``, never a complete file), or only those of the file named
-    ``of``; returns the paths removed."""
+    ``of``, with a warning that names them; returns the paths removed.
+
+    Only the first process of a run (``RANK`` or ``SLURM_PROCID`` unset or
+    0) removes anything: the others may be saving right now.
+    """
+    if os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) != '0':
+        return []
     removed = []
     pattern = TMP_PREFIX + '*' + glob.escape(of)
     for path in glob.glob(osp.join(glob.escape(folder), pattern)):
@@ -365,17 +319,18 @@ def remove_temporaries(folder: str, of: str = '') -> List[str]:
         except FileNotFoundError:  # another process of the run was first
             continue
         removed.append(path)
+    if removed:
+        warnings.warn(f'removed {len(removed)} temporary file(s) that a save '
+                      f'cut short left in {folder!r}: '
+                      f'{", ".join(osp.basename(p) for p in removed)}')
     return removed
 
 
 def install_checkpoint_safety() -> None:
     """Route mmengine's local and http(s) checkpoint loading through
     :func:`safe_load`, and make its local file writes atomic.  Idempotent."""
-    from mmengine.fileio.backends import LocalBackend
-    from mmengine.runner.checkpoint import CheckpointLoader
     LocalBackend.put = _atomic_put
     LocalBackend.put_text = _atomic_put_text
-    register_safe_globals()
     CheckpointLoader.register_scheme('', _load_from_local, force=True)
     CheckpointLoader.register_scheme(('http://', 'https://'), _load_from_http,
                                      force=True)

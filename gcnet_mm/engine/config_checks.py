@@ -85,7 +85,7 @@ def _weight_paths(cfg: Any) -> Iterable[Tuple[str, str]]:
     yield from walk(cfg.get('model'), 'model')
 
 
-def _producer(path: str, config: Optional[str]) -> Optional[str]:
+def _config_that_writes(path: str, config: Optional[str]) -> Optional[str]:
     """The config whose training writes ``work_dirs/<name>/...``: a
     ``<name>.py`` next to ``config`` or among the package's configs."""
     match = re.search(r'work_dirs/([^/]+)/', path.replace('\\', '/'))
@@ -99,7 +99,7 @@ def _producer(path: str, config: Optional[str]) -> Optional[str]:
     return found[0] if found else None
 
 
-def _placeholder(path: str) -> str:
+def _placeholder_path(path: str) -> str:
     trail = '/' if path.endswith('/') else ''
     return f'/path/to/{osp.basename(path.rstrip("/")) or "data"}{trail}'
 
@@ -114,15 +114,15 @@ def _overrides(missing: List[Tuple[str, str]]) -> str:
     options = []
     for key, path in missing:
         if key.endswith('.data_root'):
-            options.append(f'{key}={_placeholder(path)}')
+            options.append(f'{key}={_placeholder_path(path)}')
         elif any(key.startswith(prefix + '.') for prefix in roots):
             continue  # follows its data_root
         else:
             root = next((r for r in roots.values()
                          if r and path.startswith(r)), None)
-            new = (_placeholder(root).rstrip('/') + '/' +
+            new = (_placeholder_path(root).rstrip('/') + '/' +
                    path[len(root):].lstrip('/') if root else
-                   _placeholder(path))
+                   _placeholder_path(path))
             options.append(f'{key}={new}')
     return ' '.join(options)
 
@@ -174,7 +174,7 @@ def check_data_paths(cfg: Any, phases: Iterable[str] = ('train', 'val'),
         lines = []
         for key, path in missing:
             line = f'  {key}: {path!r}'
-            producer = _producer(path, config)
+            producer = _config_that_writes(path, config)
             if producer:
                 line += (f' (written by training {producer}; train that '
                          'config first, or point the key at your copy)')
@@ -326,7 +326,7 @@ def class_arguments(cls: type) -> Tuple[List[str], bool]:
     return names, any(p.kind == p.VAR_KEYWORD for p in params)
 
 
-def _close(name: str, candidates: Iterable[str]) -> Optional[str]:
+def _closest_name(name: str, candidates: Iterable[str]) -> Optional[str]:
     found = difflib.get_close_matches(
         name, [c for c in candidates if isinstance(c, str)], n=1,
         cutoff=_CLOSE)
@@ -351,14 +351,14 @@ def _unknown_option(node: dict, name: str, path: List[str], given: str,
         arguments, takes_more = class_arguments(cls)
         if name in arguments:
             return 'ok', ''
-        close = _close(name, list(dict.fromkeys(arguments + keys)))
+        close = _closest_name(name, list(dict.fromkeys(arguments + keys)))
         if not takes_more:
             hint = (f"; did you mean {_join(path, close)}?" if close else
                     f'; it takes {", ".join(arguments)}')
             return 'error', (f'{given}: {where} builds {cls.__name__}, which '
                              f'takes no argument {name!r}{hint}')
     else:
-        close = _close(name, keys)
+        close = _closest_name(name, keys)
     if close:
         return 'error', (f'{given}: the config has no key '
                          f'{_join(path, name)}; did you mean '
@@ -466,7 +466,7 @@ def _key_text(path: Sequence[str]) -> str:
     return text
 
 
-def _building(error: BaseException) -> Optional[List[str]]:
+def _classes_being_built(error: BaseException) -> Optional[List[str]]:
     """The classes that were being built from a config when ``error`` was
     raised, outermost first, or None when it was not raised while mmengine's
     registry built an object.
@@ -507,7 +507,7 @@ def explain_build_error(error: BaseException, cfg: Any) -> Optional[str]:
     class takes.  A second line names the classes that were being built,
     with their config keys.
     """
-    chain = _building(error)
+    chain = _classes_being_built(error)
     if chain is None:
         return None
     text = str(error)
@@ -539,8 +539,8 @@ def explain_build_error(error: BaseException, cfg: Any) -> Optional[str]:
     unexpected = re.search(r"unexpected keyword argument '(\w+)'", text)
     if unexpected and where:
         cls = config_class(node, where[0], root.get('default_scope'))
-        close = _close(unexpected.group(1), class_arguments(cls)[0]
-                       if cls is not None else [])
+        close = _closest_name(unexpected.group(1), class_arguments(cls)[0]
+                              if cls is not None else [])
         if close:
             text += f"; did you mean {close!r}?"
     return (f'{head}{text}\n  ({type(error).__name__} while building '

@@ -8,7 +8,8 @@ import os.path as osp
 import warnings
 from typing import Any, Optional
 
-from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
+from mmengine.config import Config
+from mmengine.device import get_device
 from mmengine.model import is_model_wrapper
 from mmengine.runner import CheckpointLoader, load_state_dict
 
@@ -61,8 +62,11 @@ def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
-def _common(cfg: Config, config: str, work_dir: Optional[str],
-            launcher: str) -> Config:
+def _set_up_run(cfg: Config, config: str, work_dir: Optional[str],
+                launcher: str) -> Config:
+    """What a training and a test run share: checkpoints loaded safely and
+    saved atomically, the launcher (with its process group's settings) and
+    the work dir (default ``./work_dirs/<config name>``)."""
     install_checkpoint_safety()
     cfg.launcher = launcher
     if launcher != 'none':
@@ -73,18 +77,6 @@ def _common(cfg: Config, config: str, work_dir: Optional[str],
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
     return cfg
-
-
-def _remove_temporaries(folder: str, of: str = '') -> None:
-    """Clean up after a run killed while saving (first process only): the
-    temporary files in ``folder``, or only those of the file named ``of``."""
-    if os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) != '0':
-        return
-    removed = remove_temporaries(folder, of)
-    if removed:
-        warnings.warn(f'removed {len(removed)} temporary file(s) that a save '
-                      f'cut short left in {folder!r}: '
-                      f'{", ".join(osp.basename(p) for p in removed)}')
 
 
 def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
@@ -146,12 +138,12 @@ def prepare_train_cfg(config: str,
         cfg_options: ``--cfg-options`` overrides.
         launcher: 'none', 'pytorch', 'slurm' or 'mpi'.
     """
-    cfg = _common(load_config(config, cfg_options), config, work_dir, launcher)
+    cfg = _set_up_run(load_config(config, cfg_options), config, work_dir,
+                      launcher)
     # Only a training run cleans its work dir: a test run may share it with a
     # training that is saving right now.
-    _remove_temporaries(cfg.work_dir)
+    remove_temporaries(cfg.work_dir)
     if amp:
-        from mmengine.device import get_device
         if get_device() == 'cpu':
             raise UsageError(
                 '--amp needs a GPU (or NPU/MLU/MUSA): mmengine\'s '
@@ -261,7 +253,7 @@ def _add_out(cfg: Config, out: str, out_item: Optional[str]) -> None:
         return
     if not out.endswith(('.pkl', '.pickle')):
         raise UsageError(f'--out must be a .pkl file, got {out!r}')
-    _remove_temporaries(osp.dirname(osp.abspath(out)), osp.basename(out))
+    remove_temporaries(osp.dirname(osp.abspath(out)), osp.basename(out))
     if out_item == 'metrics':
         return
     evaluators.append(
@@ -287,7 +279,8 @@ def prepare_test_cfg(config: str,
     """
     if '://' not in checkpoint and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint!r}')
-    cfg = _common(load_config(config, cfg_options), config, work_dir, launcher)
+    cfg = _set_up_run(load_config(config, cfg_options), config, work_dir,
+                      launcher)
     cfg.load_from = None
     cfg.resume = False
     if cfg.get('default_scope') not in _HOSTS:

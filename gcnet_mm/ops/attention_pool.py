@@ -85,52 +85,52 @@ class _AttentionPool(torch.autograd.Function):
     """``ctx[b, c] = sum_p x[b, c, p] softmax_p(w . x[b, :, p] + bias)``."""
 
     @staticmethod
-    def forward(fctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
                 link: GradLink, kernels, source: Optional[NormSource]):
         with _no_autocast(x.device.type):
-            x3, channels_last = as_matrix(x)  # (B, C, HW)
+            x_mat, channels_last = as_matrix(x)  # (B, C, HW)
             # The bias shifts every logit of a row alike: softmax ignores it.
-            context, attn = kernels.forward(x3, weight)
-        fctx.kernels = kernels
-        fctx.channels_last = channels_last
-        fctx.x_shape = x.shape
-        fctx.link = link
-        fctx.bias_meta = None if bias is None else (bias.shape, bias.dtype)
+            context, attn = kernels.forward(x_mat, weight)
+        ctx.kernels = kernels
+        ctx.channels_last = channels_last
+        ctx.x_shape = x.shape
+        ctx.link = link
+        ctx.bias_meta = None if bias is None else (bias.shape, bias.dtype)
         # Always four tensors of the same kinds, so that activation
         # checkpointing recomputes a match whichever is saved.
         if source is None:
             ones = x.new_ones(x.shape[1],
                               dtype=torch.promote_types(x.dtype,
                                                         torch.float32))
-            fctx.save_for_backward(x, attn, weight, ones)
+            ctx.save_for_backward(x, attn, weight, ones)
         else:  # references to what batch norm saved already
-            fctx.save_for_backward(source.input, attn, weight, source.alpha)
+            ctx.save_for_backward(source.input, attn, weight, source.alpha)
         return context
 
     @staticmethod
     @once_differentiable
-    def backward(fctx, dcontext: Tensor):
-        src, attn, weight, alpha = fctx.saved_tensors
-        link = fctx.link
+    def backward(ctx, dcontext: Tensor):
+        src, attn, weight, alpha = ctx.saved_tensors
+        link = ctx.link
         g, link.grad = link.grad, None
-        need_x, need_w, need_b = fctx.needs_input_grad[:3]
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
         with _no_autocast(src.device.type):
-            b, c = fctx.x_shape[:2]
-            s3, _ = as_matrix(src)
+            b, c = ctx.x_shape[:2]
+            src_mat, _ = as_matrix(src)
             dctx = dcontext.to(src.dtype)  # (B, C)
             # x = src * alpha + beta: beta drops out (see norm_source.py);
             # alpha is all ones where src is x itself.
             dctx_src = (dctx * alpha).to(src.dtype)
-            dx, dw = fctx.kernels.backward(s3, attn, dctx_src, dctx,
-                                           weight.reshape(c), g, need_x,
-                                           need_w, fctx.channels_last)
+            dx, dw = ctx.kernels.backward(src_mat, attn, dctx_src, dctx,
+                                          weight.reshape(c), g, need_x,
+                                          need_w, ctx.channels_last)
             db = None
             if need_w:
                 dw = (dw * alpha).to(weight.dtype).view_as(weight)
-            if need_b and fctx.bias_meta is not None:
-                db = attn.new_zeros(fctx.bias_meta[0], dtype=fctx.bias_meta[1])
+            if need_b and ctx.bias_meta is not None:
+                db = attn.new_zeros(ctx.bias_meta[0], dtype=ctx.bias_meta[1])
             if need_x:
-                dx = dx.view(fctx.x_shape)
+                dx = dx.view(ctx.x_shape)
         return dx, dw, db, None, None, None
 
 
@@ -138,23 +138,23 @@ class _FuseAdd(torch.autograd.Function):
     """``y = x + t``; dL/dx is left to the pooling node through ``link``."""
 
     @staticmethod
-    def forward(fctx, x: Tensor, t: Tensor, link: GradLink) -> Tensor:
-        fctx.link = link
-        fctx.t_dtype = t.dtype
+    def forward(ctx, x: Tensor, t: Tensor, link: GradLink) -> Tensor:
+        ctx.link = link
+        ctx.t_dtype = t.dtype
         with _no_autocast(x.device.type):
             return x + t
 
     @staticmethod
     @once_differentiable
-    def backward(fctx, g: Tensor):
-        if fctx.needs_input_grad[0]:
-            fctx.link.grad = g
+    def backward(ctx, g: Tensor):
+        if ctx.needs_input_grad[0]:
+            ctx.link.grad = g
         dt = None
-        if fctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1]:
             # The gradient of the broadcast (B, C, 1, 1) term, summed in
             # float32 or wider.
             acc = torch.promote_types(g.dtype, torch.float32)
-            dt = g.sum(dim=(2, 3), keepdim=True, dtype=acc).to(fctx.t_dtype)
+            dt = g.sum(dim=(2, 3), keepdim=True, dtype=acc).to(ctx.t_dtype)
         return None, dt, None
 
 

@@ -62,24 +62,24 @@ class CPUKernels:
         return (n <= 1 or m.stride(2) == 1) and (c == 1 or m.stride(1) >= n)
 
     @staticmethod
-    def forward(x3: Tensor, weight: Tensor):
-        c = x3.shape[1]
-        w = weight.reshape(c).to(x3.dtype).contiguous()
-        return tuple(_ext.attention_pool_forward(x3, w))
+    def forward(x_mat: Tensor, weight: Tensor):
+        c = x_mat.shape[1]
+        w = weight.reshape(c).to(x_mat.dtype).contiguous()
+        return tuple(_ext.attention_pool_forward(x_mat, w))
 
     @staticmethod
-    def backward(s3: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
+    def backward(src_mat: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
                  weight: Tensor, g: Optional[Tensor], need_x: bool,
                  need_w: bool, channels_last: bool):
-        b, c, n = s3.shape
-        dtype = s3.dtype
-        g3 = None
+        b, c, n = src_mat.shape
+        dtype = src_mat.dtype
+        g_mat = None
         if g is not None and need_x:
-            g3 = g.to(dtype).reshape(b, c, n).contiguous()
+            g_mat = g.to(dtype).reshape(b, c, n).contiguous()
         return _ext.attention_pool_backward(
-            s3, attn.to(dtype).contiguous(), dctx_src.to(dtype).contiguous(),
-            dctx.to(dtype).contiguous(), weight.to(dtype).contiguous(), g3,
-            need_x, need_w)
+            src_mat, attn.to(dtype).contiguous(),
+            dctx_src.to(dtype).contiguous(), dctx.to(dtype).contiguous(),
+            weight.to(dtype).contiguous(), g_mat, need_x, need_w)
 
 
 KERNELS = CPUKernels()

@@ -72,17 +72,17 @@ def reference_global_context(x: Tensor,
     if mask_weight is None:
         context = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
     else:
-        x3 = x.reshape(b, c, h * w)  # (B, C, HW); a view for usual layouts
+        x_mat = x.reshape(b, c, h * w)  # (B, C, HW); a view for usual layouts
         # A batched product with the weight expanded over B: matmul would
         # fold (1, 1, C) @ (B, C, HW) into one product with a transposed
         # copy of x, which autograd then keeps.
         w = mask_weight.reshape(1, 1, c).to(x.dtype).expand(b, 1, c)
-        logits = torch.matmul(w, x3)  # (B, 1, HW)
+        logits = torch.matmul(w, x_mat)  # (B, 1, HW)
         if mask_bias is not None:
             logits = logits + mask_bias.to(logits.dtype)
         acc = torch.promote_types(logits.dtype, torch.float32)
-        attn = logits.to(acc).softmax(dim=2).to(x3.dtype)  # (B, 1, HW)
-        context = torch.matmul(x3, attn.transpose(1, 2))  # (B, C, 1)
+        attn = logits.to(acc).softmax(dim=2).to(x_mat.dtype)  # (B, 1, HW)
+        context = torch.matmul(x_mat, attn.transpose(1, 2))  # (B, C, 1)
         context = context.view(b, c, 1, 1)
     out = x
     if mul_transform is not None:

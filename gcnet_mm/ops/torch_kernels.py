@@ -33,44 +33,44 @@ class TorchKernels:
         return x.is_floating_point()
 
     @staticmethod
-    def forward(x3: Tensor, weight: Tensor):
-        """(context (B, C), attention (B, HW)) of ``x3`` (B, C, HW) under
-        logits ``weight . x`` (weight (C,)), both in ``x3``'s dtype."""
-        b, c = x3.shape[:2]
-        w = weight.reshape(1, c).to(x3.dtype).expand(b, c)
-        acc = torch.promote_types(x3.dtype, torch.float32)
-        logits = vec_mat(w, x3)  # (B, HW)
-        attn = torch.softmax(logits, dim=1, dtype=acc).to(x3.dtype)
-        return mat_vec(x3, attn), attn  # (B, C), (B, HW)
+    def forward(x_mat: Tensor, weight: Tensor):
+        """(context (B, C), attention (B, HW)) of ``x_mat`` (B, C, HW) under
+        logits ``weight . x`` (weight (C,)), both in ``x_mat``'s dtype."""
+        b, c = x_mat.shape[:2]
+        w = weight.reshape(1, c).to(x_mat.dtype).expand(b, c)
+        acc = torch.promote_types(x_mat.dtype, torch.float32)
+        logits = vec_mat(w, x_mat)  # (B, HW)
+        attn = torch.softmax(logits, dim=1, dtype=acc).to(x_mat.dtype)
+        return mat_vec(x_mat, attn), attn  # (B, C), (B, HW)
 
     @staticmethod
-    def backward(s3: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
+    def backward(src_mat: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
                  weight: Tensor, g: Optional[Tensor], need_x: bool,
                  need_w: bool, channels_last: bool):
         """(dx as (B, C, HW) in the layout of x, dw in source space).
 
-        ``s3`` (B, C, HW) is the pooled tensor or a source it is a
+        ``src_mat`` (B, C, HW) is the pooled tensor or a source it is a
         per-channel affine map of (``dctx_src`` is then ``dctx`` scaled by
         its slope); ``g`` the gradient of the fused output, or ``None``.
         dl from one read of the source, dw from another, dx in two
         elementwise passes (a gemm with K = 2 is slower on the CPU).
         """
-        b, c, n = s3.shape
-        dtype = s3.dtype
+        b, c, n = src_mat.shape
+        dtype = src_mat.dtype
         acc = torch.promote_types(dtype, torch.float32)
         # d(logits) through the softmax, in float32 (or float64).
-        da = vec_mat(dctx_src.to(dtype), s3).to(acc)  # (B, HW)
+        da = vec_mat(dctx_src.to(dtype), src_mat).to(acc)  # (B, HW)
         a32 = attn.to(acc)
         dl = (a32 * (da - (a32 * da).sum(1, keepdim=True))).to(dtype)
         dx = dw = None
         if need_w:
-            dw = mat_vec(s3, dl).sum(0)  # (C,)
+            dw = mat_vec(src_mat, dl).sum(0)  # (C,)
         if need_x:
             if channels_last:  # (B, HW, C) memory, viewed as (B, C, HW)
                 dx = torch.empty(b, n, c, dtype=dtype,
-                                 device=s3.device).transpose(1, 2)
+                                 device=src_mat.device).transpose(1, 2)
             else:
-                dx = torch.empty(b, c, n, dtype=dtype, device=s3.device)
+                dx = torch.empty(b, c, n, dtype=dtype, device=src_mat.device)
             a3 = attn.to(dtype).view(b, 1, n)
             if g is None:
                 torch.mul(dctx.to(dtype).view(b, c, 1), a3, out=dx)

@@ -452,50 +452,50 @@ class TritonKernels:
         if x.device.type != 'cuda' and not _interpreting():
             return False
         from .attention_pool import as_matrix
-        x3 = as_matrix(x)[0]
-        return x3 is not None and fits(x3.shape, x3.stride())
+        x_mat = as_matrix(x)[0]
+        return x_mat is not None and fits(x_mat.shape, x_mat.stride())
 
     @staticmethod
-    def forward(x3: Tensor, weight: Tensor):
+    def forward(x_mat: Tensor, weight: Tensor):
         if failure is None:
             try:
-                with _on_device(x3):
-                    return _forward(x3, weight)
+                with _on_device(x_mat):
+                    return _forward(x_mat, weight)
             except Exception as e:
-                _fail('forward', x3, e)
-        return torch_kernels.KERNELS.forward(x3, weight)
+                _fail('forward', x_mat, e)
+        return torch_kernels.KERNELS.forward(x_mat, weight)
 
     @staticmethod
-    def backward(s3: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
+    def backward(src_mat: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
                  weight: Tensor, g: Optional[Tensor], need_x: bool,
                  need_w: bool, channels_last: bool):
-        args = (s3, attn, dctx_src, dctx, weight, g, need_x, need_w,
+        args = (src_mat, attn, dctx_src, dctx, weight, g, need_x, need_w,
                 channels_last)
         if failure is None:
             try:
-                with _on_device(s3):
+                with _on_device(src_mat):
                     return _backward(*args)
             except Exception as e:
-                _fail('backward', s3, e)
+                _fail('backward', src_mat, e)
         return torch_kernels.KERNELS.backward(*args)
 
 
-def _forward(x3: Tensor, weight: Tensor):
-    """(context (B, C) in x3's dtype, attention (B, HW) in float32)."""
-    b, c, n = x3.shape
+def _forward(x_mat: Tensor, weight: Tensor):
+    """(context (B, C) in x_mat's dtype, attention (B, HW) in float32)."""
+    b, c, n = x_mat.shape
     block_p = _block_p(b, n)
     k = triton.cdiv(n, block_p)
-    f32 = dict(dtype=torch.float32, device=x3.device)
+    f32 = dict(dtype=torch.float32, device=x_mat.device)
     attn = torch.empty(b, n, **f32)  # the logits first
     part_ctx = torch.empty(b * k, c, **f32)
     part_max = torch.empty(b * k, **f32)
     part_sum = torch.empty(b * k, **f32)
-    context = torch.empty(b, c, dtype=x3.dtype, device=x3.device)
-    layout = _layout_of(x3)
-    _launch(_pool_forward_kernel, (b * k, ), x3,
+    context = torch.empty(b, c, dtype=x_mat.dtype, device=x_mat.device)
+    layout = _layout_of(x_mat)
+    _launch(_pool_forward_kernel, (b * k, ), x_mat,
             weight.reshape(c).contiguous(), attn, part_ctx, part_max,
-            part_sum, c, n, k, *x3.stride(), LAYOUT=layout,
-            VEC=_vec(layout, x3), BLOCK_C=_BLOCK_C, BLOCK_P=block_p)
+            part_sum, c, n, k, *x_mat.stride(), LAYOUT=layout,
+            VEC=_vec(layout, x_mat), BLOCK_C=_BLOCK_C, BLOCK_P=block_p)
     cb, nb = triton.cdiv(c, _BLOCK_C), triton.cdiv(n, _BLOCK_N)
     _launch(_pool_merge_kernel, (b * (cb + nb), ), attn, part_ctx, part_max,
             part_sum, context, c, n, k, cb, nb, VEC_C=_pow2_divisor(c, 4),
@@ -504,40 +504,42 @@ def _forward(x3: Tensor, weight: Tensor):
     return context, attn
 
 
-def _backward(s3: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
+def _backward(src_mat: Tensor, attn: Tensor, dctx_src: Tensor, dctx: Tensor,
               weight: Tensor, g: Optional[Tensor], need_x: bool, need_w: bool,
               channels_last: bool):
-    b, c, n = s3.shape
+    b, c, n = src_mat.shape
     block_p = _block_p(b, n)
     k = triton.cdiv(n, block_p)
-    f32 = dict(dtype=torch.float32, device=s3.device)
+    f32 = dict(dtype=torch.float32, device=src_mat.device)
     attn = attn.contiguous()
     da = torch.empty(b, n, **f32)
     part_s = torch.empty(b * k, **f32)
-    layout = _layout_of(s3)
-    _launch(_pool_backward_da_kernel, (b * k, ), s3, dctx_src.contiguous(),
-            attn, da, part_s, c, n, k, *s3.stride(), LAYOUT=layout,
-            VEC=_vec(layout, s3), BLOCK_C=_BLOCK_C, BLOCK_P=block_p)
+    layout = _layout_of(src_mat)
+    _launch(_pool_backward_da_kernel, (b * k, ), src_mat,
+            dctx_src.contiguous(), attn, da, part_s, c, n, k,
+            *src_mat.stride(), LAYOUT=layout,
+            VEC=_vec(layout, src_mat), BLOCK_C=_BLOCK_C, BLOCK_P=block_p)
     dx = None
     if need_x:
         if channels_last:  # (B, HW, C) memory, viewed as (B, C, HW)
-            dx = torch.empty(b, n, c, dtype=s3.dtype,
-                             device=s3.device).transpose(1, 2)
+            dx = torch.empty(b, n, c, dtype=src_mat.dtype,
+                             device=src_mat.device).transpose(1, 2)
         else:
-            dx = torch.empty(b, c, n, dtype=s3.dtype, device=s3.device)
+            dx = torch.empty(b, c, n, dtype=src_mat.dtype,
+                             device=src_mat.device)
     part_dw = torch.empty(b * k, c, **f32) if need_w else da
-    g3 = None if g is None or not need_x else g.reshape(b, c, n)
-    ref = s3 if g3 is None else g3
-    out = s3 if dx is None else dx
-    tile = [s3] + [t for t in (g3, dx) if t is not None]
+    g_mat = None if g is None or not need_x else g.reshape(b, c, n)
+    ref = src_mat if g_mat is None else g_mat
+    out = src_mat if dx is None else dx
+    tile = [src_mat] + [t for t in (g_mat, dx) if t is not None]
     layout = _layout_of(*tile)
-    _launch(_pool_backward_kernel, (b * k, triton.cdiv(c, _BLOCK_C)), s3,
+    _launch(_pool_backward_kernel, (b * k, triton.cdiv(c, _BLOCK_C)), src_mat,
             ref, out, attn, da, part_s, dctx.contiguous(),
-            weight.reshape(c).contiguous(), part_dw, c, n, k, *s3.stride(),
-            *ref.stride(), *out.stride(), HAS_G=g3 is not None,
-            NEED_X=need_x, NEED_W=need_w, LAYOUT=layout,
-            VEC=_vec(layout, *tile), BLOCK_C=_BLOCK_C, BLOCK_P=block_p,
-            BLOCK_K=_BLOCK_K)
+            weight.reshape(c).contiguous(), part_dw, c, n, k,
+            *src_mat.stride(), *ref.stride(), *out.stride(),
+            HAS_G=g_mat is not None, NEED_X=need_x, NEED_W=need_w,
+            LAYOUT=layout, VEC=_vec(layout, *tile), BLOCK_C=_BLOCK_C,
+            BLOCK_P=block_p, BLOCK_K=_BLOCK_K)
     dw = part_dw.sum(0) if need_w else None
     return dx, dw
 

@@ -14,6 +14,16 @@ import os
 import os.path as osp
 import sys
 
+import mmcv
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from gcnet_mm.engine.config_checks import package_configs_dir
+from gcnet_mm.ops import use_fused
+from gcnet_mm.ops.cpu_kernels import extension_isa
+from gcnet_mm.ops.triton_kernels import triton
+
 #: The checkout the package is imported from, if it is one (a clone: its
 #: parent folder holds setup.py and tools/setup_env.sh), else None.
 _CHECKOUT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -95,7 +105,6 @@ def torchvision_for(torch_version: str) -> str:
 
 
 def _check_torch():
-    import torch
     x = torch.arange(4.).view(2, 2)
     assert (x @ x).tolist() == [[2., 3.], [6., 11.]]
     cuda = (f', CUDA {torch.version.cuda} ({torch.cuda.get_device_name()})'
@@ -107,9 +116,8 @@ def _check_torchvision(hosts):
     """torchvision imports and its nms runs.  Missing, it is a failure only
     where an installed host imports it; broken (built for another torch), it
     always is: mmengine's Runner imports it when present."""
-    import torch
     fix = torchvision_for(torch.__version__)
-    try:
+    try:  # the check: an import that fails is reported, with the fix
         import torchvision
         from torchvision.ops import nms
         keep = nms(torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]]),
@@ -149,9 +157,7 @@ def _distribution_version(name: str) -> str:
 
 
 def _check_mmcv_ops():
-    import mmcv
-    import torch
-    from mmcv.ops import RoIAlign, nms
+    from mmcv.ops import RoIAlign, nms  # the check: mmcv built with its ops
     boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
     _, keep = nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
     assert keep.tolist() == [0], keep
@@ -175,11 +181,6 @@ def _check_fused_loops():
     (GCNET_MM_WITH_EXT=0 at install) or the fused path is off
     (GCNET_MM_FUSED=0).
     """
-    import torch
-
-    from gcnet_mm.ops import use_fused
-    from gcnet_mm.ops.cpu_kernels import extension_isa
-    from gcnet_mm.ops.triton_kernels import triton
     if not use_fused():
         return 'GC blocks: reference PyTorch ops (GCNET_MM_FUSED=0)'
     isa = extension_isa()
@@ -204,10 +205,8 @@ def _check_mmaction():
     """mmaction2 imports (its PyPI wheel needs the stand-in of
     ``gcnet_mm.utils.mmaction_compat``), decord loads, and a tiny slow-only
     recognizer with a GC block classifies a random clip."""
-    import decord
+    import decord  # an optional host and its video reader
     import mmaction
-    import torch
-    from mmengine.registry import DefaultScope
     try:
         import mmaction.models  # noqa: F401
         from mmaction.registry import MODELS
@@ -215,7 +214,6 @@ def _check_mmaction():
         raise ImportError(
             f'{e}; run python -m gcnet_mm.utils.mmaction_compat (see '
             'docs/mmaction2.md)') from e
-    import gcnet_mm  # noqa: F401  (the blocks)
     with DefaultScope.overwrite_default_scope('mmaction'):
         model = MODELS.build(dict(
             type='Recognizer3D',
@@ -240,9 +238,6 @@ def _check_mmaction():
 def _check_host_config(host):
     """A package config whose base is ``HOST::...`` reads: mmengine 0.10
     resolves such bases with pkg_resources, which setuptools 81 removed."""
-    from mmengine.config import Config
-
-    from gcnet_mm.engine.config_checks import package_configs_dir
     name = HOSTS[host][3]
     try:
         Config.fromfile(osp.join(package_configs_dir(), name))

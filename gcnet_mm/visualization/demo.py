@@ -26,6 +26,8 @@ from typing import Any, Dict, Optional
 import mmcv
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from mmdet.apis import init_detector
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DATASETS, init_default_scope
@@ -67,8 +69,8 @@ def read_initial_attention(work_dir: str, block: str,
     return np.asarray(saved['attention'], dtype=float)
 
 
-def _load(config: str, checkpoint: str, index: int,
-          cfg_options: Optional[dict], device: str):
+def _test_set_and_detector(config: str, checkpoint: str, index: int,
+                           cfg_options: Optional[dict], device: str):
     """The config's test set and the detector with its checkpoint (mmdet's
     ``init_detector``: SyncBN as BN, eval mode, the checkpoint's classes),
     checking the cheap things first."""
@@ -126,15 +128,13 @@ def detection_figure(config: str,
         FileNotFoundError: config, checkpoint, data or log not found.
         ValueError: no such image or GC block; ``max_dets`` < 1.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if not isinstance(max_dets, int) or max_dets < 1:
         raise ValueError(f'max_dets must be a positive int, got {max_dets!r}')
     steps, losses = ([],
                      {}) if work_dir is None else read_train_losses(work_dir)
     metrics = None if work_dir is None else read_metrics(work_dir)
-    dataset, model = _load(config, checkpoint, index, cfg_options, device)
+    dataset, model = _test_set_and_detector(config, checkpoint, index,
+                                            cfg_options, device)
     blocks = find_context_blocks(model)
     if not blocks:
         raise ValueError(f'{config!r} builds a model with no GC block with '

@@ -10,6 +10,8 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from matplotlib.colors import LogNorm, Normalize, to_rgb
+from matplotlib.patches import Rectangle
 
 __all__ = [
     'draw_detections', 'draw_attention', 'draw_losses', 'read_train_losses'
@@ -20,14 +22,13 @@ _COLOURS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b',
             '#e377c2', '#7f7f7f', '#bcbd22', '#17becf')
 
 
-def _name(label: int, class_names: Optional[Sequence[str]]) -> str:
+def _class_name(label: int, class_names: Optional[Sequence[str]]) -> str:
     if class_names is not None and 0 <= label < len(class_names):
         return str(class_names[label])
     return str(label)
 
 
 def _rectangle(ax, box, **kwargs) -> None:
-    from matplotlib.patches import Rectangle
     x1, y1, x2, y2 = (float(v) for v in box)
     ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **kwargs))
 
@@ -55,7 +56,6 @@ def draw_detections(ax,
         gt_boxes: (M, 4) ground-truth boxes; gt_labels: their classes.
         class_names: names of the class indices.
     """
-    from matplotlib.colors import to_rgb
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f'image must be (H, W, 3) RGB, got shape '
@@ -86,7 +86,7 @@ def draw_detections(ax,
                 ax.text(
                     box[0],
                     box[3],
-                    _name(int(label), class_names),
+                    _class_name(int(label), class_names),
                     color='white',
                     fontsize=7,
                     va='top')
@@ -95,7 +95,7 @@ def draw_detections(ax,
         _rectangle(ax, box, edgecolor=colour, linewidth=2)
         ax.text(
             box[0],
-            box[1], f'{_name(int(label), class_names)} '
+            box[1], f'{_class_name(int(label), class_names)} '
             f'{float(score):.2f}',
             color='white',
             fontsize=7,
@@ -138,7 +138,6 @@ def draw_attention(ax,
     if attention.ndim != 2:
         raise ValueError(f'attention must be a 2-D (h, w) map, got shape '
                          f'{attention.shape}')
-    from matplotlib.colors import LogNorm, Normalize
     top = vmax or float(attention.max()) or 1.0
     norm = LogNorm(vmin, top, clip=True) if vmin else Normalize(0.0, top)
     im = ax.imshow(

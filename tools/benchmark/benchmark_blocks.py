@@ -31,28 +31,23 @@ the faults per step either way.
     python tools/benchmark/benchmark_blocks.py --plot benchmark.png
 """
 import argparse
-import contextlib
-import ctypes
 import os
 import os.path as osp
 import platform
-import resource
 import statistics
-import sys
-import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from mmcv.cnn import ContextBlock as MMCVContextBlock
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
-
-def block_shapes(height: int, width: int,
-                 batch: int) -> List[Tuple[int, int, int, int]]:
-    """(B, C, H, W) of a ResNet-50's c3, c4 and c5 outputs (stride 8, 16,
-    32; C = 512, 1024, 2048) for a ``height`` x ``width`` input."""
-    return [(batch, 256 * 2**i, -(-height // s), -(-width // s))
-            for i, s in ((1, 8), (2, 16), (3, 32))]
-
+from gcnet_mm.benchmark import (backbone, block_shapes, block_types, gc_path,
+                                gcnet_block, gcnet_paths, progress,
+                                saved_activation_bytes, steady_malloc,
+                                time_interleaved, timm_block)
+from gcnet_mm.ops.cpu_kernels import extension_isa
 
 # An 800x1088 Mask R-CNN input (a 4:3 COCO image, padded), batch 2.
 BLOCK_SHAPES = block_shapes(800, 1088, 2)
@@ -72,6 +67,14 @@ def parse_args(argv=None):
     parser.add_argument('--clock', default='wall', choices=['wall', 'cpu'],
                         help="'cpu': process CPU time, steadier than wall "
                         'time on a machine shared with other jobs')
+    parser.add_argument('--bn', default='eval', choices=['eval', 'train'],
+                        help="the ResNet's batch norms: 'eval' (the "
+                        "configs' norm_eval=True) or 'train' (batch "
+                        'statistics, as the SyncBN configs train them)')
+    parser.add_argument('--profile-rounds', type=int, default=3,
+                        help='rounds of torch.profiler over the ResNet '
+                        "steps for the per-operator difference to the plain "
+                        'step (0: none)')
     parser.add_argument('--plot', metavar='PNG',
                         help='also draw the ratios as a PNG')
     parser.add_argument('--malloc', default='steady',
@@ -80,25 +83,6 @@ def parse_args(argv=None):
                         "returning it to the kernel (see the module doc); "
                         "'default': glibc's own thresholds")
     return parser.parse_args(argv)
-
-
-def steady_malloc() -> str:
-    """Make glibc's malloc keep and reuse freed memory: no trimming of the
-    heap, and blocks up to 1 GiB from the heap rather than from fresh mmaps.
-    Returns what was set, for the header."""
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-    except OSError:
-        return 'default (not glibc)'
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    ok = (libc.mallopt(m_trim_threshold, 2**30) == 1
-          and libc.mallopt(m_mmap_threshold, 2**30) == 1)
-    return 'steady (mallopt)' if ok else 'default (mallopt refused)'
-
-
-def minor_faults() -> int:
-    """Minor page faults of this process so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 RESNET_CONFIGS = {
@@ -110,125 +94,67 @@ RESNET_CONFIGS = {
 }
 
 
-def extension_isa() -> Optional[str]:
-    """The instruction set of gcnet_mm's fused CPU loops, or None when they
-    are not built."""
-    from gcnet_mm.ops.cpu_kernels import extension_isa
-    return extension_isa()
-
-
-@contextlib.contextmanager
-def gc_path(name: str):
-    """Run GC blocks on one of gcnet_mm's paths inside the ``with`` block:
-    'fused' (the default kernels), 'fused, torch ops' (the fused path on its
-    PyTorch-ops kernels) or 'reference'."""
-    from gcnet_mm.ops import set_fused, use_fused
-    from gcnet_mm.ops.dispatch import force_kernels
-
-    before = use_fused()
-    set_fused(name != 'reference')
-    try:
-        with force_kernels('torch' if name == 'fused, torch ops' else None):
-            yield
-    finally:
-        set_fused(before)
-
-
-def gcnet_paths(device: str) -> List[str]:
-    """gcnet_mm's paths measured on ``device``: the fused one, its
-    PyTorch-ops kernels where the fused path has other kernels (the CPU
-    loops), and the reference one."""
-    torch_ops = (torch.device(device).type == 'cpu'
-                 and extension_isa() is not None)
-    return ['fused'] + (['fused, torch ops'] if torch_ops else []) + [
-        'reference'
-    ]
-
-
-def progress(msg: str) -> None:
-    """One status line on a terminal's stderr, overwritten in place; the
-    caller clears it (``progress('')``) before printing a table row."""
-    if sys.stderr.isatty():
-        print(f'\r  {msg:<60}\r', end='', file=sys.stderr, flush=True)
-
-
-def time_interleaved(fns: Dict[str, Callable[[], None]], repeat: int,
-                     label: str, clock: str = 'wall',
-                     record: Optional[Dict[str, Dict[str, List]]] = None,
-                     inner: int = 1, warmup: int = 1) -> Dict[str, float]:
-    """Median seconds of one call of each function over ``repeat`` rounds,
-    the functions run in turn within a round, in rotated order (after
-    ``warmup`` rounds).  A round times ``inner`` calls of a function in a
-    row (short GPU work: the device is synchronised before and after them,
-    not after each call).  ``record``, if given, receives each function's
-    seconds per call and page faults per round
-    (``record[name]['times' | 'faults']``)."""
-    now = time.process_time if clock == 'cpu' else time.perf_counter
-    sync = (torch.cuda.synchronize
-            if torch.cuda.is_available() else (lambda: None))
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    faults: Dict[str, List[int]] = {k: [] for k in fns}
+def op_times(fns: Dict[str, Callable[[], None]], rounds: int,
+             label: str = 'profile') -> Dict[str, List[Dict[str, float]]]:
+    """Self time of one call of each function, by operator, in ms, from
+    ``torch.profiler``, per round (CPU time; on CUDA device time too, under
+    ``'<op> (device)'``): the functions in turn within a round, in rotated
+    order, as in :func:`time_interleaved`."""
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if cuda else [])
+    per_round: Dict[str, List[Dict[str, float]]] = {k: [] for k in fns}
     names = list(fns)
-    for i in range(repeat):
-        progress(f'{label}: repeat {i + 1}/{repeat}')
-        # Each round starts with the next function: no one always runs
-        # first (or right after the same neighbour).
+    for i in range(rounds):
+        progress(f'{label}: round {i + 1}/{rounds}')
         for name in names[i % len(names):] + names[:i % len(names)]:
-            fn = fns[name]
-            sync()
-            f0 = minor_faults()
-            t0 = now()
-            for _ in range(inner):
-                fn()
-            sync()
-            times[name].append((now() - t0) / inner)
-            faults[name].append(minor_faults() - f0)
+            with profile(activities=activities) as prof:
+                fns[name]()
+                if cuda:
+                    torch.cuda.synchronize()
+            ops: Dict[str, float] = {}
+            for e in prof.key_averages():
+                ops[e.key] = e.self_cpu_time_total / 1e3
+                device = getattr(e, 'self_device_time_total', 0)
+                if device:
+                    ops[f'{e.key} (device)'] = device / 1e3
+            per_round[name].append(ops)
     progress('')
-    if record is not None:
-        for k in fns:
-            record[k] = {'times': times[k], 'faults': faults[k]}
-    return {k: statistics.median(v) for k, v in times.items()}
+    return per_round
 
 
-def cuda_peak_bytes(fn: Callable[[], None],
-                    before: Optional[Callable[[], None]] = None) -> int:
-    """Peak bytes of CUDA tensors while ``fn`` runs, above those allocated
-    when it starts (``torch.cuda.max_memory_allocated``); ``before`` runs
-    first, outside the measurement (e.g. to drop earlier gradients)."""
-    if before is not None:
-        before()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
+def op_differences(ops: Dict[str, List[Dict[str, float]]], name: str,
+                   base: str) -> Dict[str, float]:
+    """Per operator, the median over rounds of ``name``'s self time less
+    ``base``'s in the same round (ms), and under ``'total'`` that of the
+    summed self CPU time."""
+    def paired(get):
+        return statistics.median(
+            get(a) - get(b) for a, b in zip(ops[name], ops[base]))
+
+    keys = set().union(*ops[name], *ops[base])
+    diff = {k: paired(lambda r, k=k: r.get(k, 0.)) for k in keys}
+    diff['total'] = paired(lambda r: sum(
+        v for k, v in r.items() if not k.endswith('(device)')))
+    return diff
 
 
-def timm_block(channels: int) -> nn.Module:
-    """timm's GlobalContext as a GC r16 block: attention pooling, bottleneck
-    C/16 with LayerNorm and ReLU, add fusion, last conv zero-initialised."""
-    from timm.layers import GlobalContext
-    return GlobalContext(channels, use_attn=True, fuse_add=True,
-                         fuse_scale=False, init_last_zero=True,
-                         rd_ratio=1 / 16)
-
-
-def gcnet_block(mmcv_block: nn.Module) -> nn.Module:
-    """gcnet_mm's block with the weights of ``mmcv_block``."""
-    from gcnet_mm.models.blocks import ContextBlock
-    block = ContextBlock(mmcv_block.in_channels, ratio=mmcv_block.ratio)
-    block.load_state_dict(mmcv_block.state_dict())
-    return block.to(next(mmcv_block.parameters()).device)
+def print_op_differences(ops: Dict[str, List[Dict[str, float]]], base: str,
+                         top: int = 8) -> None:
+    """For each function but ``base``: its self time over ``base``'s and the
+    operators that differ most (paired medians, ms per call)."""
+    for name in ops:
+        if name == base:
+            continue
+        diff = op_differences(ops, name, base)
+        total = diff.pop('total')
+        worst = sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:top]
+        print(f'{name} - {base}: {total:+.1f} ms self CPU time; ' +
+              ', '.join(f'{k} {v:+.1f}' for k, v in worst))
 
 
 def bench_blocks(args) -> Dict[str, Dict[str, float]]:
     """Print the block table; return each shape's median seconds by name."""
-    from mmcv.cnn import ContextBlock as MMCVContextBlock
-
     paths = gcnet_paths(args.device)
     print('## GC block forward + backward (float32, ratio 1/16), ms; '
           "ratios to mmcv's")
@@ -271,48 +197,14 @@ def bench_blocks(args) -> Dict[str, Dict[str, float]]:
     return results
 
 
-def saved_activation_bytes(model: nn.Module, fn: Callable[[], None]) -> int:
-    """Bytes of unique storages saved for backward while ``fn`` runs."""
-    exclude = {t.untyped_storage().data_ptr()
-               for t in list(model.parameters()) + list(model.buffers())}
-    storages: Dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        s = t.untyped_storage()
-        if s.data_ptr() not in exclude:
-            storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
-
-
-def backbone(config: str, device: str) -> nn.Module:
-    """``model.backbone`` of a detection config, randomly initialised."""
-    from mmdet.registry import MODELS
-    from mmengine.config import Config
-    from mmengine.hub import get_config
-    cfg = (get_config(config) if config.startswith('mmdet::') else
-           Config.fromfile(config))
-    cfg = cfg.model.backbone
-    cfg.init_cfg = None
-    torch.manual_seed(0)
-    model = MODELS.build(cfg).to(device)
-    model.train()  # frozen_stages and norm_eval apply here
-    return model
-
-
 def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
     """Print the step table; return median seconds and saved bytes by
     model."""
-    from mmdet.utils import register_all_modules
+    from mmdet.utils import register_all_modules  # mmdet: optional
     register_all_modules()
-    models = {k: backbone(c, args.device) for k, c in RESNET_CONFIGS.items()}
-    gc_types = {k: sorted({f'{type(m).__module__}.{type(m).__name__}'
-                           for n, m in model.named_modules()
-                           if n.endswith('context_block') or not n})
-                for k, model in models.items()}
+    models = {k: backbone(c, args.device, args.bn == 'eval')
+              for k, c in RESNET_CONFIGS.items()}
+    gc_types = {k: block_types(model) for k, model in models.items()}
     # Same weights everywhere (the GC ones random, not the zero init).
     for p in models['mmcv GC'].parameters():
         if p.dim() > 0:
@@ -354,7 +246,8 @@ def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
                          'resnet step', args.clock, record=rounds)
     plain = rounds['plain']['times']
     print('\n## Mask R-CNN ResNet-50 backbone train step (frozen_stages=1, '
-          'norm_eval=True, batch 2, 512x640), GC r16 after conv3 in c3-c5')
+          f"norm_eval={args.bn == 'eval'}, batch 2, 512x640), GC r16 after "
+          'conv3 in c3-c5')
     print(f"{'model':>30} {'step s':>8} {'time x':>7} {'paired x':>9} "
           f"{'saved MiB':>10} {'memory x':>9} {'faults/step':>12}")
     for k in t:
@@ -371,6 +264,12 @@ def bench_resnet(args) -> Tuple[Dict[str, float], Dict[str, int]]:
     for k, types in gc_types.items():
         print(f"{k}: {RESNET_CONFIGS[k].replace(os.getcwd() + os.sep, '')}"
               f"{' (' + ', '.join(types) + ')' if types else ''}")
+    if args.profile_rounds:
+        ops = op_times(steps, args.profile_rounds, 'resnet step profile')
+        print('\n## Where the time goes: self time per step over the plain '
+              "step's, by operator (torch.profiler, ms, median over "
+              f'{args.profile_rounds} rounds of the difference in a round)')
+        print_op_differences(ops, 'plain')
     return t, mem
 
 
@@ -380,10 +279,9 @@ def plot_results(path: str, title: str,
                                         Dict[str, int]]] = None) -> None:
     """Bar charts of the ratios: block time over mmcv's, and the step's time
     and saved activations over the plain backbone's."""
-    import matplotlib
+    import matplotlib  # optional: the picture only
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    import numpy as np
 
     panels = [p for p in (blocks, resnet) if p]
     if not panels:
@@ -461,7 +359,6 @@ def main():
     malloc = steady_malloc() if args.malloc == 'steady' else 'default'
     if args.threads:
         torch.set_num_threads(args.threads)
-    import gcnet_mm  # noqa: F401  (registers gcnet_mm.ContextBlock)
     header = (f'{cpu_name()}, '
               f'{torch.get_num_threads()} threads, torch {torch.__version__}, '
               f'device {args.device}, {args.clock} clock, median of '

@@ -21,7 +21,6 @@ Run without ``TRITON_INTERPRET=1`` (the interpreter compiles nothing).
 import argparse
 import json
 import os
-import os.path as osp
 import re
 import sys
 import time
@@ -30,17 +29,15 @@ from typing import Dict, List
 
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools', 'benchmark'))
+from gcnet_mm.benchmark import LAYOUTS, block_shapes, layout_of
+from gcnet_mm.ops import triton_kernels as tk
+from gcnet_mm.ops.attention_pool import as_matrix
 
-from benchmark_blocks import block_shapes  # noqa: E402
-
-# The device check's input (tools/gpu_check/check.py) and Mask R-CNN's
+# The GPU check's input (tools/gpu_check/check.py) and Mask R-CNN's
 # 800x1333 padded to a multiple of 32.
 IMAGES = ((800, 1216), (800, 1344))
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16,
           'bf16': torch.bfloat16}
-LAYOUTS = ('contiguous', 'channels_last')
 # (need_x, need_w, g given): a training step; frozen weights; an input that
 # needs no gradient; a transform that ignores the context (no g).
 GRADS = {'train': (True, True, True), 'frozen weight': (True, False, True),
@@ -96,9 +93,8 @@ def cases(which: str = 'all') -> List[dict]:
 
 
 def _empty(shape, dtype, layout):
-    fmt = (torch.channels_last if layout == 'channels_last' else
-           torch.contiguous_format)
-    return torch.empty(shape, dtype=dtype).contiguous(memory_format=fmt)
+    return torch.empty(shape, dtype=dtype).contiguous(
+        memory_format=layout_of(layout))
 
 
 class _Recorder:
@@ -117,12 +113,10 @@ def record(case: dict) -> list:
     """The launches of one forward and backward of ``case``:
     ``(kernel, grid, args, constexprs)``; nothing runs (the tensors are
     allocated, never written)."""
-    from gcnet_mm.ops import triton_kernels as tk
-    from gcnet_mm.ops.attention_pool import as_matrix
     dtype = DTYPES[case['dtype']]
     b, c, h, w = case['shape']
     x = _empty(case['shape'], dtype, case['layout'])
-    x3, channels_last = as_matrix(x)
+    x_mat, channels_last = as_matrix(x)
     need_x, need_w, has_g = GRADS[case['grads']]
     g = None
     if has_g:
@@ -134,8 +128,8 @@ def record(case: dict) -> list:
     for name, kernel in kernels.items():
         setattr(tk, name, _Recorder(kernel, launches))
     try:
-        tk.KERNELS.forward(x3, torch.empty(1, c, 1, 1))
-        tk.KERNELS.backward(x3, torch.empty(b, h * w),
+        tk.KERNELS.forward(x_mat, torch.empty(1, c, 1, 1))
+        tk.KERNELS.backward(x_mat, torch.empty(b, h * w),
                             torch.empty(b, c, dtype=dtype),
                             torch.empty(b, c, dtype=dtype), torch.empty(c),
                             g, need_x, need_w, channels_last)

@@ -1,4 +1,4 @@
-"""The measurements of the device check (``tools/gpu_check/run.sh``).
+"""The measurements of the GPU check (``tools/gpu_check/run.sh``).
 
     python tools/gpu_check/check.py SECTION --json PATH [--dry-run]
     (SECTION: env, parity, blocks, head or resnet)
@@ -65,15 +65,26 @@ import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.modules._functions import SyncBatchNorm as SyncBNFunction
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools', 'benchmark'))
+try:  # the sections measure with gcnet_mm; the report reads their JSON only
+    from mmcv.cnn import ContextBlock as MMCVContextBlock
 
-import benchmark_blocks as bench  # noqa: E402
+    import gcnet_mm
+    from gcnet_mm import benchmark as bench
+    from gcnet_mm.models.blocks import ContextBlock
+    from gcnet_mm.models.heads import GCHead
+    from gcnet_mm.ops import use_fused
+    from gcnet_mm.ops.cpu_kernels import extension_isa
+    from gcnet_mm.ops.dispatch import fused_kernels
+except Exception as e:  # noqa: BLE001  (the report still runs)
+    GCNET_MM_ERROR: Optional[str] = f'{type(e).__name__}: {e}'
+else:
+    GCNET_MM_ERROR = None
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-LAYOUTS = ('contiguous', 'channels_last')
 STAGES = ('c3', 'c4', 'c5')
 
 # Relative error allowed against the float64 module, per precision; or twice
@@ -118,6 +129,12 @@ GCNET_PATHS = BLOCKS[:3]
 
 # -- shared -------------------------------------------------------------------
 
+def randomize(module: nn.Module, seed: int) -> nn.Module:
+    """Random non-zero parameters scaled by fan-in (a deep network keeps
+    its activations' scale), the module's mode unchanged."""
+    return bench.randomize_(module, seed, eval_mode=False, fan_in=True)
+
+
 def device_of(dry_run: bool) -> str:
     if torch.cuda.is_available():
         return 'cuda'
@@ -134,26 +151,6 @@ def autocast(device: str, precision: str):
     return torch.autocast(device, dtype=dtype)
 
 
-def layout_of(layout: str) -> torch.memory_format:
-    return (torch.channels_last if layout == 'channels_last' else
-            torch.contiguous_format)
-
-
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
-    """Random non-zero parameters (zero-initialised layers included): conv
-    and linear weights ~ N(0, 1/fan_in), everything else ~ N(0.1, 0.2)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.dim() > 1:
-                std = p[0].numel()**-0.5
-                new = torch.randn(p.shape, generator=gen) * std
-            else:
-                new = torch.randn(p.shape, generator=gen) * 0.2 + 0.1
-            p.copy_(new.to(p.dtype))
-    return module
-
-
 @contextlib.contextmanager
 def no_tf32():
     """float32 matrix products and convolutions in float32, not TF32."""
@@ -166,22 +163,6 @@ def no_tf32():
     finally:
         (torch.backends.cuda.matmul.allow_tf32,
          torch.backends.cudnn.allow_tf32) = saved
-
-
-def memory_measure(device: str) -> str:
-    return ('peak CUDA memory (max_memory_allocated)' if device == 'cuda'
-            else 'bytes saved for backward (CPU: no allocator statistics)')
-
-
-def measure_memory(device: str, fn: Callable[[], None], module: nn.Module,
-                   before: Optional[Callable[[], None]] = None) -> int:
-    """CUDA: peak bytes above those allocated before ``fn``; CPU: bytes of
-    the activations ``fn`` saves for backward."""
-    if device == 'cuda':
-        return bench.cuda_peak_bytes(fn, before)
-    if before is not None:
-        before()
-    return bench.saved_activation_bytes(module, fn)
 
 
 def md_table(header: List[str], rows: List[List]) -> str:
@@ -267,12 +248,11 @@ def triton_failure() -> Optional[str]:
 def fused_kernel_names(device: str) -> Dict[str, Optional[str]]:
     """The kernel set the fused path runs on ``device`` per precision and
     layout (gcnet_mm.ops.dispatch.fused_kernels), or None (reference)."""
-    from gcnet_mm.ops.dispatch import fused_kernels
     names = {}
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        for layout in LAYOUTS:
+        for layout in bench.LAYOUTS:
             x = torch.zeros(1, 8, 2, 2, dtype=dtype, device=device).to(
-                memory_format=layout_of(layout))
+                memory_format=bench.layout_of(layout))
             kernels = fused_kernels(x, torch.zeros(1, 8, 1, 1), nn.Identity(),
                                     None)
             names[f'{str(dtype)[6:]} {layout}'] = getattr(kernels, 'name',
@@ -281,9 +261,6 @@ def fused_kernel_names(device: str) -> Dict[str, Optional[str]]:
 
 
 def section_env(args, res: Results) -> None:
-    import gcnet_mm
-    from gcnet_mm.ops import use_fused
-    from gcnet_mm.ops.cpu_kernels import extension_isa
     info = {
         'python': platform.python_version(),
         'torch': torch.__version__,
@@ -364,7 +341,7 @@ def parity_rows(name: str, theirs: nn.Module, ours: nn.Module, x: Tensor,
     """Errors of the host module and of ours (fused, reference) against the
     host module in float64 (``ref``); each of the three runs on its own (one
     that raises gives a row with its error, the others are compared)."""
-    fmt_ = layout_of(layout)
+    fmt_ = bench.layout_of(layout)
     x = x.to(memory_format=fmt_)
     gy = gy.to(memory_format=fmt_)
     theirs = theirs.to(memory_format=fmt_)
@@ -424,7 +401,7 @@ def compare(res: Results, name: str, theirs: nn.Module, ours: nn.Module,
         # The same input values in float64 (no autocast).
         ref = terms(ref_module, x.double(), gy.double(), device, 'fp32',
                     residual)
-        for layout in LAYOUTS:
+        for layout in bench.LAYOUTS:
             with res.case(f'{name} {precision} {layout}'):
                 for row in parity_rows(name, theirs, ours, x, gy, device,
                                        precision, layout, residual, ref):
@@ -432,10 +409,6 @@ def compare(res: Results, name: str, theirs: nn.Module, ours: nn.Module,
 
 
 def section_parity(args, res: Results) -> None:
-    from mmcv.cnn import ContextBlock as MMCVContextBlock
-
-    import gcnet_mm  # noqa: F401
-    from gcnet_mm.models.blocks import ContextBlock
     device = device_of(args.dry_run)
     sizes = SIZES['dry' if args.dry_run else 'device']
     gen = torch.Generator().manual_seed(0)
@@ -443,7 +416,7 @@ def section_parity(args, res: Results) -> None:
     with no_tf32():  # float32 means float32 here
         for fusions in (('channel_add', ), ('channel_add', 'channel_mul')):
             for shape in sizes['parity_shapes']:
-                theirs = randomize_(MMCVContextBlock(
+                theirs = randomize(MMCVContextBlock(
                     shape[1], 1 / 16, fusion_types=fusions), 1)
                 ours = ContextBlock(shape[1], 1 / 16, fusion_types=fusions)
                 compare(res, f"ContextBlock {'+'.join(fusions)} vs mmcv",
@@ -452,10 +425,8 @@ def section_parity(args, res: Results) -> None:
 
 
 def section_head(args, res: Results) -> None:
+    # mmseg: optional, installed with mmcv's compiled ops (run.sh's builds)
     from mmseg.models.decode_heads import GCHead as MMSegGCHead
-
-    import gcnet_mm  # noqa: F401
-    from gcnet_mm.models.heads import GCHead
     device = device_of(args.dry_run)
     h = SIZES['dry' if args.dry_run else 'device']['head']
     gen = torch.Generator().manual_seed(0)
@@ -464,7 +435,7 @@ def section_head(args, res: Results) -> None:
                   num_classes=19, ratio=1 / 4, dropout_ratio=0.0,
                   norm_cfg=dict(type='BN', requires_grad=True))
     with no_tf32():
-        theirs = randomize_(MMSegGCHead(**kwargs), 2).train()
+        theirs = randomize(MMSegGCHead(**kwargs), 2).train()
         ours = GCHead(**kwargs).train()
         compare(res, 'GCHead vs mmseg (train mode)', theirs, ours,
                 (h['batch'], h['in_channels'], *h['hw']),
@@ -506,31 +477,28 @@ def parity_markdown(result: dict) -> str:
 # -- blocks -------------------------------------------------------------------
 
 def section_blocks(args, res: Results) -> None:
-    from mmcv.cnn import ContextBlock as MMCVContextBlock
-
-    import gcnet_mm  # noqa: F401
     device = device_of(args.dry_run)
     sizes = SIZES['dry' if args.dry_run else 'device']
-    res.data.update(memory_measure=memory_measure(device),
+    res.data.update(memory_measure=bench.memory_measure(device),
                     repeat=sizes['repeat'], inner=sizes['inner'])
     gen = torch.Generator().manual_seed(0)
     for batch in sizes['batches']:
         for stage, shape in zip(STAGES, bench.block_shapes(*sizes['image'],
                                                            batch)):
             c = shape[1]
-            mmcv = randomize_(MMCVContextBlock(c, ratio=1 / 16), 3).to(device)
+            mmcv = randomize(MMCVContextBlock(c, ratio=1 / 16), 3).to(device)
             ours = bench.gcnet_block(mmcv)
             modules = {**{p: ours for p in GCNET_PATHS}, 'mmcv': mmcv}
             missing = {}
             try:
-                modules['timm'] = randomize_(bench.timm_block(c), 4).to(device)
+                modules['timm'] = randomize(bench.timm_block(c), 4).to(device)
             except Exception as e:  # noqa: BLE001  (the others still run)
                 traceback.print_exc()
                 missing['timm'] = error_text(e)
             blocks = list({id(m): m for m in modules.values()}.values())
             for precision, dtype in PRECISIONS.items():
-                for layout in LAYOUTS:
-                    fmt_ = layout_of(layout)
+                for layout in bench.LAYOUTS:
+                    fmt_ = bench.layout_of(layout)
                     for m in blocks:
                         m.to(memory_format=fmt_)
                     x = torch.randn(shape, generator=gen).to(
@@ -571,7 +539,7 @@ def section_blocks(args, res: Results) -> None:
                         for n in fns:
                             if n not in errors:
                                 try:
-                                    mem[n] = measure_memory(
+                                    mem[n] = bench.measure_memory(
                                         device, fns[n], modules[n], clear)
                                 except Exception as e:  # noqa: BLE001
                                     errors[n] = error_text(e)
@@ -594,7 +562,6 @@ def section_blocks(args, res: Results) -> None:
 def kernel_name(block: nn.Module, x: Tensor) -> Optional[str]:
     """The kernel set gcnet_mm's fused path runs on ``x`` now (``triton``,
     or ``torch`` after a Triton failure), or None (reference path)."""
-    from gcnet_mm.ops.dispatch import fused_kernels
     kernels = fused_kernels(x.detach(), block.conv_mask.weight,
                             block.channel_add_conv, None)
     return getattr(kernels, 'name', None)
@@ -646,14 +613,11 @@ class OneRankSyncBatchNorm(nn.SyncBatchNorm):
     @staticmethod
     def synchronises(x: Tensor) -> bool:
         """Whether ``x`` goes through the SyncBN Function (in training)."""
-        import torch.distributed as dist
         return x.is_cuda and dist.is_initialized()
 
     def forward(self, x: Tensor) -> Tensor:
-        import torch.distributed as dist
         if not (self.training and self.synchronises(x)):
             return nn.BatchNorm2d.forward(self, x)
-        from torch.nn.modules._functions import SyncBatchNorm as SyncBNFunction
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
@@ -670,10 +634,8 @@ def backbone_cfg(norm: str, model: str) -> dict:
     """``model.backbone`` of mmdet's GC R-50 Mask R-CNN config for ``norm``,
     as mmdet's own ResNet, without plugins ('plain'), with mmcv's
     ContextBlock ('mmcv GC', the config's) or with gcnet_mm's."""
-    from mmengine.hub import get_config
-    cfg = copy.deepcopy(get_config(DET_CONFIGS[norm]).model.backbone)
+    cfg = bench.config_backbone(DET_CONFIGS[norm])
     cfg.type = 'mmdet.ResNet'
-    cfg.init_cfg = None
     if norm == 'BN':
         cfg.norm_cfg = dict(type='BN', requires_grad=True)
     assert cfg.norm_cfg.type == ('SyncBN' if norm == 'SyncBN' else 'BN')
@@ -690,7 +652,7 @@ def build_backbones(norm: str, device: str,
     """The three backbones, same weights (the GC blocks' random, not the
     zero init).  With ``errors``, one that does not build is left out with
     its error there; without, the error propagates."""
-    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmdet.registry import MODELS as MMDET_MODELS  # mmdet: optional
     models = {}
     for name in MODELS:
         torch.manual_seed(0)
@@ -708,7 +670,7 @@ def build_backbones(norm: str, device: str,
         models[name] = model.to(device)
     source = models.get('mmcv GC') or models.get('gcnet_mm GC')
     if source is not None:
-        randomize_(source, 5)
+        randomize(source, 5)
         state = source.state_dict()
         for name, model in models.items():
             if model is not source:
@@ -718,27 +680,14 @@ def build_backbones(norm: str, device: str,
     return models
 
 
-def block_types(model: nn.Module) -> List[str]:
-    return sorted({f'{type(m).__module__}.{type(m).__name__}'
-                   for n, m in model.named_modules()
-                   if n.endswith('context_block') or not n})
-
-
-def state_bytes(*tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 def section_resnet(args, res: Results) -> None:
-    import torch.distributed as dist
-    from mmdet.utils import register_all_modules
-
-    import gcnet_mm  # noqa: F401
+    from mmdet.utils import register_all_modules  # mmdet: optional
     register_all_modules()
     device = device_of(args.dry_run)
     sizes = SIZES['dry' if args.dry_run else 'device']
     shape = (sizes['resnet_batch'], 3, *sizes['image'])
     res.data.update(input=list(shape), models={},
-                    memory_measure=memory_measure(device),
+                    memory_measure=bench.memory_measure(device),
                     repeat=sizes['resnet_repeat'], configs=DET_CONFIGS)
     norms = list(DET_CONFIGS)
     with res.case('SyncBN: a one-rank process group'):
@@ -752,7 +701,7 @@ def section_resnet(args, res: Results) -> None:
         with res.case(f'{norm}: building the backbones'):
             missing = {}
             models = build_backbones(norm, device, missing)
-            res.data['models'][norm] = {k: block_types(m)
+            res.data['models'][norm] = {k: bench.block_types(m)
                                         for k, m in models.items()}
             diff = None
             if 'mmcv GC' in models and 'gcnet_mm GC' in models:
@@ -764,8 +713,8 @@ def section_resnet(args, res: Results) -> None:
             built[norm] = (models, missing, diff)
     # The targets' layout (contiguous) for every norm first, then
     # channels_last: a section stopped by its time cap loses the latter.
-    for layout in LAYOUTS:
-        fmt_ = layout_of(layout)
+    for layout in bench.LAYOUTS:
+        fmt_ = bench.layout_of(layout)
         img = img0.to(device).to(memory_format=fmt_)
         for norm, (models, missing, diff) in built.items():
             for m in models.values():
@@ -815,9 +764,9 @@ def resnet_row(models: Dict[str, nn.Module], img: Tensor, device: str,
         if k in errors:
             continue
         model = models[k]
-        static = state_bytes(img, *model.parameters(), *model.buffers())
+        static = bench.state_bytes(img, *model.parameters(), *model.buffers())
         try:
-            extra = measure_memory(
+            extra = bench.measure_memory(
                 device, fn, model,
                 lambda m=model: m.zero_grad(set_to_none=True))
         except Exception as e:  # noqa: BLE001  (one candidate)
@@ -1032,6 +981,7 @@ def plot(path: str, title: str, blocks: Optional[dict],
     """Left: the block's time over mmcv's (fused path, contiguous) per
     shape and precision, with the 0.5x target; right: the GC step's time and
     peak memory over the plain one's, with the 1.03x target."""
+    # matplotlib and numpy: the picture only (the report runs without them)
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -1138,9 +1088,9 @@ def section_report(args) -> int:
     where = (f"{env.get('gpu', env.get('device', '?'))}, torch "
              f"{env.get('torch', '?')}, CUDA {env.get('cuda')}, cuDNN "
              f"{env.get('cudnn')}")
-    title = ('gcnet_mm device check' + (' (DRY RUN on the CPU, toy sizes: '
-                                        'the numbers mean nothing)'
-                                        if args.dry_run else '')
+    title = ('gcnet_mm GPU check' + (' (DRY RUN on the CPU, toy sizes: '
+                                     'the numbers mean nothing)'
+                                     if args.dry_run else '')
              + f' - {where}')
     results = dict(dry_run=args.dry_run, preflight=preflight, env=env,
                    stages=stages, not_run=missing, loop=loop, targets=lines,
@@ -1243,6 +1193,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.section == 'report':
         return section_report(args)
+    if GCNET_MM_ERROR:
+        raise SystemExit(f'check.py {args.section}: gcnet_mm does not '
+                         f'import: {GCNET_MM_ERROR}')
     if args.dry_run:
         # Tiny tensors: threads only wait for each other, and on a shared
         # machine for other jobs.

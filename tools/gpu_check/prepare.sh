@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Collect everything the device check installs into one folder, on a machine
+# Collect everything the GPU check installs into one folder, on a machine
 # that reaches a package registry, so that the GPU machine needs none:
 #
 #   bash tools/gpu_check/prepare.sh WHEELS_DIR [--python-version X.Y]

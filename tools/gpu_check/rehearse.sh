@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check rehearsed offline on a machine without a GPU, on the
+# The GPU check rehearsed offline on a machine without a GPU, on the
 # software stack of the GPU machine it is prepared for:
 #
 #   bash tools/gpu_check/rehearse.sh DIR
@@ -185,7 +185,7 @@ unshare -rn true 2>/dev/null || die "unshare -rn is refused here (user namespace
 summary="$dir/rehearsal.md"
 
 {
-  log "rehearsal of the device check in $dir, offline steps in a network namespace (unshare -rn)"
+  log "rehearsal of the GPU check in $dir, offline steps in a network namespace (unshare -rn)"
   step "download the GPU machine's stack (registry)" download || die "download failed"
   step "prepare.sh (registry)" prepare || die "prepare.sh failed"
   step "venv: Python 3.12 + the stack, offline" offline venv || die "the venv did not build"
@@ -198,7 +198,7 @@ summary="$dir/rehearsal.md"
 rc=${PIPESTATUS[0]}
 
 {
-  echo "# Rehearsal of the device check"
+  echo "# Rehearsal of the GPU check"
   echo
   echo "Stack: ${STACK[*]} (CPython 3.12, $("$py312" -c 'import platform; print(platform.python_version())')); offline steps in \`unshare -rn\`."
   echo

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check in one command, on a GPU machine with or without network
+# The GPU check in one command, on a GPU machine with or without network
 # access:
 #
 #   bash tools/gpu_check/run.sh WHEELS_DIR OUT_DIR [--dry-run]
@@ -290,7 +290,7 @@ report() {
   local rc=$?
   if [[ ! -s "$out/report.md" ]]; then  # check.py itself did not run
     {
-      echo "# gcnet_mm device check: no report"
+      echo "# gcnet_mm GPU check: no report"
       echo
       echo "tools/gpu_check/check.py report exited $rc (see run.log). Stages:"
       echo
@@ -328,7 +328,7 @@ finish() {
 }
 
 main() {
-  log "gcnet_mm device check$( (( dry )) && echo ' (DRY RUN on the CPU)'): $PY, wheels $wheels, out $out, work $work, budget ${budget} s"
+  log "gcnet_mm GPU check$( (( dry )) && echo ' (DRY RUN on the CPU)'): $PY, wheels $wheels, out $out, work $work, budget ${budget} s"
   preflight
   local torch_before torch_after rc=0
   torch_before="$("$PY" -c 'import torch; print(torch.__file__, torch.__version__)' 2>&1)"

@@ -18,42 +18,40 @@ plugins holds gcnet_mm's blocks. ``GCNET_MM_UPSTREAM_SHIM=0`` binds nothing.
 import importlib.util
 import os
 
+import mmcv.cnn
+import mmcv.cnn.bricks
 import pytest
+from mmengine.registry import MODELS
 
 SHIM = os.environ.get('GCNET_MM_UPSTREAM_SHIM', '1') == '1'
 
 
 def _bind() -> None:
-    import mmcv.cnn
-    import mmcv.cnn.bricks
-    from mmengine.registry import MODELS
-
-    import gcnet_mm  # noqa: F401  (registers the package's modules)
+    # gcnet_mm is imported here only: with GCNET_MM_UPSTREAM_SHIM=0
+    # upstream's tests run with nothing of it loaded.
     from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock
     mmcv.cnn.ContextBlock = mmcv.cnn.bricks.ContextBlock = ContextBlock
     mmcv.cnn.NonLocal2d = mmcv.cnn.bricks.NonLocal2d = NonLocalBlock
     MODELS.register_module('ContextBlock', module=ContextBlock, force=True)
     MODELS.register_module('NonLocal2d', module=NonLocalBlock, force=True)
     if importlib.util.find_spec('mmseg') is not None:
-        import mmseg.models.decode_heads as heads
+        import mmseg.models.decode_heads as heads  # an optional host
 
         from gcnet_mm.models.heads import GCHead, NonLocalHead
         heads.GCHead, heads.NLHead = GCHead, NonLocalHead
 
 
 def _check(plugins: bool = True) -> None:
-    from mmcv.cnn.bricks import ContextBlock
-
-    from gcnet_mm.models.blocks import ContextBlock as Ours
-    from gcnet_mm.models.blocks import NonLocalBlock
-    assert ContextBlock is Ours
+    from gcnet_mm.models.blocks import ContextBlock, NonLocalBlock  # as above
+    assert mmcv.cnn.bricks.ContextBlock is ContextBlock
     if plugins and importlib.util.find_spec('mmdet') is not None:
-        from mmdet.models.backbones.resnet import Bottleneck
+        from mmdet.models.backbones.resnet import Bottleneck  # optional host
         block = Bottleneck(64, 16, plugins=[
             dict(cfg=dict(type='ContextBlock', ratio=1. / 16),
                  position='after_conv3'),
             dict(cfg=dict(type='NonLocal2d'), position='after_conv2')])
-        assert type(block.context_block) is Ours, type(block.context_block)
+        assert type(block.context_block) is ContextBlock, type(
+            block.context_block)
         assert type(block.nonlocal_block) is NonLocalBlock
 
 
