@@ -248,7 +248,7 @@ rc=${PIPESTATUS[0]}
     | grep -v '^## ' || printf '(no report)\n\n'
   echo "## Triton tests"
   echo
-  grep -E '^  numpy |^(FAILED|ERROR|SKIPPED) |^[0-9]+ (passed|failed)' \
+  grep -E '^  numpy |^(FAILED|ERROR|SKIPPED) |^[0-9]+ (passed|failed|errors?|skipped|deselected)\b' \
     "$dir/steps/triton_tests.log" 2>/dev/null || echo "(not run)"
 } > "$summary"
 cat "$summary"
