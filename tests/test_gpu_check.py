@@ -514,7 +514,7 @@ def test_blocks_section_measures_the_candidates_that_run(tmp_path,
 
 
 def test_resnet_section_measures_the_targets_layout_first(tmp_path,
-                                                         monkeypatch):
+                                                          monkeypatch):
     """The step's targets read the contiguous rows: those of every norm
     come before any channels_last row, so a section stopped by its time cap
     loses the latter first."""
