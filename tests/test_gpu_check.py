@@ -522,10 +522,37 @@ def test_rehearsal_refuses_bad_arguments(tmp_path):
     assert 'is inside the repository; give a folder outside it' in \
         proc.stderr
     assert not osp.exists(inside)  # refused before anything is created
+    proc = run_script(script, str(tmp_path), 'venv', 'tests')
+    assert proc.returncode == 2
+    assert 'unknown step tests' in proc.stderr and 'triton_tests' in \
+        proc.stderr
+    assert not os.listdir(tmp_path)
     if sys.version_info[:2] != (3, 12):
         proc = run_script(script, str(tmp_path),
                           env={'PYTHON312': sys.executable})
         assert proc.returncode == 1 and 'is not CPython 3.12' in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which('unshare') is None
+                    or subprocess.run(['unshare', '-rn', 'true']).returncode,
+                    reason='no user and network namespaces here')
+def test_rehearsal_runs_the_steps_it_is_given(tmp_path):
+    """`rehearse.sh DIR venv` runs that step alone (here on an empty DIR:
+    no stack to install, so it fails), and DIR/rehearsal.md gives its
+    outcome and the other steps as not run."""
+    proc = run_script(osp.join(TOOL, 'rehearse.sh'), str(tmp_path), 'venv')
+    if 'no CPython 3.12' in proc.stderr:
+        pytest.skip('no CPython 3.12 here')
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log[-3000:]
+    assert 'ERROR: the venv did not build' in log
+    assert '== download' not in log and '== run.sh' not in log
+    summary = (tmp_path / 'rehearsal.md').read_text()
+    assert re.search(r'^\| venv: Python 3\.12 \+ the stack, offline \| \d+ '
+                     r'\| 1 \| \d{4}-\d\d-\d\d ', summary, re.M), summary
+    for key in ('download', 'prepare', 'dry_run', 'triton_tests'):
+        assert f'| {key} | - | - | not run |' in summary
+    assert sorted(os.listdir(tmp_path / 'steps')) == ['venv.log', 'venv.row']
 
 
 def test_rehearsals_outcome_is_in_the_docs():

@@ -2,10 +2,13 @@
 # The GPU check rehearsed offline on a machine without a GPU, on the
 # software stack of the GPU machine it is prepared for:
 #
-#   bash tools/gpu_check/rehearse.sh DIR
+#   bash tools/gpu_check/rehearse.sh DIR [STEP...]
 #
 # DIR (outside the repository) keeps the downloads, the virtual environment
-# and the results between runs.  With a registry:
+# and the results between runs.  STEP (download, prepare, venv, dry_run,
+# triton_tests; default: all five, in this order) runs those steps alone, on
+# what earlier runs left in DIR: e.g. `rehearse.sh DIR triton_tests` after a
+# fix to the tests.  With a registry:
 #   1. downloads, for CPython 3.12 on manylinux x86_64, the GPU machine's
 #      stack (STACK below: torch 2.11.0 with its CUDA 13 libraries, about
 #      3 GB, Triton 3.6.0, torchvision 0.26.0, timm, ninja, numpy,
@@ -37,7 +40,10 @@
 # whether the machine's numpy itself works with the interpreter.
 #
 # Too big for CI (3 GB; on 2 cores, an hour or more, most of it mmcv's
-# build); the outcome and the wall time of each step go to DIR/rehearsal.md.
+# build).  Each step's outcome and wall time go to DIR/steps/ (the latest
+# run of each step) and DIR/rehearsal.md (all five); the log of each run to
+# DIR/rehearsal.log (a run of all the steps starts it afresh, a run of some
+# adds to it).
 # run.sh's budget is GPU_CHECK_BUDGET_S (default 7200 here).  Exit status: 0
 # when run.sh and the tests passed.
 # The steps run through step() and offline() (shellcheck cannot see it).
@@ -49,7 +55,9 @@ STACK=(torch==2.11.0 triton==3.6.0 torchvision==0.26.0 timm ninja numpy
 INTERPRETER_NUMPY=2.3.5
 TEST_EXTRAS=(pytest pytest-timeout "numpy==$INTERPRETER_NUMPY")
 
-usage() { echo "usage: rehearse.sh DIR" >&2; exit 2; }
+STEPS=(download prepare venv dry_run triton_tests)
+
+usage() { echo "usage: rehearse.sh DIR [STEP...] (STEP: ${STEPS[*]})" >&2; exit 2; }
 die() { printf '[rehearse] ERROR: %s\n' "$*" >&2; exit 1; }
 log() { printf '[rehearse %5ds] %s\n' "$SECONDS" "$*"; }
 
@@ -57,14 +65,19 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 py312="${PYTHON312:-}"  # found below when unset
 
-step() {  # step NAME CMD...: run, time and record
-  local name="$1" t0 rc dt; shift
+step() {  # step NAME CMD...: run, time and record, if its step is chosen
+  local name="$1" key t0 rc dt; shift
+  key="$1"
+  [[ "$key" == offline ]] && key="$2"
+  [[ " ${chosen[*]} " == *" $key "* ]] || return 0
   log "== $name"
   t0=$SECONDS
-  "$@"
-  rc=$?
+  "$@" 2>&1 | tee "$dir/steps/$key.log"
+  rc=${PIPESTATUS[0]}
   dt=$((SECONDS - t0))
   log "== $name: exit $rc in ${dt} s"
+  printf '| %s | %s | %s | %s |\n' "$name" "$dt" "$rc" \
+    "$(date -u '+%Y-%m-%d %H:%M UTC')" > "$dir/steps/$key.row"
   return "$rc"
 }
 
@@ -161,8 +174,13 @@ if [[ "${1:-}" == __offline ]]; then  # offline(): one step, no network
   exit
 fi
 
-[[ $# -eq 1 && "$1" != -* ]] || usage
+[[ $# -ge 1 && "$1" != -* ]] || usage
 dir="$(realpath -m "$1")"
+chosen=("${@:2}")
+for s in "${chosen[@]}"; do
+  [[ " ${STEPS[*]} " == *" $s "* ]] || { echo "rehearse.sh: unknown step $s" >&2; usage; }
+done
+(( ${#chosen[@]} )) || chosen=("${STEPS[@]}")
 case "$dir/" in
   "$root"/*) die "$dir is inside the repository; give a folder outside it" ;;
 esac
@@ -183,9 +201,15 @@ export PYTHON312="$py312"  # for the offline steps
 command -v unshare >/dev/null || die "unshare (util-linux) is needed"
 unshare -rn true 2>/dev/null || die "unshare -rn is refused here (user namespaces)"
 summary="$dir/rehearsal.md"
+tee_log=(tee -a "$dir/rehearsal.log")
+if (( ${#chosen[@]} == ${#STEPS[@]} )); then  # all of them: afresh
+  rm -rf "$dir/steps"
+  tee_log=(tee "$dir/rehearsal.log")
+fi
+mkdir -p "$dir/steps"
 
 {
-  log "rehearsal of the GPU check in $dir, offline steps in a network namespace (unshare -rn)"
+  log "rehearsal of the GPU check in $dir ($(date -u '+%Y-%m-%d %H:%M UTC'), steps: ${chosen[*]}), offline steps in a network namespace (unshare -rn)"
   step "download the GPU machine's stack (registry)" download || die "download failed"
   step "prepare.sh (registry)" prepare || die "prepare.sh failed"
   step "venv: Python 3.12 + the stack, offline" offline venv || die "the venv did not build"
@@ -194,7 +218,7 @@ summary="$dir/rehearsal.md"
   step "Triton tests with triton 3.6, offline" offline triton_tests
   tests_rc=$?
   exit $(( dry_rc || tests_rc ))
-} 2>&1 | tee "$dir/rehearsal.log"
+} 2>&1 | "${tee_log[@]}"
 rc=${PIPESTATUS[0]}
 
 {
@@ -202,20 +226,30 @@ rc=${PIPESTATUS[0]}
   echo
   echo "Stack: ${STACK[*]} (CPython 3.12, $("$py312" -c 'import platform; print(platform.python_version())')); offline steps in \`unshare -rn\`."
   echo
-  echo "| step | seconds | exit |"
-  echo "|---|---|---|"
-  grep -E '^\[rehearse +[0-9]+s\] == .*: exit [0-9]+ in [0-9]+ s$' "$dir/rehearsal.log" \
-    | sed -E 's/^\[rehearse +[0-9]+s\] == (.*): exit ([0-9]+) in ([0-9]+) s$/| \1 | \3 | \2 |/'
+  echo "The latest run of each step:"
+  echo
+  echo "| step | seconds | exit | run |"
+  echo "|---|---|---|---|"
+  total=0
+  for s in "${STEPS[@]}"; do
+    if [[ -f "$dir/steps/$s.row" ]]; then
+      cat "$dir/steps/$s.row"
+      total=$(( total + $(cut -d'|' -f3 "$dir/steps/$s.row") ))
+    else
+      echo "| $s | - | - | not run |"
+    fi
+  done
+  echo
+  echo "Steps' total: ${total} s; this run (${chosen[*]}): ${SECONDS} s."
   echo
   echo "## run.sh's report: what did not run"
   echo
   sed -n '/^## What did not run, and why/,/^## Targets/p' "$dir/out/report.md" 2>/dev/null \
-    | grep -v '^## ' || echo "(no report)"
+    | grep -v '^## ' || printf '(no report)\n\n'
   echo "## Triton tests"
   echo
-  grep -E '^  numpy |^(FAILED|ERROR|SKIPPED) |^[0-9]+ (passed|failed)' "$dir/rehearsal.log"
-  echo
-  echo "Total: ${SECONDS} s"
+  grep -E '^  numpy |^(FAILED|ERROR|SKIPPED) |^[0-9]+ (passed|failed|errors?|skipped|deselected)\b' \
+    "$dir/steps/triton_tests.log" 2>/dev/null || echo "(not run)"
 } > "$summary"
 cat "$summary"
 exit "$rc"
