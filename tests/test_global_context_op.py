@@ -6,6 +6,7 @@ import pickle
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import (mmcv_block, ours, outputs_and_grads, reference_path,
                       runs_on)
@@ -167,6 +168,56 @@ def test_transform_ignoring_context_keeps_dx(kernels):
     gy = torch.randn_like(y)
     (dx, ) = torch.autograd.grad(y, [x], gy)
     torch.testing.assert_close(dx, gy)
+
+
+class ThreadsPerOp(TorchDispatchMode):
+    """The CPU threads (``torch.get_num_threads()``) each ATen operator ran
+    with, split by whether it touched a tensor of at least ``numel``
+    elements (the feature map)."""
+
+    def __init__(self, numel):
+        super().__init__()
+        self.numel = numel
+        self.small, self.large = set(), set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [t for t in list(args) + list((kwargs or {}).values())
+                   if isinstance(t, torch.Tensor)]
+        if not func.is_view and tensors:
+            large = any(t.numel() >= self.numel for t in tensors)
+            (self.large if large else self.small).add(
+                (func.name(), torch.get_num_threads()))
+        return func(*args, **(kwargs or {}))
+
+
+def test_transform_runs_on_one_thread(kernels):
+    """The transform's small (B, C) products run on one thread, forward and
+    backward; the passes over the feature map on all of them; the gradients
+    of the transform's parameters are the reference path's."""
+    block = mmcv_block(c=32, ratio=0.25)
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    gy = torch.randn_like(x)
+    params = list(block.parameters())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with ThreadsPerOp(x.numel()) as seen:
+            y = ours(block, x)
+            grads = torch.autograd.grad(y, [x] + params, gy)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert fused(y) and runs_on(kernels, x)
+    assert after == 2
+    small = {op: n for op, n in seen.small}
+    for op in ('aten::addmm', 'aten::mm', 'aten::native_layer_norm',
+               'aten::native_layer_norm_backward'):
+        assert small.get(op) == 1, (op, sorted(seen.small))
+    assert {n for _, n in seen.large} == {2}, sorted(seen.large)
+    with reference_path():
+        ref = torch.autograd.grad(ours(block, x), [x] + params, gy)
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize('channels_last', [False, True])

@@ -13,11 +13,14 @@ Two paths behind one signature, chosen by
   written with ops tracing and export know (``matmul``, not a 1x1 conv, for
   the attention logits); the transforms run as the modules they are.
 """
-from typing import Callable, Optional
+import contextlib
+import functools
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .attention_pool import (GradLink, as_matrix, attention_pool, depends_on,
                              fuse_add)
@@ -129,7 +132,7 @@ def flat_transform(branch: Transform) -> Transform:
     if not isinstance(branch, nn.Sequential) or not all(
             map(_has_flat_form, branch)):
         return branch
-    return lambda context: _run_flat(branch, context)
+    return functools.partial(_run_flat_serial, branch)
 
 
 def _has_flat_form(layer: nn.Module) -> bool:
@@ -159,3 +162,63 @@ def _run_flat(branch: nn.Sequential, context: Tensor) -> Tensor:
         else:
             z = F.relu(z, inplace=layer.inplace)
     return z.view(b, -1, 1, 1)  # (B, C, 1, 1)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the CPU ops inside the ``with`` block on the calling thread only.
+
+    The transform's operations are small ((B, C) matrices): split over
+    threads, each costs more in waking and waiting for the other threads
+    than in arithmetic, the more so on a busy machine.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_flat_serial(branch: nn.Sequential, context: Tensor) -> Tensor:
+    """:func:`_run_flat`, forward and backward, on one thread on the CPU."""
+    if context.device.type != 'cpu' or torch.get_num_threads() == 1:
+        return _run_flat(branch, context)
+    if not torch.is_grad_enabled():
+        with _one_thread():
+            return _run_flat(branch, context)
+    return _OneThread.apply(branch, context, *branch.parameters())
+
+
+class _OneThread(torch.autograd.Function):
+    """``_run_flat(branch, context)`` with its own small graph, whose forward
+    and backward run on one thread; the parameters are inputs, so that
+    autograd accumulates their gradients as usual."""
+
+    @staticmethod
+    def forward(fctx, branch: nn.Sequential, context: Tensor,
+                *params: Tensor) -> Tensor:
+        with torch.enable_grad(), _one_thread():
+            inner = context.detach().requires_grad_(context.requires_grad)
+            out = _run_flat(branch, inner)
+        fctx.graph = (inner, out, params)
+        return out.detach()
+
+    @staticmethod
+    @once_differentiable
+    def backward(fctx, grad: Tensor):
+        inner, out, params = fctx.graph
+        wanted = [t for t, need in zip((inner, ) + params,
+                                       fctx.needs_input_grad[1:]) if need]
+        if not wanted or out.grad_fn is None:
+            return (None, ) * (len(params) + 2)
+        with _one_thread():
+            grads = iter(torch.autograd.grad(out, wanted, grad,
+                                             retain_graph=True,
+                                             allow_unused=True))
+        return (None, ) + tuple(
+            next(grads) if need else None
+            for need in fctx.needs_input_grad[1:])
