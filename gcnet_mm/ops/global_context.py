@@ -124,10 +124,11 @@ def flat_transform(branch: Transform) -> Transform:
     A 1x1 conv and a ``LayerNorm([P, 1, 1])`` on a (B, C, 1, 1) tensor are a
     linear layer and a ``LayerNorm(P)`` on its (B, C) view; run that way, with
     the same parameters viewed as matrices and vectors, the transform skips
-    the fixed cost of a convolution forward and backward.  Other branches run
-    as they are.  Only the fused path flattens; the reference path (tracing,
-    export, ``set_fused(False)``) calls every layer as a module, so hooks on
-    the layers see them there.
+    the fixed cost of a convolution forward and backward.  On the CPU the
+    flat form runs, forward and backward, on one thread (:class:`_OneThread`).
+    Other branches run as they are.  Only the fused path flattens; the
+    reference path (tracing, export, ``set_fused(False)``) calls every layer
+    as a module, so hooks on the layers see them there.
     """
     if not isinstance(branch, nn.Sequential) or not all(
             map(_has_flat_form, branch)):
