@@ -13,9 +13,8 @@ Two paths behind one signature, chosen by
   written with ops tracing and export know (``matmul``, not a 1x1 conv, for
   the attention logits); the transforms run as the modules they are.
 """
-import contextlib
 import functools
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from .attention_pool import (GradLink, as_matrix, attention_pool, depends_on,
                              fuse_add)
 from .dispatch import fused_kernels
 from .norm_source import NormTracker
+from .threads import one_thread
 
 __all__ = ['global_context', 'reference_global_context']
 
@@ -165,31 +165,12 @@ def _run_flat(branch: nn.Sequential, context: Tensor) -> Tensor:
     return z.view(b, -1, 1, 1)  # (B, C, 1, 1)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the CPU ops inside the ``with`` block on the calling thread only.
-
-    The transform's operations are small ((B, C) matrices): split over
-    threads, each costs more in waking and waiting for the other threads
-    than in arithmetic, the more so on a busy machine.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _run_flat_serial(branch: nn.Sequential, context: Tensor) -> Tensor:
     """:func:`_run_flat`, forward and backward, on one thread on the CPU."""
     if context.device.type != 'cpu' or torch.get_num_threads() == 1:
         return _run_flat(branch, context)
     if not torch.is_grad_enabled():
-        with _one_thread():
+        with one_thread(context.device):
             return _run_flat(branch, context)
     return _OneThread.apply(branch, context, *branch.parameters())
 
@@ -202,7 +183,7 @@ class _OneThread(torch.autograd.Function):
     @staticmethod
     def forward(fctx, branch: nn.Sequential, context: Tensor,
                 *params: Tensor) -> Tensor:
-        with torch.enable_grad(), _one_thread():
+        with torch.enable_grad(), one_thread(context.device):
             inner = context.detach().requires_grad_(context.requires_grad)
             out = _run_flat(branch, inner)
         fctx.graph = (inner, out, params)
@@ -216,7 +197,7 @@ class _OneThread(torch.autograd.Function):
                                        fctx.needs_input_grad[1:]) if need]
         if not wanted or out.grad_fn is None:
             return (None, ) * (len(params) + 2)
-        with _one_thread():
+        with one_thread(grad.device):
             grads = iter(torch.autograd.grad(out, wanted, grad,
                                              retain_graph=True,
                                              allow_unused=True))

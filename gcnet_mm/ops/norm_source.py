@@ -59,6 +59,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules import module as module_hooks
 
+from .threads import one_thread
+
 __all__ = [
     'NormSource', 'NormTracker', 'HookNorms', 'note_norm_io', 'drop_note'
 ]
@@ -232,7 +234,8 @@ def _alpha(module: nn.Module, inp: Tensor, x: Tensor) -> Tensor:
         # Training: the batch's statistics, fitted on a sample of positions
         # (64 per channel); channels the sample leaves unsure of (nearly
         # constant there, or x rounded coarsely) from all their positions.
-        slope, ok = _sampled_slope(module, inp, x)
+        with one_thread(inp.device):  # small: (64, C) elements
+            slope, ok = _sampled_slope(module, inp, x)
         alpha = slope.to(dtype)
         if bool(ok.all()):
             return alpha
