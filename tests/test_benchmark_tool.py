@@ -150,7 +150,7 @@ def run_tables(path):
                 blocks[c]['fused, torch ops'] = paths[1] / mmcv
         elif part == 'steps' and not line.startswith('time x'):
             cells = line.rsplit(None, 6)
-            if len(cells) == 7 and cells[0].strip() != 'model':
+            if len(cells) == 7 and 'faults/step' not in line:
                 steps[cells[0].strip()] = (float(cells[3]), float(cells[5]))
         elif part == 'steps':
             part = None
