@@ -230,3 +230,19 @@ def test_stored_runs_parse():
     assert {'plain', 'mmcv GC', 'gcnet_mm GC, fused',
             'gcnet_mm GC, reference'} <= set(steps)
     assert steps['plain'] == (1.0, 1.0)
+
+
+def test_bn_train_run_is_quoted():
+    """docs/benchmark.md's figures of the --bn train run are its file's."""
+    _, _, steps = run_tables(osp.join(RUNS, 'cpu-bn-train.txt'))
+    with open(osp.join(REPO, 'docs', 'benchmark.md')) as f:
+        text = ' '.join(f.read().split())
+    fused, torch_ops, ref, mmcv = (
+        steps[k] for k in ('gcnet_mm GC, fused',
+                           'gcnet_mm GC, fused, torch ops',
+                           'gcnet_mm GC, reference', 'mmcv GC'))
+    assert (f'{fused[0]:.3f}x for the fused path, {torch_ops[0]:.3f}x for '
+            f'the fused path on PyTorch-ops kernels, {ref[0]:.3f}x for the '
+            f"reference path and {mmcv[0]:.3f}x for mmcv's block; saved "
+            f'activations {fused[1]:.3f}x for the fused path, {ref[1]:.3f}x '
+            'for the others') in text
