@@ -335,7 +335,7 @@ def test_the_parent_hooks_its_batch_norms_before_they_run():
     from gcnet_mm.ops import norm_source
     model = gc_after(nn.BatchNorm2d(16))
     model.add_module('other', nn.BatchNorm2d(16))  # a sibling, after it
-    assert getattr(model, norm_source._PARENT_HOOKED)
+    assert getattr(model, norm_source._HOOKS_NORMS)
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
     # x (the first batch norm's input, which the block shares) and the
     # block's output (the input of the sibling after it)
@@ -343,8 +343,8 @@ def test_the_parent_hooks_its_batch_norms_before_they_run():
                 pickle.loads(pickle.dumps(model))):
         _, saved = saved_storages(lambda: dup(x))
         assert n_big(saved, x) == 2
-        assert getattr(dup[0], norm_source._HOOKED)
-        assert getattr(dup.other, norm_source._HOOKED)
+        assert getattr(dup[0], norm_source._NOTES_IO)
+        assert getattr(dup.other, norm_source._NOTES_IO)
     with torch.no_grad():  # nothing is noted without autograd
         model(x)
     assert norm_source._take_note(x) is None
@@ -404,10 +404,10 @@ def test_a_swapped_batch_norm_is_hooked_before_it_runs():
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
     model(x).sum().backward()
     model[0] = nn.BatchNorm2d(16)
-    assert not getattr(model[0], norm_source._HOOKED, False)
+    assert not getattr(model[0], norm_source._NOTES_IO, False)
     _, saved = saved_storages(lambda: model(x))
     assert n_big(saved, x) == 1
-    assert getattr(model[0], norm_source._HOOKED)
+    assert getattr(model[0], norm_source._NOTES_IO)
 
 
 def test_in_place_change_of_batch_norm_input_raises():
