@@ -87,3 +87,132 @@ def test_bn_mode_argument():
     assert tool.parse_args([]).bn == 'eval'
     assert tool.parse_args(['--bn', 'train']).bn == 'train'
     assert tool.parse_args([]).profile_rounds == 3
+
+
+# --- README.md and docs/benchmark.md quote the stored runs ------------------
+
+RUNS = osp.join(REPO, 'docs', 'benchmark_runs')
+# The runs the CPU tables quote (BN in eval mode, the configs' setting).
+CPU_RUNS = [osp.join(RUNS, f'cpu-{i}.txt') for i in (1, 2, 3)]
+
+
+def run_tables(path):
+    """(machine, block rows, step rows) of one benchmark output: the block
+    rows map shape -> {candidate: ratio to mmcv's}, the step rows map model
+    -> (paired time ratio, saved-activation ratio) to the plain step's."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    machine = lines[0].lstrip('# ').split(',')[0]
+    blocks, steps, part = {}, {}, None
+    for line in lines[1:]:
+        if line.startswith('## '):
+            part = 'blocks' if 'GC block' in line else (
+                'steps' if 'train step' in line else None)
+            continue
+        if part == 'blocks' and line.strip().startswith('('):
+            shape, values = line.split(')')
+            values = [float(v) for v in values.split()]
+            paths, (mmcv, timm) = values[:-6], values[-6:-4]
+            c = int(shape.split(',')[1])
+            blocks[c] = {'fused': paths[0] / mmcv, 'reference':
+                         paths[-1] / mmcv, 'timm': timm / mmcv}
+            if len(paths) == 3:
+                blocks[c]['fused, torch ops'] = paths[1] / mmcv
+        elif part == 'steps' and not line.startswith('time x'):
+            cells = line.rsplit(None, 6)
+            if len(cells) == 7 and 'faults/step' not in line:
+                steps[cells[0].strip()] = (float(cells[3]), float(cells[5]))
+        elif part == 'steps':
+            part = None
+    return machine, blocks, steps
+
+
+def spread(values, digits=2):
+    """'a.bcx to d.efx (median g.hix)', or one figure where all agree."""
+    values = sorted(values)
+    low, mid, high = (f'{v:.{digits}f}x' for v in
+                      (values[0], values[len(values) // 2], values[-1]))
+    return low if low == high else f'{low} to {high} (median {mid})'
+
+
+def table_row(text, label):
+    """The cells after the first of the markdown table row ``label``."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if cells[0] == label:
+            return cells[1:]
+    raise AssertionError(f'no table row {label!r}')
+
+
+def quoted_rows():
+    """Each table row of the CPU figures: (label, expected cells)."""
+    runs = [run_tables(p) for p in CPU_RUNS]
+    machines = {m for m, _, _ in runs}
+    assert len(machines) == 1, machines
+    machine = f'shared 2-core {machines.pop()}'
+    block_rows = {
+        "gcnet_mm fused / mmcv's `ContextBlock`": 'fused',
+        'gcnet_mm fused on PyTorch-ops kernels / mmcv\'s': 'fused, torch ops',
+        "gcnet_mm reference / mmcv's": 'reference',
+        "timm's `GlobalContext` / mmcv's": 'timm',
+    }
+    for label, name in block_rows.items():
+        yield label, [machine] + [
+            spread([r[1][c][name] for r in runs]) for c in (512, 1024, 2048)]
+    step_rows = {
+        "GC r16 c3-c5, mmcv's `ContextBlock`": 'mmcv GC',
+        'GC r16 c3-c5, gcnet_mm fused': 'gcnet_mm GC, fused',
+        'GC r16 c3-c5, gcnet_mm fused on PyTorch-ops kernels':
+        'gcnet_mm GC, fused, torch ops',
+        'GC r16 c3-c5, gcnet_mm reference': 'gcnet_mm GC, reference',
+    }
+    for label, name in step_rows.items():
+        yield label, [machine,
+                      spread([r[2][name][0] for r in runs]),
+                      spread([r[2][name][1] for r in runs], digits=3)]
+
+
+@pytest.mark.parametrize('doc', ['README.md', 'docs/benchmark.md'])
+def test_speed_tables_quote_the_stored_runs(doc):
+    """Every row of the CPU speed tables names its machine and gives the
+    spread of the three stored runs (docs/benchmark_runs), not one run."""
+    with open(osp.join(REPO, doc)) as f:
+        text = f.read()
+    rows = list(quoted_rows())
+    found = 0
+    for label, expected in rows:
+        try:
+            cells = table_row(text, label)
+        except AssertionError:
+            if doc == 'docs/benchmark.md':
+                raise  # the full tables are all there
+            continue  # the README quotes a selection
+        assert cells == expected, (doc, label)
+        found += 1
+    assert found >= 4, f'{doc} quotes {found} rows of the stored runs'
+
+
+def test_stored_runs_parse():
+    """The parser reads what the tool prints: all candidates, all shapes."""
+    machine, blocks, steps = run_tables(CPU_RUNS[0])
+    assert machine
+    assert set(blocks) == {512, 1024, 2048}
+    assert {'plain', 'mmcv GC', 'gcnet_mm GC, fused',
+            'gcnet_mm GC, reference'} <= set(steps)
+    assert steps['plain'] == (1.0, 1.0)
+
+
+def test_bn_train_run_is_quoted():
+    """docs/benchmark.md's figures of the --bn train run are its file's."""
+    _, _, steps = run_tables(osp.join(RUNS, 'cpu-bn-train.txt'))
+    with open(osp.join(REPO, 'docs', 'benchmark.md')) as f:
+        text = ' '.join(f.read().split())
+    fused, torch_ops, ref, mmcv = (
+        steps[k] for k in ('gcnet_mm GC, fused',
+                           'gcnet_mm GC, fused, torch ops',
+                           'gcnet_mm GC, reference', 'mmcv GC'))
+    assert (f'{fused[0]:.3f}x for the fused path, {torch_ops[0]:.3f}x for '
+            f'the fused path on PyTorch-ops kernels, {ref[0]:.3f}x for the '
+            f"reference path and {mmcv[0]:.3f}x for mmcv's block; saved "
+            f'activations {fused[1]:.3f}x for the fused path, {ref[1]:.3f}x '
+            'for the others') in text

@@ -6,6 +6,7 @@ import pickle
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import (mmcv_block, ours, outputs_and_grads, reference_path,
                       runs_on)
@@ -169,6 +170,56 @@ def test_transform_ignoring_context_keeps_dx(kernels):
     torch.testing.assert_close(dx, gy)
 
 
+class ThreadsPerOp(TorchDispatchMode):
+    """The CPU threads (``torch.get_num_threads()``) each ATen operator ran
+    with, split by whether it touched a tensor of at least ``numel``
+    elements (the feature map)."""
+
+    def __init__(self, numel):
+        super().__init__()
+        self.numel = numel
+        self.small, self.large = set(), set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [t for t in list(args) + list((kwargs or {}).values())
+                   if isinstance(t, torch.Tensor)]
+        if not func.is_view and tensors:
+            large = any(t.numel() >= self.numel for t in tensors)
+            (self.large if large else self.small).add(
+                (func.name(), torch.get_num_threads()))
+        return func(*args, **(kwargs or {}))
+
+
+def test_transform_runs_on_one_thread(kernels):
+    """The transform's small (B, C) products run on one thread, forward and
+    backward; the passes over the feature map on all of them; the gradients
+    of the transform's parameters are the reference path's."""
+    block = mmcv_block(c=32, ratio=0.25)
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    gy = torch.randn_like(x)
+    params = list(block.parameters())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with ThreadsPerOp(x.numel()) as seen:
+            y = ours(block, x)
+            grads = torch.autograd.grad(y, [x] + params, gy)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert fused(y) and runs_on(kernels, x)
+    assert after == 2
+    small = {op: n for op, n in seen.small}
+    for op in ('aten::addmm', 'aten::mm', 'aten::native_layer_norm',
+               'aten::native_layer_norm_backward'):
+        assert small.get(op) == 1, (op, sorted(seen.small))
+    assert {n for _, n in seen.large} == {2}, sorted(seen.large)
+    with reference_path():
+        ref = torch.autograd.grad(ours(block, x), [x] + params, gy)
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_gradcheck_float64(kernels, channels_last):
     if kernels == 'triton':
@@ -284,7 +335,7 @@ def test_the_parent_hooks_its_batch_norms_before_they_run():
     from gcnet_mm.ops import norm_source
     model = gc_after(nn.BatchNorm2d(16))
     model.add_module('other', nn.BatchNorm2d(16))  # a sibling, after it
-    assert getattr(model, norm_source._PARENT_HOOKED)
+    assert getattr(model, norm_source._HOOKS_NORMS)
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
     # x (the first batch norm's input, which the block shares) and the
     # block's output (the input of the sibling after it)
@@ -292,8 +343,8 @@ def test_the_parent_hooks_its_batch_norms_before_they_run():
                 pickle.loads(pickle.dumps(model))):
         _, saved = saved_storages(lambda: dup(x))
         assert n_big(saved, x) == 2
-        assert getattr(dup[0], norm_source._HOOKED)
-        assert getattr(dup.other, norm_source._HOOKED)
+        assert getattr(dup[0], norm_source._NOTES_IO)
+        assert getattr(dup.other, norm_source._NOTES_IO)
     with torch.no_grad():  # nothing is noted without autograd
         model(x)
     assert norm_source._take_note(x) is None
@@ -353,10 +404,10 @@ def test_a_swapped_batch_norm_is_hooked_before_it_runs():
     x = torch.randn(2, 16, 4, 4, requires_grad=True)
     model(x).sum().backward()
     model[0] = nn.BatchNorm2d(16)
-    assert not getattr(model[0], norm_source._HOOKED, False)
+    assert not getattr(model[0], norm_source._NOTES_IO, False)
     _, saved = saved_storages(lambda: model(x))
     assert n_big(saved, x) == 1
-    assert getattr(model[0], norm_source._HOOKED)
+    assert getattr(model[0], norm_source._NOTES_IO)
 
 
 def test_in_place_change_of_batch_norm_input_raises():

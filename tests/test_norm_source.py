@@ -282,7 +282,7 @@ def test_syncbn_over_two_processes(tmp_path):
     mp.spawn(_two_process_check, args=(str(tmp_path / 'store'), ), nprocs=2)
 
 
-# -- the note's lifetime -------------------------------------------------------
+# -- the note's lifetime ------------------------------------------------------
 class NormBlockNorm(nn.Module):
     """norm, GC block, then another batch norm (a Bottleneck's downsample
     runs after the block in mmdet's)."""
@@ -472,3 +472,39 @@ def test_a_full_pass_shows_in_the_count():
         _, (r, _), reads = block_traffic(make_norm('bn2d', 'train'), inp,
                                          torch.randn_like(inp))
     assert int(r) == 9 and reads['aten::var.correction'] == 1
+
+
+class ThreadsPerOp(TorchDispatchMode):
+    """The CPU threads (``torch.get_num_threads()``) each ATen operator ran
+    with, by operator name."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = collections.defaultdict(set)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen[func.name()].add(torch.get_num_threads())
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_sample_is_fitted_on_one_thread():
+    """The slope's sample ((64, C) elements: the gather and the fit) runs on
+    one thread, the batch norm and the block's passes on all of them."""
+    model = gc_after(make_norm('bn2d', 'train'))
+    inp = torch.randn(2, C, 32, 40)
+    gy = torch.randn_like(inp)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in range(2):  # the hooks are in place from the first call
+            grads(model, inp, gy)
+        with ThreadsPerOp() as mode:
+            grads(model, inp, gy)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert after == 2
+    assert mode.seen['aten::index.Tensor'] == {1}  # the gather
+    assert mode.seen['aten::stack'] == {1}
+    assert mode.seen['aten::native_batch_norm'] == {2}
+    assert mode.seen['aten::native_batch_norm_backward'] == {2}

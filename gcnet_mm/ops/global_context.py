@@ -13,16 +13,19 @@ Two paths behind one signature, chosen by
   written with ops tracing and export know (``matmul``, not a 1x1 conv, for
   the attention logits); the transforms run as the modules they are.
 """
+import functools
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .attention_pool import (GradLink, as_matrix, attention_pool, depends_on,
                              fuse_add)
 from .dispatch import fused_kernels
 from .norm_source import NormTracker
+from .threads import one_thread
 
 __all__ = ['global_context', 'reference_global_context']
 
@@ -121,15 +124,16 @@ def flat_transform(branch: Transform) -> Transform:
     A 1x1 conv and a ``LayerNorm([P, 1, 1])`` on a (B, C, 1, 1) tensor are a
     linear layer and a ``LayerNorm(P)`` on its (B, C) view; run that way, with
     the same parameters viewed as matrices and vectors, the transform skips
-    the fixed cost of a convolution forward and backward.  Other branches run
-    as they are.  Only the fused path flattens; the reference path (tracing,
-    export, ``set_fused(False)``) calls every layer as a module, so hooks on
-    the layers see them there.
+    the fixed cost of a convolution forward and backward.  On the CPU the
+    flat form runs, forward and backward, on one thread (:class:`_OneThread`).
+    Other branches run as they are.  Only the fused path flattens; the
+    reference path (tracing, export, ``set_fused(False)``) calls every layer
+    as a module, so hooks on the layers see them there.
     """
     if not isinstance(branch, nn.Sequential) or not all(
             map(_has_flat_form, branch)):
         return branch
-    return lambda context: _run_flat(branch, context)
+    return functools.partial(_run_flat_serial, branch)
 
 
 def _has_flat_form(layer: nn.Module) -> bool:
@@ -159,3 +163,44 @@ def _run_flat(branch: nn.Sequential, context: Tensor) -> Tensor:
         else:
             z = F.relu(z, inplace=layer.inplace)
     return z.view(b, -1, 1, 1)  # (B, C, 1, 1)
+
+
+def _run_flat_serial(branch: nn.Sequential, context: Tensor) -> Tensor:
+    """:func:`_run_flat`, forward and backward, on one thread on the CPU."""
+    if context.device.type != 'cpu' or torch.get_num_threads() == 1:
+        return _run_flat(branch, context)
+    if not torch.is_grad_enabled():
+        with one_thread(context.device):
+            return _run_flat(branch, context)
+    return _OneThread.apply(branch, context, *branch.parameters())
+
+
+class _OneThread(torch.autograd.Function):
+    """``_run_flat(branch, context)`` with its own small graph, whose forward
+    and backward run on one thread; the parameters are inputs, so that
+    autograd accumulates their gradients as usual."""
+
+    @staticmethod
+    def forward(fctx, branch: nn.Sequential, context: Tensor,
+                *params: Tensor) -> Tensor:
+        with torch.enable_grad(), one_thread(context.device):
+            inner = context.detach().requires_grad_(context.requires_grad)
+            out = _run_flat(branch, inner)
+        fctx.graph = (inner, out, params)
+        return out.detach()
+
+    @staticmethod
+    @once_differentiable
+    def backward(fctx, grad: Tensor):
+        inner, out, params = fctx.graph
+        wanted = [t for t, need in zip((inner, ) + params,
+                                       fctx.needs_input_grad[1:]) if need]
+        if not wanted or out.grad_fn is None:
+            return (None, ) * (len(params) + 2)
+        with one_thread(grad.device):
+            grads = iter(torch.autograd.grad(out, wanted, grad,
+                                             retain_graph=True,
+                                             allow_unused=True))
+        return (None, ) + tuple(
+            next(grads) if need else None
+            for need in fctx.needs_input_grad[1:])

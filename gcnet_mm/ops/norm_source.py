@@ -20,7 +20,7 @@ Everything here uses public PyTorch interfaces:
   the parent registers it (a module-registration hook,
   ``torch.nn.modules.module.register_module_module_registration_hook``,
   removed once the block is registered or gone), and gives the parent a
-  forward pre-hook (:class:`NoteNorms`).
+  forward pre-hook (:class:`HookNorms`).
 * Before each call of the parent, that pre-hook puts a forward hook
   (:func:`note_norm_io`, ``prepend=True``) on each batch norm among the
   parent's children and grandchildren (mmdet's, mmseg's and mmpretrain's
@@ -59,8 +59,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules import module as module_hooks
 
+from .threads import one_thread
+
 __all__ = [
-    'NormSource', 'NormTracker', 'NoteNorms', 'note_norm_io', 'drop_note'
+    'NormSource', 'NormTracker', 'HookNorms', 'note_norm_io', 'drop_note'
 ]
 
 # Layers whose output is an affine map of their input, per channel.
@@ -232,7 +234,8 @@ def _alpha(module: nn.Module, inp: Tensor, x: Tensor) -> Tensor:
         # Training: the batch's statistics, fitted on a sample of positions
         # (64 per channel); channels the sample leaves unsure of (nearly
         # constant there, or x rounded coarsely) from all their positions.
-        slope, ok = _sampled_slope(module, inp, x)
+        with one_thread(inp.device):  # small: (64, C) elements
+            slope, ok = _sampled_slope(module, inp, x)
         alpha = slope.to(dtype)
         if bool(ok.all()):
             return alpha
@@ -245,30 +248,32 @@ def _alpha(module: nn.Module, inp: Tensor, x: Tensor) -> Tensor:
         return alpha
 
 
-class NoteNorms:
-    """Forward pre-hook on a GC block's parent: the batch norms among the
-    parent's children and grandchildren carry :func:`note_norm_io`.
+class HookNorms:
+    """Forward pre-hook on a GC block's parent: hooks :func:`note_norm_io`
+    onto each batch norm among the parent's children and grandchildren that
+    lacks it.
 
     Picklable, and copied with the parent, as its hooks are.
     """
 
     def __init__(self) -> None:
-        self.names: Optional[List[str]] = None  # paths of the norms, found
-        # on the first call (the parent's layers all exist by then)
+        # Paths of the norms, found on the first call (the parent's layers
+        # all exist by then).
+        self.norm_paths: Optional[List[str]] = None
 
     def __call__(self, parent: nn.Module, args: tuple) -> None:
         if torch.compiler.is_compiling():
             return
-        if self.names is None:
-            self.names = [
+        if self.norm_paths is None:
+            self.norm_paths = [
                 name for name, m in parent.named_modules()
                 if name and name.count('.') <= 1 and isinstance(m, _NORMS)
             ]
-        for name in self.names:
+        for name in self.norm_paths:
             m = parent.get_submodule(name)
-            if isinstance(m, _NORMS) and not getattr(m, _HOOKED, False):
+            if isinstance(m, _NORMS) and not getattr(m, _NOTES_IO, False):
                 m.register_forward_hook(note_norm_io, prepend=True)
-                setattr(m, _HOOKED, True)
+                setattr(m, _NOTES_IO, True)
 
 
 class NormTracker:
@@ -276,7 +281,7 @@ class NormTracker:
     of its parent has just produced it (see the module doc).
 
     Args:
-        block: the block; the tracker gives its parent a :class:`NoteNorms`
+        block: the block; the tracker gives its parent a :class:`HookNorms`
             pre-hook when the parent registers the block.
     """
 
@@ -290,10 +295,10 @@ class NormTracker:
                 return
             block = block_ref()
             if block is not None and submodule is block:
-                if not getattr(module, _PARENT_HOOKED, False):
-                    module.register_forward_pre_hook(NoteNorms())
+                if not getattr(module, _HOOKS_NORMS, False):
+                    module.register_forward_pre_hook(HookNorms())
                     module.register_forward_hook(drop_note, always_call=True)
-                    setattr(module, _PARENT_HOOKED, True)
+                    setattr(module, _HOOKS_NORMS, True)
             if block is None or submodule is block:
                 # Removed later: torch is iterating over these hooks now.
                 _done.append(handle)
@@ -328,7 +333,7 @@ class NormTracker:
         return NormSource(inp, _alpha(module, inp, x))
 
 
-# Attributes set on a batch norm that carries the note_norm_io hook, and on a
-# parent that carries NoteNorms (copied with the module, as its hooks are).
-_HOOKED = 'gcnet_mm_notes_io'
-_PARENT_HOOKED = 'gcnet_mm_notes_norms'
+# Attributes that say a batch norm carries the note_norm_io hook and a parent
+# the HookNorms pre-hook (copied with the module, as its hooks are).
+_NOTES_IO = 'gcnet_mm_notes_io'
+_HOOKS_NORMS = 'gcnet_mm_hooks_norms'
