@@ -181,20 +181,20 @@ class _OneThread(torch.autograd.Function):
     autograd accumulates their gradients as usual."""
 
     @staticmethod
-    def forward(fctx, branch: nn.Sequential, context: Tensor,
+    def forward(ctx, branch: nn.Sequential, context: Tensor,
                 *params: Tensor) -> Tensor:
         with torch.enable_grad(), one_thread(context.device):
             inner = context.detach().requires_grad_(context.requires_grad)
             out = _run_flat(branch, inner)
-        fctx.graph = (inner, out, params)
+        ctx.graph = (inner, out, params)
         return out.detach()
 
     @staticmethod
     @once_differentiable
-    def backward(fctx, grad: Tensor):
-        inner, out, params = fctx.graph
+    def backward(ctx, grad: Tensor):
+        inner, out, params = ctx.graph
         wanted = [t for t, need in zip((inner, ) + params,
-                                       fctx.needs_input_grad[1:]) if need]
+                                       ctx.needs_input_grad[1:]) if need]
         if not wanted or out.grad_fn is None:
             return (None, ) * (len(params) + 2)
         with one_thread(grad.device):
@@ -203,4 +203,4 @@ class _OneThread(torch.autograd.Function):
                                              allow_unused=True))
         return (None, ) + tuple(
             next(grads) if need else None
-            for need in fctx.needs_input_grad[1:])
+            for need in ctx.needs_input_grad[1:])
