@@ -285,10 +285,10 @@ EOF
 
 report() {
   log "== report"
-  "$PY" "$root/tools/gpu_check/check.py" report --work "$work" --out "$out" \
+  "$PY" "$root/tools/gpu_check/check.py" report --work "$work" --out "$out_dir" \
     "${dry_flag[@]}"
   local rc=$?
-  if [[ ! -s "$out/report.md" ]]; then  # check.py itself did not run
+  if [[ ! -s "$out_dir/report.md" ]]; then  # check.py itself did not run
     {
       echo "# gcnet_mm GPU check: no report"
       echo
@@ -297,9 +297,9 @@ report() {
       echo "| stage | seconds | status | last line |"
       echo "|---|---|---|---|"
       awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $2, $3, $4, $6 }' "$stages"
-    } > "$out/report.md"
+    } > "$out_dir/report.md"
     printf '{"error": "check.py report exited %s", "stages_tsv": "%s"}\n' \
-      "$rc" "$stages" > "$out/results.json"
+      "$rc" "$stages" > "$out_dir/results.json"
   fi
   return "$rc"
 }
@@ -328,7 +328,7 @@ finish() {
 }
 
 main() {
-  log "gcnet_mm GPU check$( (( dry )) && echo ' (DRY RUN on the CPU)'): $PY, wheels $wheels, out $out, work $work, budget ${budget} s"
+  log "gcnet_mm GPU check$( (( dry )) && echo ' (DRY RUN on the CPU)'): $PY, wheels $wheels, out $out_dir, work $work, budget ${budget} s"
   preflight
   local torch_before torch_after rc=0
   torch_before="$("$PY" -c 'import torch; print(torch.__file__, torch.__version__)' 2>&1)"
@@ -389,8 +389,8 @@ done
 [[ -d "${args[0]}" ]] || { echo "run.sh: WHEELS_DIR ${args[0]} is not a folder (make it with tools/gpu_check/prepare.sh)" >&2; exit 2; }
 wheels="$(cd "${args[0]}" && pwd)"
 mkdir -p "${args[1]}" || exit 2
-out="$(cd "${args[1]}" && pwd)"
-rm -f "$out/report.md" "$out/results.json" "$out/gpu_check.png"  # no stale ones
+out_dir="$(cd "${args[1]}" && pwd)"
+rm -f "$out_dir/report.md" "$out_dir/results.json" "$out_dir/gpu_check.png"  # no stale ones
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null || { echo "run.sh: no interpreter $PY (set PYTHON)" >&2; exit 2; }
 budget="${GPU_CHECK_BUDGET_S:-$(( dry ? 1800 : PLAN_BUDGET ))}"
@@ -424,7 +424,7 @@ ninja_bin="$("$PY" -c 'import ninja, os; print(ninja.BIN_DIR)' 2>/dev/null)" \
   && PATH="$ninja_bin:$PATH"
 export PATH
 
-exec > >(tee "$out/run.log") 2>&1
+exec > >(tee "$out_dir/run.log") 2>&1
 tee_pid=$!
 trap stopped TERM INT
 main
