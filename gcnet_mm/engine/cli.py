@@ -141,14 +141,8 @@ def config_errors(cfg: Config) -> Iterator[None]:
 
 
 def run_cli(main: Callable[[], Optional[int]]) -> None:
-    """Run a tool's main, turning user errors into a one-line message; a
-    process group that the run set up is destroyed when it ends, before the
-    interpreter's exit tears down what is left of it."""
+    """Run a tool's main, turning user errors into a one-line message."""
     try:
-        code = main()
+        sys.exit(main())
     except USER_ERRORS as e:
         sys.exit(f'error: {e}')
-    if torch.distributed.is_available() and \
-            torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    sys.exit(code)
